@@ -1,0 +1,123 @@
+"""A local transformers model as an ``LLM`` (the released ``models.py::Agent``, batched and configurable)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HFLLMConfig:
+    model_name_or_path: str = field(metadata={"help": "Checkpoint directory (e.g. checkpoints/pasa-7b-crawler)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per forward/generate call (released: 8)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Generation budget of the crawler (released: 512)."})
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "Truncate prompts to this many tokens (left side is kept); None = no limit."}
+    )
+    dtype: str = field(default="auto", metadata={"help": "'auto' (checkpoint dtype), 'bfloat16', 'float32', ..."})
+    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda', 'cuda:1'; None = cuda if available."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "'sdpa' (default), 'eager', or 'flash_attention_2' (GPU, needs flash-attn)."}
+    )
+    temperature: float = field(
+        default=2.0, metadata={"help": "Sampling temperature when sample=True (released RL: 2.0)."}
+    )
+    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling when sample=True (released RL: 0.8)."})
+    true_token: str = field(default="True", metadata={"help": "Token whose probability is the selector score."})
+
+
+class HFLLM:
+    """Batched generation with left padding; P(True) from the first generated token's distribution.
+
+    ``true_prob`` follows the released ``Agent.infer_score``: the raw prompt (no chat template) goes to
+    ``generate(max_new_tokens=1, output_scores=True)`` and the score is the softmax over the full vocabulary of
+    the first step's scores at the ``True`` token. Like the released code this uses the checkpoint's generation
+    config, so its logits processors (e.g. ``repetition_penalty``) shape the score the same way.
+    """
+
+    def __init__(self, config: HFLLMConfig, model=None, tokenizer=None):
+        self.config = config
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(config.model_name_or_path, padding_side="left")
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if model is None:
+            dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
+            kwargs = {"dtype": dtype}
+            if config.attn_implementation:
+                kwargs["attn_implementation"] = config.attn_implementation
+            model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs).to(device)
+        self.model = model.eval()
+        self.true_token_id = self._single_token_id(config.true_token)
+        # generate() is not re-entrant on one model; the agent may call from several threads.
+        self._lock = threading.Lock()
+
+    def _single_token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id or self.tokenizer.tokenize(token) != [token]:
+            raise ValueError(
+                f"tokenizer of {self.config.model_name_or_path!r} has no single {token!r} token; "
+                "the selector score P(True) is defined on one token (as in Qwen2.5's vocabulary)"
+            )
+        return token_id
+
+    @property
+    def device(self):
+        return self.model.device
+
+    def _encode(self, texts: list[str]):
+        kwargs = {"return_tensors": "pt", "padding": True}
+        if self.config.max_prompt_length:
+            self.tokenizer.truncation_side = "left"
+            kwargs.update(truncation=True, max_length=self.config.max_prompt_length)
+        return self.tokenizer(texts, **kwargs).to(self.device)
+
+    def apply_chat(self, prompt: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt.strip()}], tokenize=False, add_generation_prompt=True
+        )
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], chat: bool = True, sample: bool = False) -> list[str]:
+        texts = [self.apply_chat(p) if chat else p for p in prompts]
+        replies: list[str] = []
+        gen_kwargs = {"max_new_tokens": self.config.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if sample:
+            gen_kwargs.update(do_sample=True, temperature=self.config.temperature, top_p=self.config.top_p)
+        else:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        for i in range(0, len(texts), self.config.batch_size):
+            inputs = self._encode(texts[i : i + self.config.batch_size])
+            with self._lock:
+                out = self.model.generate(**inputs, **gen_kwargs)
+            new_tokens = out[:, inputs["input_ids"].shape[1] :]
+            replies.extend(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        return replies
+
+    @torch.no_grad()
+    def true_prob(self, prompts: list[str]) -> list[float]:
+        probs: list[float] = []
+        for i in range(0, len(prompts), self.config.batch_size):
+            inputs = self._encode(prompts[i : i + self.config.batch_size])
+            with self._lock:
+                out = self.model.generate(
+                    **inputs,
+                    max_new_tokens=1,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            scores = out.scores[0].float().softmax(dim=-1)[:, self.true_token_id]
+            probs.extend(scores.cpu().tolist())
+        return probs

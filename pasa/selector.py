@@ -1,0 +1,30 @@
+"""The Selector: a relevance score for each (user query, paper) pair (DESIGN §1.1)."""
+
+from __future__ import annotations
+
+from pasa.llm import LLM
+from pasa.prompts import render_select_prompt
+
+# A paper is selected when its score is strictly above this (released paper_agent.py: ``score > 0.5``).
+SELECT_THRESHOLD = 0.5
+
+
+class Selector:
+    """Scores papers with P(True) of the ``get_selected`` prompt, all papers of a call in one batch."""
+
+    def __init__(self, llm: LLM, threshold: float = SELECT_THRESHOLD):
+        self.llm = llm
+        self.threshold = threshold
+
+    def score(self, user_query: str, papers: list[tuple[str, str]]) -> list[float]:
+        """Scores for (title, abstract) pairs, in order."""
+        if not papers:
+            return []
+        prompts = [render_select_prompt(user_query, title, abstract) for title, abstract in papers]
+        scores = [float(s) for s in self.llm.true_prob(prompts)]
+        if len(scores) != len(prompts):
+            raise RuntimeError(f"selector returned {len(scores)} scores for {len(prompts)} prompts")
+        return scores
+
+    def is_selected(self, score: float) -> bool:
+        return score > self.threshold
