@@ -1,0 +1,42 @@
+"""The ``pasa`` command: ``pasa run | demo | eval | baseline | index``.
+
+Each subcommand lives in its own module with a ``main(argv) -> int``; this file only dispatches, so
+``pasa eval`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "run": ("pasa.runner:main", "run the agent on one query or a jsonl of queries"),
+    "demo": ("pasa.runner:demo_main", "run the whole loop offline on a tiny model and an embedded paper set"),
+    "eval": ("pasa.evaluate:main", "score a results folder with the paper's metrics"),
+    "baseline": ("pasa.baselines:main", "run a baseline (Google, Google + LLM paraphrase) into a results folder"),
+    "index": ("pasa.tools.local_search:main", "build the offline search index over a paper database"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: pasa <command> [options]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`pasa <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"pasa: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[argv[0]]
+    module, func = target.split(":")
+    return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
