@@ -11,6 +11,7 @@ paper database). The online composite source and the offline search engine live 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
@@ -36,6 +37,10 @@ class PaperSource(Protocol):
         ...
 
 
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
 def published_before(paper: Paper, end_date: str | None) -> bool:
     """True when the paper may be used under the end-date rule (unknown dates pass)."""
     return end_date is None or not paper.published or paper.published[:8] <= end_date
@@ -58,10 +63,8 @@ class InMemoryPaperSource:
         if query in self.search_results:
             ids = self.search_results[query]
         else:
-            words = set(query.lower().split())
-            scored = [
-                (len(words & set(f"{p.title} {p.abstract}".lower().split())), pid) for pid, p in self.papers.items()
-            ]
+            words = _words(query)
+            scored = [(len(words & _words(f"{p.title} {p.abstract}")), pid) for pid, p in self.papers.items()]
             ids = [pid for s, pid in sorted(scored, key=lambda x: (-x[0], x[1])) if s > 0]
         ids = [i for i in ids if i not in self.papers or published_before(self.papers[i], end_date)]
         return ids[:k]
