@@ -16,7 +16,9 @@ from pasa.tools.sources import InMemoryPaperSource
 
 @pytest.fixture(scope="module")
 def llm(tiny_checkpoint):
-    return HFLLM(HFLLMConfig(tiny_checkpoint, batch_size=2, max_new_tokens=8, device="cpu", attn_implementation="sdpa"))
+    return HFLLM(
+        HFLLMConfig(tiny_checkpoint, batch_size=2, max_new_tokens=8, device="cpu", attn_implementation="sdpa")
+    )
 
 
 def test_loads_through_auto_classes(llm):
@@ -26,7 +28,10 @@ def test_loads_through_auto_classes(llm):
 
 
 def test_true_prob_is_softmax_over_full_vocab_of_raw_prompt(llm):
-    prompts = [render_select_prompt("q", "A short title", "abs"), render_select_prompt("a longer query " * 5, "T", "x")]
+    prompts = [
+        render_select_prompt("q", "A short title", "abs"),
+        render_select_prompt("a longer query " * 5, "T", "x"),
+    ]
     probs = llm.true_prob(prompts)
     # reference: one unpadded forward pass per raw prompt, softmax over the whole vocabulary at the last position
     for prompt, p in zip(prompts, probs):
@@ -78,7 +83,9 @@ def test_real_loop_on_tiny_model(tiny_checkpoint):
     assert root.extra["touch_ids"] == [n.arxiv_id for n in root.iter_nodes()]
 
     # 2. a scripted crawler that surely acts, the tiny model as selector: every score is the model's P(True)
-    crawler = Crawler(ScriptedLLM(replies={"retrieval": "[Search] retrieval\n[StopSearch]"}, default_reply="[StopExpand]"))
+    crawler = Crawler(
+        ScriptedLLM(replies={"retrieval": "[Search] retrieval\n[StopSearch]"}, default_reply="[StopExpand]")
+    )
     root = PaperAgent(crawler, Selector(llm), source, AgentConfig(expand_layers=1, search_papers=3)).run("retrieval")
     nodes = list(root.iter_nodes())
     assert len(nodes) == 3
