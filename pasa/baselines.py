@@ -1,0 +1,337 @@
+"""The baselines of the paper's Tables 5 and 6 (``pasa baseline google | google-llm | pasa-llm``).
+
+Launch lines::
+
+    export SERPER_API_KEY=...   # Google through Serper; read from the environment only
+    # Google: the user query as is, "<query> site:arxiv.org" (before: end date), top 100 results
+    pasa baseline google --input_file data/RealScholarQuery/test.jsonl --output_folder results/real_google
+    # Google with GPT-4o: an OpenAI-compatible model paraphrases the query first (OPENAI_API_KEY)
+    pasa baseline google-llm --llm https://api.openai.com/v1#gpt-4o \\
+        --input_file data/RealScholarQuery/test.jsonl --output_folder results/real_google_gpt4o
+    # PaSa-GPT-4o: the PaSa loop with crawler and selector both served by an OpenAI-compatible model
+    pasa baseline pasa-llm --llm https://api.openai.com/v1#gpt-4o \\
+        --input_file data/RealScholarQuery/test.jsonl --output_folder results/real_pasa_gpt4o
+    # then, for each: pasa eval results/real_google
+
+Every baseline writes the same released-format trees as ``pasa run`` (one ``<line index>.json`` per query, atomic,
+existing files skipped so a killed batch resumes), so ``pasa eval`` scores them all alike.
+
+**Google trees.** The root has one child key (the query sent to Google) holding the results in Google's order.
+Google has no selector, so the paper reports only Recall@20/50/100 for these rows. We encode the rank as
+``select_score = 0.5 * (1 - rank / n)`` (rank 0 = best, n = papers kept): strictly decreasing, so the evaluator's
+ranking is Google's order, and never above the 0.5 threshold, so nothing counts as "selected" (Precision and
+Recall come out 0 even under the released ``metrics.py``, rather than a made-up number). The root's
+``extra.has_selector = false`` makes ``pasa eval`` print "-" in those columns, as the paper does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pasa.llm import LLM
+from pasa.paper import Paper, PaperNode, normalize_arxiv_id
+from pasa.tools.sources import PaperSource, published_before
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("google", "google-llm", "pasa-llm")
+
+# Ours: the paper says GPT-4o paraphrased the query for "Google with GPT-4o" but does not publish the prompt.
+PARAPHRASE_PROMPT = (
+    "You are an expert at searching the academic literature.\n"
+    "Rewrite the following research request as one Google search query that would find the papers it asks for. "
+    "Keep the key technical terms, drop conversational words, and do not add search operators such as site:, "
+    "before: or quotes.\n"
+    "Reply with the search query only, on one line.\n\n"
+    "Request: {user_query}"
+)
+
+_LABEL_RE = re.compile(r"^\s*(?:\*\*)?(?:google\s+)?(?:search\s+)?query\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
+_OPERATOR_RE = re.compile(r"\b(?:site|before|after|inurl|intitle):\S+", re.IGNORECASE)
+
+
+def parse_paraphrase(reply: str) -> str | None:
+    """The search query in an LLM reply: first non-empty line, label, quotes and search operators removed.
+
+    >>> parse_paraphrase('Search query: "sparse attention long context" site:arxiv.org\\nWhy: ...')
+    'sparse attention long context'
+    >>> parse_paraphrase("  \\n") is None
+    True
+    """
+    for line in reply.splitlines():
+        line = _LABEL_RE.sub("", line.strip())
+        line = _OPERATOR_RE.sub(" ", line)
+        line = " ".join(line.replace('"', " ").replace("`", " ").split()).strip("'* ")
+        if line:
+            return line
+    return None
+
+
+def rank_score(rank: int, n: int) -> float:
+    """The select_score that encodes Google rank ``rank`` (0 = best) of ``n``: in (0, 0.5], never selected.
+
+    >>> [rank_score(r, 4) for r in range(4)]
+    [0.5, 0.375, 0.25, 0.125]
+    """
+    return 0.5 * (1.0 - rank / n)
+
+
+def build_ranked_tree(
+    user_query: str,
+    search_query: str,
+    papers: list[Paper],
+    answer: list[str] | None = None,
+    extra: dict | None = None,
+) -> PaperNode:
+    """A released-format tree for a ranked list without a selector (see the module docstring)."""
+    root = PaperNode.root(user_query)
+    nodes = [
+        PaperNode.from_paper(p, depth=0, source=f"Search {p.source}".strip(), score=rank_score(i, len(papers)))
+        for i, p in enumerate(papers)
+    ]
+    root.child[search_query] = nodes
+    root.extra["touch_ids"] = [p.arxiv_id for p in papers]
+    root.extra["crawler_recall_papers"] = [p.title for p in papers]
+    root.extra["has_selector"] = False
+    root.extra.update(extra or {})
+    if answer is not None:
+        root.extra["answer"] = list(answer)
+    return root
+
+
+@dataclass
+class GoogleBaselineConfig:
+    """Knobs of the Google baselines."""
+
+    num_results: int = field(
+        default=100, metadata={"help": "Results requested from Google (100: enough for the paper's Recall@100)."}
+    )
+    threads_num: int = field(default=20, metadata={"help": "Concurrent paper lookups."})
+    filter_by_end_date: bool = field(
+        default=True,
+        metadata={"help": "Also drop results whose known publication date is after the end date (as `pasa run`)."},
+    )
+
+
+class GoogleBaseline:
+    """Google (optionally on an LLM paraphrase of the query) as a ranked list; ``run`` has ``PaperAgent.run``'s
+    signature so the batch runner drives it unchanged."""
+
+    def __init__(
+        self, source: PaperSource, config: GoogleBaselineConfig | None = None, paraphraser: LLM | None = None
+    ):
+        self.source = source
+        self.config = config or GoogleBaselineConfig()
+        self.paraphraser = paraphraser
+
+    def paraphrase(self, user_query: str) -> str | None:
+        """The LLM's rewrite of the query (greedy, chat template); None when the reply holds no query."""
+        (reply,) = self.paraphraser.generate([PARAPHRASE_PROMPT.format(user_query=user_query)], chat=True)
+        return parse_paraphrase(reply)
+
+    def _lookup(self, arxiv_id: str) -> Paper | None:
+        try:
+            return self.source.get_by_id(arxiv_id)
+        except Exception as err:  # a failed lookup drops one result, never the query
+            logger.warning("lookup of %s failed: %s", arxiv_id, err)
+            return None
+
+    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None) -> PaperNode:
+        extra: dict = {"method": "google"}
+        search_query = user_query
+        if self.paraphraser is not None:
+            extra["method"] = "google-llm"
+            paraphrase = self.paraphrase(user_query)
+            if paraphrase is None:
+                logger.warning("empty paraphrase for %r; searching the query as is", user_query)
+                extra["paraphrase_failed"] = True
+            else:
+                search_query = paraphrase
+            extra["search_query"] = search_query
+        ids = list(
+            dict.fromkeys(
+                normalize_arxiv_id(i) for i in self.source.search(search_query, self.config.num_results, end_date)
+            )
+        )
+        with ThreadPoolExecutor(max_workers=max(1, self.config.threads_num)) as pool:
+            found = list(pool.map(self._lookup, ids))
+        papers, unresolved = [], []
+        for arxiv_id, paper in zip(ids, found, strict=True):
+            if paper is None:
+                unresolved.append(arxiv_id)
+            elif not self.config.filter_by_end_date or published_before(paper, end_date):
+                papers.append(paper)
+        if unresolved:
+            logger.info("%d of %d results could not be resolved to a paper", len(unresolved), len(ids))
+            extra["unresolved_ids"] = unresolved
+        return build_ranked_tree(user_query, search_query, papers, answer, extra)
+
+
+# -- command line -------------------------------------------------------------------------------------------
+@dataclass
+class BaselineArgs:
+    """Input/output of ``pasa baseline google`` and ``google-llm`` (same meaning as in ``pasa run``)."""
+
+    query: str | None = field(default=None, metadata={"help": "One user query (instead of --input_file)."})
+    input_file: str | None = field(default=None, metadata={"help": "jsonl of queries (AutoScholarQuery format)."})
+    end_date: str | None = field(default=None, metadata={"help": "YYYYMMDD cut-off for --query (default: none)."})
+    output_folder: str = field(default="results/baseline", metadata={"help": "One JSON tree per query."})
+    llm: str | None = field(
+        default=None,
+        metadata={"help": "google-llm: the paraphrasing model, an OpenAI-compatible URL (https://host/v1#model)."},
+    )
+    paper_db: str | None = field(default=None, metadata={"help": "Released paper DB zip (cs_paper_2nd.zip)."})
+    id2paper: str | None = field(default=None, metadata={"help": "Released id2paper.json beside the zip."})
+    index: str | None = field(default=None, metadata={"help": "Offline search index (NOT Google: another baseline)."})
+    online: bool | None = field(
+        default=None, metadata={"help": "Use Serper/arXiv. Default: online iff SERPER_API_KEY is set."}
+    )
+    limit: int | None = field(default=None, metadata={"help": "Only the first N queries of --input_file."})
+    log_level: str = field(default="INFO", metadata={"help": "Logging level."})
+
+
+@dataclass
+class PasaLLMArgs:
+    """``pasa baseline pasa-llm``: the PaSa loop with both agents on one OpenAI-compatible model."""
+
+    llm: str | None = field(
+        default=None,
+        metadata={
+            "help": "Crawler and selector model, https://host/v1#model (e.g. GPT-4o); or set --crawler/--selector."
+        },
+    )
+    selector_endpoint: str = field(
+        default="chat",
+        metadata={"help": "'chat' (OpenAI models have no /completions) or 'completions' (vLLM, SGLang)."},
+    )
+
+
+def _load_items(args, parser):
+    from pasa.runner import QueryItem, load_queries
+
+    if bool(args.query) == bool(args.input_file):
+        parser.error("pass exactly one of --query or --input_file")
+    if args.input_file:
+        if not os.path.exists(args.input_file):
+            parser.error(f"--input_file {args.input_file!r} does not exist")
+        items = load_queries(args.input_file, args.limit)
+        print(f"{len(items)} queries from {args.input_file}")
+        return items
+    return [QueryItem(index=0, question=args.query, end_date=args.end_date)]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _usage() -> str:
+    return (
+        "usage: pasa baseline {google,google-llm,pasa-llm} [options]\n\n"
+        "  google      the user query through Google (Serper, site:arxiv.org), top --num_results\n"
+        "  google-llm  the same on an LLM paraphrase of the query (--llm https://host/v1#model)\n"
+        "  pasa-llm    the PaSa loop with crawler and selector on an OpenAI-compatible model (--llm ...)\n\n"
+        "`pasa baseline <name> --help` for the options of one baseline."
+    )
+
+
+def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    from pasa.runner import print_summary, run_queries
+
+    parser = HfArgumentParser((BaselineArgs, GoogleBaselineConfig))
+    parser.prog = f"pasa baseline {name}"
+    args, config = parser.parse_args_into_dataclasses(args=argv)
+    _setup_logging(args.log_level)
+    items = _load_items(args, parser)
+    if name == "google-llm" and llm is None:
+        if not args.llm:
+            parser.error("google-llm needs --llm (an OpenAI-compatible URL, e.g. https://api.openai.com/v1#gpt-4o)")
+        from pasa.llm import load_llm
+
+        llm = load_llm(args.llm)
+    if source is None:
+        if args.online is False or (args.online is None and not os.environ.get("SERPER_API_KEY")):
+            print("note: no Google (SERPER_API_KEY unset or --online false): results come from the offline source")
+        from pasa.tools.sources import build_paper_source
+
+        source = build_paper_source(
+            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online
+        )
+    baseline = GoogleBaseline(source, config, paraphraser=llm if name == "google-llm" else None)
+    results = run_queries(baseline, items, args.output_folder, progress=len(items) > 1)
+    print_summary(results, args.output_folder)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _run_pasa_llm(argv: list[str], source=None) -> int:
+    from transformers import HfArgumentParser
+
+    from pasa.agent import AgentConfig, PaperAgent
+    from pasa.crawler import Crawler
+    from pasa.llm import load_llm
+    from pasa.runner import RunArgs, print_summary, run_queries
+    from pasa.selector import Selector
+
+    parser = HfArgumentParser((PasaLLMArgs, RunArgs, AgentConfig))
+    parser.prog = "pasa baseline pasa-llm"
+    llm_args, args, config = parser.parse_args_into_dataclasses(args=argv)
+    _setup_logging(args.log_level)
+    if llm_args.llm:
+        args.crawler = args.selector = llm_args.llm
+    for spec in (args.crawler, args.selector):
+        if not spec.startswith(("http://", "https://")):
+            parser.error(f"pasa-llm runs on an OpenAI-compatible server; {spec!r} is not a URL (use `pasa run`)")
+    items = _load_items(args, parser)
+    if source is None:
+        from pasa.tools.sources import build_paper_source
+
+        source = build_paper_source(
+            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online
+        )
+    crawler_llm = load_llm(args.crawler)
+    selector_llm = load_llm(args.selector, selector_endpoint=llm_args.selector_endpoint)
+    agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
+    results = run_queries(_Tagged(agent, method="pasa-llm", model=args.crawler.partition("#")[2] or None), items,
+                          args.output_folder, progress=len(items) > 1)  # fmt: skip
+    print_summary(results, args.output_folder)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+class _Tagged:
+    """Wraps an agent: the trees it returns get ``extra`` tags (which baseline, which model)."""
+
+    def __init__(self, agent, **tags):
+        self.agent = agent
+        self.tags = tags
+
+    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None) -> PaperNode:
+        root = self.agent.run(user_query, end_date=end_date, answer=answer)
+        root.extra.update(self.tags)
+        return root
+
+
+def main(argv: list[str] | None = None, source: PaperSource | None = None, llm: LLM | None = None) -> int:
+    """``pasa baseline <name> ...``; ``source`` and ``llm`` replace the real ones (tests, notebooks)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in BASELINES:
+        print(f"pasa baseline: unknown baseline {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if name == "pasa-llm":
+        return _run_pasa_llm(rest, source)
+    return _run_google(name, rest, source, llm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
