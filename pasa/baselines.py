@@ -153,11 +153,8 @@ class GoogleBaseline:
             else:
                 search_query = paraphrase
             extra["search_query"] = search_query
-        ids = list(
-            dict.fromkeys(
-                normalize_arxiv_id(i) for i in self.source.search(search_query, self.config.num_results, end_date)
-            )
-        )
+        ids = [normalize_arxiv_id(i) for i in self.source.search(search_query, self.config.num_results, end_date)]
+        ids = list(dict.fromkeys(ids))  # a paper's abs/pdf/html pages are separate Google results: keep the first
         with ThreadPoolExecutor(max_workers=max(1, self.config.threads_num)) as pool:
             found = list(pool.map(self._lookup, ids))
         papers, unresolved = [], []
@@ -299,8 +296,8 @@ def _run_pasa_llm(argv: list[str], source=None) -> int:
     crawler_llm = load_llm(args.crawler)
     selector_llm = load_llm(args.selector, selector_endpoint=llm_args.selector_endpoint)
     agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
-    results = run_queries(_Tagged(agent, method="pasa-llm", model=args.crawler.partition("#")[2] or None), items,
-                          args.output_folder, progress=len(items) > 1)  # fmt: skip
+    tagged = _Tagged(agent, method="pasa-llm", model=args.crawler.partition("#")[2] or None)
+    results = run_queries(tagged, items, args.output_folder, progress=len(items) > 1)
     print_summary(results, args.output_folder)
     return 1 if any(r.status == "failed" for r in results) else 0
 

@@ -35,8 +35,6 @@ from pasa.paper import title_key
 
 # A paper is selected when its score is strictly above this (released metrics.py and paper_agent.py).
 SELECT_THRESHOLD = 0.5
-# The cutoffs of the paper's Recall@k columns (Tables 5 and 6).
-RECALL_KS = (100, 50, 20)
 # Per child key (search query or expanded section), the released "score" statistic subtracts this.
 ACTION_COST = 0.1
 
