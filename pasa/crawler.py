@@ -9,13 +9,15 @@ from pasa.prompts import parse_expand_sections, parse_search_queries, render_exp
 class Crawler:
     """Render the Crawler prompts, call the LLM in one batch, parse the actions. No I/O of its own."""
 
-    def __init__(self, llm: LLM, sections_style: str = "dict_keys"):
+    def __init__(self, llm: LLM, sections_style: str = "dict_keys", sample: bool = False):
         self.llm = llm
         self.sections_style = sections_style
+        # greedy at inference (released); sampling (released RL settings) makes two runs differ for the ensemble
+        self.sample = sample
 
     def search_queries(self, user_query: str, limit: int | None = None) -> tuple[list[str], str]:
         """Returns (queries, raw reply)."""
-        (reply,) = self.llm.generate([render_search_prompt(user_query)], chat=True)
+        (reply,) = self.llm.generate([render_search_prompt(user_query)], chat=True, sample=self.sample)
         return parse_search_queries(reply, limit), reply
 
     def expand_sections(
@@ -31,7 +33,7 @@ class Crawler:
             render_expand_prompt(user_query, title, abstract, names, self.sections_style)
             for title, abstract, names in papers
         ]
-        replies = self.llm.generate(prompts, chat=True)
+        replies = self.llm.generate(prompts, chat=True, sample=self.sample)
         return [
             (parse_expand_sections(reply, names), reply) for reply, (_, _, names) in zip(replies, papers, strict=True)
         ]

@@ -74,6 +74,14 @@ class RunArgs:
     attn_implementation: str | None = field(
         default=None, metadata={"help": "sdpa (default) or flash_attention_2 (GPU, needs the `gpu` extra)."}
     )
+    crawler_sample: bool = field(
+        default=False,
+        metadata={
+            "help": "Sample the crawler (temperature 2.0, top-p 0.8, as the released RL) instead of greedy; "
+            "two sampled runs differ, for the ensemble row (`pasa eval --ensemble`)."
+        },
+    )
+    seed: int | None = field(default=None, metadata={"help": "Random seed (torch) for sampled runs."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N queries of --input_file."})
     log_level: str = field(default="INFO", metadata={"help": "Logging level."})
 
@@ -224,7 +232,11 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None) -> PaperAgent:
         opts["attn_implementation"] = args.attn_implementation
     crawler_llm = load_llm(args.crawler, **opts)
     selector_llm = crawler_llm if args.selector == args.crawler else load_llm(args.selector, **opts)
-    return PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
+    if args.seed is not None:
+        import torch
+
+        torch.manual_seed(args.seed)
+    return PaperAgent(Crawler(crawler_llm, sample=args.crawler_sample), Selector(selector_llm), source, config)
 
 
 def _setup_logging(level: str) -> None:

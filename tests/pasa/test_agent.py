@@ -159,3 +159,21 @@ def test_failing_source_calls_are_skipped(caplog):
 def test_tree_json_round_trip():
     root, _, _ = run()
     assert PaperNode.from_dict(root.to_dict()).to_dict() == root.to_dict()
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_crawler_sampling_flag_reaches_the_backend(sample):
+    seen = []
+
+    class Spy(ScriptedLLM):
+        def generate(self, prompts, chat=True, sample=False):
+            seen.append((chat, sample))
+            return super().generate(prompts, chat, sample)
+
+    agent = PaperAgent(
+        Crawler(Spy(replies=REPLIES), sample=sample),
+        Selector(ScriptedLLM(scores=SCORES)),
+        InMemoryPaperSource(PAPERS, SEARCH),
+    )
+    agent.run("find things")
+    assert seen and all(s == (True, sample) for s in seen)
