@@ -1,0 +1,142 @@
+"""Supervised fine-tuning of the Selector or the Crawler with stock trl (DESIGN §1.3), loss on the assistant part.
+
+Reads local jsonl only: the released ``sft_selector/*.jsonl`` / ``sft_crawler/train.jsonl`` chat records
+(``messages``), or ``prompt``/``completion`` records (``trl_ext/sft_data.py``); records of another shape are an
+error naming the file and line. The model and tokenizer load from a local directory, never from the Hub.
+
+Launch lines::
+
+    # the released recipes: 8 GPUs, DeepSpeed ZeRO-3, Qwen2.5-7B-Instruct
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/sft.py \\
+        --config configs/recipes/sft_selector.yaml
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/sft.py \\
+        --config configs/recipes/sft_crawler.yaml --output_dir results/sft_crawler_run2
+
+    # single process (any recipe key can be overridden on the command line)
+    python scripts/sft.py --config configs/recipes/sft_crawler.yaml --model_name_or_path checkpoints/tiny \\
+        --bf16 false --attn_implementation sdpa --max_steps 20
+
+    # CPU, two processes
+    accelerate launch --cpu --num_processes 2 scripts/sft.py --config ... --bf16 false
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trl_ext.sft_data import PROMPT_FORMATS, load_sft_examples  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTScriptArguments:
+    """Data arguments of ``scripts/sft.py``."""
+
+    train_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Training jsonl file(s), e.g. data/sft_selector/train.jsonl (released: --dataset_name)."},
+    )
+    eval_files: list[str] = field(
+        default_factory=list, metadata={"help": "Evaluation jsonl file(s); used when --eval_strategy is not 'no'."}
+    )
+    prompt_format: str = field(
+        default="chat",
+        metadata={
+            "help": "'chat': render prompts with the tokenizer's chat template (the released training, both agents). "
+            "'raw': the user content as plain text, no template (how the released inference feeds the Selector).",
+            "choices": list(PROMPT_FORMATS),
+        },
+    )
+    skip_bad_records: bool = field(
+        default=False, metadata={"help": "Log and skip records of the wrong shape instead of stopping with an error."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training examples (smoke runs)."}
+    )
+
+
+def make_parser():
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+
+
+def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
+    """The ``SFTTrainer`` for parsed arguments (no training yet); errors on non-local models or bad records."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer, get_peft_config
+
+    path = model_args.model_name_or_path
+    if not path or not os.path.isdir(path):
+        raise SystemExit(
+            f"--model_name_or_path must be a local checkpoint directory (got {path!r}); this script never downloads."
+        )
+    if not script_args.train_files:
+        raise SystemExit("no --train_files given")
+    train = load_sft_examples(
+        script_args.train_files, script_args.prompt_format, script_args.skip_bad_records, script_args.max_train_samples
+    )
+    evaluation = None
+    if training_args.eval_strategy != "no":
+        if not script_args.eval_files:
+            raise SystemExit(f"--eval_strategy {training_args.eval_strategy} needs --eval_files")
+        evaluation = Dataset.from_list(
+            load_sft_examples(script_args.eval_files, script_args.prompt_format, script_args.skip_bad_records)
+        )
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if script_args.prompt_format == "chat" and not tokenizer.chat_template:
+        raise SystemExit(f"the tokenizer in {path!r} has no chat template; use --prompt_format raw")
+
+    # Released: the collator masked everything before the assistant turn. Here the prompt/completion examples
+    # carry a completion mask; trl's default (None) already means True for them, this makes it explicit.
+    if training_args.completion_only_loss is None:
+        training_args.completion_only_loss = True
+    elif not training_args.completion_only_loss:
+        logger.warning("completion_only_loss=False: prompt tokens get loss too, unlike the released recipe")
+
+    model_init_kwargs = {
+        "dtype": model_args.dtype,
+        "attn_implementation": model_args.attn_implementation,
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "local_files_only": True,
+    }
+    model_init_kwargs.update(training_args.model_init_kwargs or {})
+    training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+
+    return SFTTrainer(
+        model=path,
+        args=training_args,
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    trainer = build_trainer(script_args, training_args, model_args)
+    trainer.accelerator.print(
+        f"SFT of {model_args.model_name_or_path} on {len(trainer.train_dataset)} examples "
+        f"({script_args.prompt_format} prompts, {trainer.accelerator.num_processes} process(es)), "
+        f"output {training_args.output_dir}"
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"saved to {training_args.output_dir}")
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
+        trainer.end()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
