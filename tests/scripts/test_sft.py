@@ -1,0 +1,334 @@
+"""scripts/sft.py and trl_ext/sft_data.py: record checks, assistant-only loss, a tiny model that learns its training
+set and then runs in the agent loop, the released recipes, and a two-process CPU launch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pasa.prompts import render_search_prompt, render_select_prompt
+from trl_ext.sft_data import (
+    RESPONSE_TEMPLATE,
+    SFTRecordError,
+    check_record,
+    load_sft_examples,
+    read_selector_example,
+    to_prompt_completion,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SFT_FIXTURES = ROOT / "tests" / "fixtures" / "sft"
+TRAIN_CHAT = str(SFT_FIXTURES / "train_chat.jsonl")
+# Training arguments for fast CPU runs (the recipes' bf16/flash-attention need a GPU).
+CPU_ARGS = ["--bf16", "false", "--report_to", "none", "--save_strategy", "no", "--dtype", "float32"]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+sft = load_script("sft")
+
+
+@pytest.fixture(scope="module")
+def tiny64(tmp_path_factory) -> str:
+    """A tiny Qwen2 wide enough (hidden 64) to memorise the fixture set in a few dozen steps."""
+    from pasa.demo import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny64")), hidden_size=64)
+
+
+def make_trainer(model: str, output_dir, *extra: str):
+    script_args, training_args, model_args = sft.make_parser().parse_args_and_config(
+        args=["--model_name_or_path", model, "--output_dir", str(output_dir), *CPU_ARGS, *extra]
+    )
+    return sft.build_trainer(script_args, training_args, model_args)
+
+
+# -- records ------------------------------------------------------------------------------------------------------
+def test_chat_and_prompt_completion_records_become_prompt_completion_examples():
+    chat = load_sft_examples([TRAIN_CHAT])
+    assert len(chat) == 7
+    assert all(e["prompt"][-1]["role"] == "user" and e["completion"][0]["role"] == "assistant" for e in chat)
+    both = load_sft_examples([TRAIN_CHAT, str(SFT_FIXTURES / "prompt_completion.jsonl")])
+    assert len(both) == 9 and both[-1]["prompt"] == [{"role": "user", "content": both[-1]["prompt"][0]["content"]}]
+    raw = load_sft_examples([TRAIN_CHAT], prompt_format="raw")
+    assert raw[0]["prompt"].endswith("Decision:") and raw[0]["completion"].startswith("True\nReason:")
+
+
+def test_system_turn_kept_in_chat_and_dropped_in_raw():
+    record = {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "U"},
+            {"role": "assistant", "content": "A"},
+        ]
+    }
+    assert to_prompt_completion(record)["prompt"][0] == {"role": "system", "content": "S"}
+    assert to_prompt_completion(record, "raw") == {"prompt": "U", "completion": "A"}
+
+
+def test_bad_shapes_are_an_error_naming_file_and_line(caplog):
+    path = str(SFT_FIXTURES / "bad_shape.jsonl")
+    with pytest.raises(SFTRecordError) as err:
+        load_sft_examples([path])
+    message = str(err.value)
+    assert "3 record(s)" in message
+    for line in (2, 4, 5):
+        assert f"bad_shape.jsonl:{line}:" in message
+    assert "bad_shape.jsonl:1:" not in message
+    assert "malformed JSON" in caplog.text and "bad_shape.jsonl:3" in caplog.text  # pasa.io.iter_jsonl's report
+    assert len(load_sft_examples([path], skip_bad=True)) == 1
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"messages": []},
+        {"messages": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]},
+        {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]},
+        {"prompt": "q"},
+        {"prompt": "q", "completion": ["a"]},
+        ["not", "an", "object"],
+    ],
+)
+def test_check_record_rejects(record):
+    assert check_record(record) is not None
+
+
+def test_no_examples_is_an_error(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(SFTRecordError, match="no training examples"):
+        load_sft_examples([str(empty)])
+
+
+def test_read_selector_example_shapes():
+    chat = {
+        "messages": [
+            {"role": "user", "content": render_select_prompt("q", "T", "A")},
+            {"role": "assistant", "content": "False\nReason: no."},
+        ]
+    }
+    assert read_selector_example(chat) == (render_select_prompt("q", "T", "A"), False)
+    fields = {"query": "q", "title": "T", "abstract": "A", "label": True}
+    assert read_selector_example(fields) == (render_select_prompt("q", "T", "A"), True)
+    assert read_selector_example({"query": "q", "title": "T", "label": "yes"}) is None
+
+
+# -- the loss mask --------------------------------------------------------------------------------------------------
+def released_labels(input_ids: list[int], response_ids: list[int]) -> list[int]:
+    """The released DataCollatorForCompletionOnlyLM (hyc2026/trl trainer/utils.py, no instruction template),
+    rewritten for this test: -100 up to and including the LAST occurrence of the response template."""
+    start = None
+    for i in range(len(input_ids) - len(response_ids) + 1):
+        if input_ids[i : i + len(response_ids)] == response_ids:
+            start = i
+    if start is None:
+        return [-100] * len(input_ids)
+    end = start + len(response_ids)
+    return [-100] * end + input_ids[end:]
+
+
+def test_prompt_tokens_carry_no_loss_as_in_the_released_collator(tiny_checkpoint, tmp_path):
+    trainer = make_trainer(tiny_checkpoint, tmp_path / "out", "--train_files", TRAIN_CHAT)
+    tok = trainer.processing_class
+    response_ids = tok(RESPONSE_TEMPLATE, add_special_tokens=False)["input_ids"]
+    examples = load_sft_examples([TRAIN_CHAT])
+    assert len(trainer.train_dataset) == len(examples)
+    for row, example in zip(trainer.train_dataset, examples):
+        text = tok.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+        # the released pipeline: chat-template the messages, tokenize, mask through "<|im_start|>assistant\n"
+        assert row["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
+        assert row["labels"] == released_labels(row["input_ids"], response_ids)
+        prompt_len = len(tok.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=False))
+        assert text[:prompt_len].endswith(RESPONSE_TEMPLATE)
+        trained = tok.decode([t for t in row["labels"] if t != -100])
+        assert trained == example["completion"][0]["content"] + "<|im_end|>\n"
+
+
+def test_raw_format_masks_the_raw_prompt_and_adds_eos(tiny_checkpoint, tmp_path):
+    trainer = make_trainer(tiny_checkpoint, tmp_path / "out", "--train_files", TRAIN_CHAT, "--prompt_format", "raw")
+    tok = trainer.processing_class
+    row, example = trainer.train_dataset[0], load_sft_examples([TRAIN_CHAT], prompt_format="raw")[0]
+    n_prompt = len(tok(example["prompt"], add_special_tokens=False)["input_ids"])
+    assert row["labels"][:n_prompt] == [-100] * n_prompt
+    assert tok.decode(row["labels"][n_prompt:]) == example["completion"] + tok.eos_token
+    assert "<|im_start|>" not in tok.decode(row["input_ids"])
+
+
+def test_non_local_model_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="local checkpoint directory"):
+        make_trainer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "out", "--train_files", TRAIN_CHAT)
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+def mean_target_nll(model, dataset) -> float:
+    """Mean negative log-likelihood of the unmasked (assistant) tokens of a prepared dataset."""
+    import torch
+
+    losses = []
+    with torch.no_grad():
+        for row in dataset:
+            ids = torch.tensor([row["input_ids"]])
+            losses.append(model(input_ids=ids, labels=torch.tensor([row["labels"]])).loss.item())
+    return sum(losses) / len(losses)
+
+
+def train_args(*extra: str) -> list[str]:
+    return [
+        "--max_steps",
+        "60",
+        "--learning_rate",
+        "1e-2",
+        "--lr_scheduler_type",
+        "constant",
+        "--per_device_train_batch_size",
+        "7",
+        "--gradient_checkpointing",
+        "false",
+        "--logging_steps",
+        "5",
+        "--seed",
+        "0",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_chat(tiny64, tmp_path_factory):
+    """The tiny model fine-tuned on the fixture set (chat format), with NLLs before and after and the loss log."""
+    out = tmp_path_factory.mktemp("sft-chat")
+    trainer = make_trainer(tiny64, out, "--train_files", TRAIN_CHAT, *train_args())
+    before = mean_target_nll(trainer.model, trainer.train_dataset)
+    trainer.train()
+    after = mean_target_nll(trainer.model, trainer.train_dataset)
+    trainer.save_model(str(out))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"path": str(out), "before": before, "after": after, "losses": losses}
+
+
+def test_loss_falls_and_training_targets_become_likely(trained_chat):
+    losses = trained_chat["losses"]
+    assert len(losses) >= 10
+    assert losses[-1] < 0.5 * losses[0]
+    assert trained_chat["after"] < 0.5 * trained_chat["before"]
+
+
+def test_trained_checkpoint_answers_its_training_prompts(tiny64, trained_chat):
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+    from pasa.prompts import parse_search_queries
+
+    target = ["graph attention", "attention on graphs survey"]
+    base = HFLLM(HFLLMConfig(tiny64, max_new_tokens=32, device="cpu"))
+    tuned = HFLLM(HFLLMConfig(trained_chat["path"], max_new_tokens=32, device="cpu"))
+    prompt = render_search_prompt("graph attention networks")
+    assert parse_search_queries(base.generate([prompt])[0]) != target
+    assert parse_search_queries(tuned.generate([prompt])[0]) == target
+
+    examples = load_sft_examples([TRAIN_CHAT])[:4]  # selector examples: True, False, True, False
+    labels = [True, False, True, False]
+
+    def p_true(llm):  # the Selector's score on the prompts as trained (chat template)
+        return llm.true_prob([llm.apply_chat(e["prompt"][0]["content"]) for e in examples])
+
+    def gap(scores):
+        pos = [s for s, y in zip(scores, labels) if y]
+        neg = [s for s, y in zip(scores, labels) if not y]
+        return min(pos) - max(neg)
+
+    tuned_scores = p_true(tuned)
+    assert gap(tuned_scores) > 0.1 and gap(tuned_scores) > gap(p_true(base))
+
+
+def test_trained_checkpoint_runs_in_the_agent_loop(trained_chat):
+    from pasa.agent import AgentConfig, PaperAgent
+    from pasa.crawler import Crawler
+    from pasa.demo import demo_papers
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+    from pasa.selector import Selector
+    from pasa.tools.sources import InMemoryPaperSource
+
+    llm = HFLLM(HFLLMConfig(trained_chat["path"], max_new_tokens=32, device="cpu"))
+    agent = PaperAgent(
+        Crawler(llm), Selector(llm), InMemoryPaperSource(demo_papers()), AgentConfig(expand_layers=1, threads_num=1)
+    )
+    root = agent.run("graph attention networks")
+    assert list(root.child) == ["graph attention", "attention on graphs survey"]  # the memorised search session
+    nodes = [n for nodes in root.child.values() for n in nodes]
+    assert nodes and all(0.0 <= n.select_score <= 1.0 for n in nodes)
+    assert json.loads(json.dumps(root.to_dict()))["extra"]["touch_ids"]
+
+
+def test_raw_format_trains_the_selector_on_its_inference_prompt(tiny64, tmp_path):
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+
+    data = tmp_path / "selector.jsonl"
+    data.write_text("".join(line for line in open(TRAIN_CHAT).readlines()[:4]))
+    out = tmp_path / "out"
+    assert (
+        sft.main(
+            ["--model_name_or_path", tiny64, "--output_dir", str(out), "--train_files", str(data)]
+            + CPU_ARGS
+            + train_args("--prompt_format", "raw", "--max_steps", "40", "--per_device_train_batch_size", "4")
+        )
+        == 0
+    )
+    prompts = [json.loads(line)["messages"][0]["content"] for line in data.read_text().splitlines()]
+    scores = HFLLM(HFLLMConfig(str(out), device="cpu")).true_prob(prompts)  # raw prompts, as the agent scores
+    assert min(scores[0], scores[2]) > max(scores[1], scores[3])
+
+
+# -- recipes and launch ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["sft_selector", "sft_crawler"])
+def test_recipes_carry_the_released_hyperparameters(name):
+    script_args, args, model_args = sft.make_parser().parse_args_and_config(
+        args=["--config", str(ROOT / "configs" / "recipes" / f"{name}.yaml"), "--bf16", "false"]
+    )
+    assert script_args.train_files == [f"data/{name}/train.jsonl"] and script_args.prompt_format == "chat"
+    assert args.learning_rate == 1e-5 and args.num_train_epochs == 1
+    assert args.per_device_train_batch_size == 4 and args.gradient_accumulation_steps == 1
+    assert args.gradient_checkpointing and args.max_length == 1024
+    assert args.weight_decay == 0.01 and args.warmup_steps == 0.01 and args.completion_only_loss
+    assert model_args.attn_implementation == "flash_attention_2" and model_args.dtype == "bfloat16"
+    assert args.output_dir == f"results/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_checkpoint, tmp_path):
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
+        "--main_process_port", str(_free_port()),
+        str(ROOT / "scripts" / "sft.py"),
+        "--config", str(ROOT / "configs" / "recipes" / "sft_crawler.yaml"),
+        "--model_name_or_path", tiny_checkpoint, "--train_files", TRAIN_CHAT, "--output_dir", str(out),
+        "--attn_implementation", "sdpa", "--use_cpu", "true", "--max_steps", "3", "--logging_steps", "1",
+        "--per_device_train_batch_size", "2", *CPU_ARGS,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    assert (out / "model.safetensors").exists()
+    assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
