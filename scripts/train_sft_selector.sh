@@ -3,10 +3,15 @@
 #   bash scripts/train_sft_selector.sh                                  # configs/recipes/sft_selector.yaml as is
 #   bash scripts/train_sft_selector.sh --output_dir results/x --model_name_or_path /path/to/Qwen2.5-7B-Instruct
 # Extra arguments go to scripts/sft.py and override the recipe. Environment: ACCELERATE_CONFIG (default
-# configs/accelerate/deepspeed_zero3.yaml), NUM_PROCESSES (default: the config's 8), MAIN_PROCESS_PORT (2501).
+# configs/accelerate/deepspeed_zero3.yaml), NUM_PROCESSES (default: the config's), MAIN_PROCESS_PORT (2501), and for
+# several nodes MACHINE_RANK and MAIN_PROCESS_IP, e.g. on each of 2 nodes:
+#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=10.0.0.1 \
+#       bash scripts/train_sft_selector.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-configs/accelerate/deepspeed_zero3.yaml}
 launch_args=(--config_file "$ACCELERATE_CONFIG" --main_process_port "${MAIN_PROCESS_PORT:-2501}")
 if [[ -n "${NUM_PROCESSES:-}" ]]; then launch_args+=(--num_processes "$NUM_PROCESSES"); fi
+if [[ -n "${MACHINE_RANK:-}" ]]; then launch_args+=(--machine_rank "$MACHINE_RANK"); fi
+if [[ -n "${MAIN_PROCESS_IP:-}" ]]; then launch_args+=(--main_process_ip "$MAIN_PROCESS_IP"); fi
 exec accelerate launch "${launch_args[@]}" scripts/sft.py --config configs/recipes/sft_selector.yaml "$@"

@@ -312,22 +312,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_accelerate_launch_two_cpu_processes(tiny_checkpoint, tmp_path):
+def test_launch_script_runs_two_cpu_processes(tiny_checkpoint, tmp_path):
+    """scripts/train_sft_crawler.sh (accelerate launch + the crawler recipe) on two CPU processes."""
     from pasa.llm.hf import HFLLM, HFLLMConfig
 
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the venv's accelerate
+        "HF_HOME": str(tmp_path / "hf"),
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_CONFIG": "configs/accelerate/cpu_2proc.yaml",
+        "MAIN_PROCESS_PORT": str(_free_port()),
+    }
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
-        "--main_process_port", str(_free_port()),
-        str(ROOT / "scripts" / "sft.py"),
-        "--config", str(ROOT / "configs" / "recipes" / "sft_crawler.yaml"),
+        "bash", str(ROOT / "scripts" / "train_sft_crawler.sh"),
         "--model_name_or_path", tiny_checkpoint, "--train_files", TRAIN_CHAT, "--output_dir", str(out),
         "--attn_implementation", "sdpa", "--use_cpu", "true", "--max_steps", "3", "--logging_steps", "1",
         "--per_device_train_batch_size", "2", *CPU_ARGS,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     assert (out / "model.safetensors").exists()
