@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trl_ext.sft_data import PROMPT_FORMATS, load_sft_examples  # noqa: E402
+from trl_ext.sft_data import PROMPT_FORMATS, SFTRecordError, load_sft_examples  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,11 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
 
 def main(argv: list[str] | None = None) -> int:
     script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    trainer = build_trainer(script_args, training_args, model_args)
+    try:
+        trainer = build_trainer(script_args, training_args, model_args)
+    except SFTRecordError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     trainer.accelerator.print(
         f"SFT of {model_args.model_name_or_path} on {len(trainer.train_dataset)} examples "
         f"({script_args.prompt_format} prompts, {trainer.accelerator.num_processes} process(es)), "

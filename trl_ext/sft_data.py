@@ -55,7 +55,7 @@ def check_record(record: Any) -> str | None:
 
     >>> check_record({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
     >>> check_record({"prompt": "q", "completion": "a"})
-    >>> check_record({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]})
+    >>> check_record({"messages": [{"role": "user", "content": "q"}]})
     "the last message must be the assistant's (got role 'user')"
     >>> check_record({"text": "q"})
     "expected a 'messages' list or 'prompt' and 'completion' strings (keys: ['text'])"
@@ -64,8 +64,8 @@ def check_record(record: Any) -> str | None:
         return f"expected a JSON object, got {type(record).__name__}"
     if "messages" in record:
         messages = record["messages"]
-        if not isinstance(messages, list) or len(messages) < 2:
-            return "'messages' must be a list of at least a user and an assistant turn"
+        if not isinstance(messages, list) or not messages:
+            return "'messages' must be a non-empty list of turns"
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 return f"messages[{i}] must be an object with string 'role' and 'content'"

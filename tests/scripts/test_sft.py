@@ -92,6 +92,13 @@ def test_bad_shapes_are_an_error_naming_file_and_line(caplog):
     assert len(load_sft_examples([path], skip_bad=True)) == 1
 
 
+def test_sft_main_reports_bad_records_and_exits(tiny_checkpoint, tmp_path, capsys):
+    path = str(SFT_FIXTURES / "bad_shape.jsonl")
+    argv = ["--model_name_or_path", tiny_checkpoint, "--output_dir", str(tmp_path), "--train_files", path, *CPU_ARGS]
+    assert sft.main(argv) == 2
+    assert "bad_shape.jsonl:2: the last message must be the assistant's" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "record",
     [
