@@ -1,0 +1,173 @@
+"""Session-level PPO of the Crawler (paper §3.2, DESIGN §1.3) on AutoScholarQuery, offline by default.
+
+Reads the AutoScholarQuery train jsonl (``question``, ``answer`` titles, ``source_meta.published_time``), the SFT
+crawler (policy, frozen reference, value backbone with a fresh head), a paper source (the released paper DB with the
+offline search index; Serper with ``--online``) and a Selector (local checkpoint or OpenAI-compatible URL). Saves
+the policy only, in Hugging Face format, loadable by ``pasa.llm.hf.HFLLM``. Nothing is downloaded.
+
+Launch lines::
+
+    # the released launch: 2 nodes x 8 GPUs, DeepSpeed ZeRO-3 (see scripts/train_ppo_crawler.sh)
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3_2nodes.yaml --machine_rank 0 \\
+        --main_process_ip <node-0> --main_process_port 2501 scripts/ppo.py --config configs/recipes/ppo_crawler.yaml
+
+    # one node, 8 GPUs, selector served by vLLM
+    accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/ppo.py \\
+        --config configs/recipes/ppo_crawler.yaml --selector http://localhost:8000/v1#pasa-7b-selector
+
+    # single process, tiny smoke run
+    python scripts/ppo.py --config configs/recipes/ppo_crawler.yaml --sft_model_path checkpoints/tiny \\
+        --selector checkpoints/tiny --bf16 false --attn_implementation sdpa --total_episodes 8 --use_cpu true
+
+    # CPU, two processes
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml scripts/ppo.py ... --use_cpu true
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PPOScriptArguments:
+    """Data arguments of ``scripts/ppo.py``."""
+
+    train_file: str = field(
+        default="data/AutoScholarQuery/train.jsonl",
+        metadata={"help": "AutoScholarQuery-shaped jsonl: question, answer (titles), optional source_meta."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N queries."})
+    end_date_offset_days: int = field(
+        default=7, metadata={"help": "end date = source paper's published_time minus this (DESIGN §1.1)."}
+    )
+
+
+def make_parser():
+    from trl import TrlParser
+
+    from trl_ext.config import SessionPPOConfig
+
+    return TrlParser((PPOScriptArguments, SessionPPOConfig))
+
+
+def end_date_of(record: dict, offset_days: int) -> str | None:
+    """``source_meta.published_time`` (YYYYMMDD) minus ``offset_days``, or None.
+
+    >>> end_date_of({"source_meta": {"published_time": "20240110"}}, 7)
+    '20240103'
+    """
+    published = str((record.get("source_meta") or {}).get("published_time") or "")
+    try:
+        day = dt.datetime.strptime(published.replace("-", "")[:8], "%Y%m%d")
+    except ValueError:
+        return None
+    return (day - dt.timedelta(days=offset_days)).strftime("%Y%m%d")
+
+
+def load_queries(path: str, offset_days: int = 7, limit: int | None = None) -> list[dict]:
+    """Training episodes ``{"question", "answer", "end_date"}``; bad records are logged with their line and skipped."""
+    from pasa.io import iter_jsonl
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"--train_file {path!r} does not exist")
+    out = []
+    for lineno, r in iter_jsonl(path, required=("question", "answer")):
+        question, answer = r["question"], r["answer"]
+        if not isinstance(question, str) or not question.strip():
+            logger.warning("%s:%d: empty question, skipped", path, lineno)
+            continue
+        if not isinstance(answer, list) or not all(isinstance(t, str) for t in answer):
+            logger.warning("%s:%d: 'answer' is not a list of titles, skipped", path, lineno)
+            continue
+        out.append({"question": question.strip(), "answer": answer, "end_date": end_date_of(r, offset_days)})
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise SystemExit(f"no usable training query in {path!r}")
+    return out
+
+
+def build_source(cfg):
+    """The paper source: offline local search over the paper DB by default (``pasa.tools.sources``)."""
+    from pasa.tools.sources import build_paper_source
+
+    return build_paper_source(paper_db=cfg.paper_db, id2paper=cfg.id2paper, index=cfg.search_index, online=cfg.online)
+
+
+def build_selector(cfg, device: str):
+    """A ``pasa.selector.Selector`` on a local checkpoint or an OpenAI-compatible server; None when unused."""
+    if not cfg.use_selector:
+        return None
+    if not cfg.selector:
+        raise SystemExit("--use_selector true needs --selector (a checkpoint directory or http://host:port/v1#model)")
+    from pasa.llm import load_llm
+    from pasa.selector import Selector
+
+    spec = cfg.selector
+    if not spec.startswith(("http://", "https://")) and not os.path.isdir(spec):
+        raise SystemExit(f"--selector {spec!r} is neither a local directory nor an http(s) URL")
+    llm = load_llm(spec, batch_size=cfg.selector_batch_size, device=cfg.selector_device or device)
+    return Selector(llm, threshold=cfg.select_threshold)
+
+
+def build_models(cfg):
+    """Tokenizer, policy, frozen reference and value model (fresh scalar head ~ N(0, value_head_init_std))."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    for name, path in (("sft_model_path", cfg.sft_model_path), ("value_model_path", cfg.value_model_path)):
+        if not path or not os.path.isdir(path):
+            raise SystemExit(
+                f"--{name} must be a local checkpoint directory (got {path!r}); this script never downloads"
+            )
+    kwargs = {"dtype": cfg.model_dtype if cfg.model_dtype == "auto" else getattr(torch, cfg.model_dtype)}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    tokenizer = AutoTokenizer.from_pretrained(cfg.sft_model_path, padding_side="left")
+    if tokenizer.pad_token is None:
+        raise SystemExit(f"the tokenizer of {cfg.sft_model_path!r} has no pad token")
+    policy = AutoModelForCausalLM.from_pretrained(cfg.sft_model_path, **kwargs)
+    ref_policy = AutoModelForCausalLM.from_pretrained(cfg.sft_model_path, **kwargs)
+    value_model = AutoModelForSequenceClassification.from_pretrained(cfg.value_model_path, num_labels=1, **kwargs)
+    value_model.config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(cfg.seed)
+    for m in value_model.score.modules():  # released ppo_tldr.py: nn.init.normal_(std=0.01)
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, mean=0.0, std=cfg.value_head_init_std)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+    return tokenizer, policy, ref_policy, value_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    script_args, cfg = make_parser().parse_args_and_config(args=argv)
+    from accelerate import PartialState
+
+    from trl_ext.env import PaperSearchEnv
+    from trl_ext.trainer import SessionPPOTrainer
+
+    queries = load_queries(script_args.train_file, script_args.end_date_offset_days, script_args.max_train_samples)
+    device = "cpu" if cfg.use_cpu else str(PartialState(cpu=cfg.use_cpu).device)
+    env = PaperSearchEnv(build_source(cfg), build_selector(cfg, device), cfg)
+    tokenizer, policy, ref_policy, value_model = build_models(cfg)
+    trainer = SessionPPOTrainer(cfg, tokenizer, policy, ref_policy, value_model, queries, env)
+    trainer.accelerator.print(
+        f"{len(queries)} queries, {trainer.world_size} process(es), {trainer.num_updates} updates of "
+        f"{trainer.episodes_per_update} queries x {cfg.rounds} rounds"
+    )
+    trainer.train()
+    trainer.accelerator.print(f"policy saved to {cfg.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
