@@ -160,16 +160,15 @@ def build_models(cfg):
     return tokenizer, policy, ref_policy, value_model
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    script_args, cfg = make_parser().parse_args_and_config(args=argv)
+def run(script_args: PPOScriptArguments, cfg):
+    """Build the environment, models and trainer from parsed arguments, train, and return the trainer."""
     from accelerate import PartialState
 
     from trl_ext.env import PaperSearchEnv
     from trl_ext.trainer import SessionPPOTrainer
 
     queries = load_queries(script_args.train_file, script_args.end_date_offset_days, script_args.max_train_samples)
-    device = "cpu" if cfg.use_cpu else str(PartialState(cpu=cfg.use_cpu).device)
+    device = "cpu" if cfg.use_cpu else str(PartialState().device)
     env = PaperSearchEnv(build_source(cfg), build_selector(cfg, device), cfg)
     tokenizer, policy, ref_policy, value_model = build_models(cfg)
     trainer = SessionPPOTrainer(cfg, tokenizer, policy, ref_policy, value_model, queries, env)
@@ -179,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     trainer.train()
     trainer.accelerator.print(f"policy saved to {cfg.output_dir}")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    script_args, cfg = make_parser().parse_args_and_config(args=argv)
+    run(script_args, cfg)
     return 0
 
 

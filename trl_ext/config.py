@@ -216,7 +216,6 @@ class SessionPPOConfig(TrainingArguments):
     )
     save_steps: float = field(default=10, metadata={"help": "Checkpoint every N updates (released launch 10)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N updates."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "'none', 'wandb', 'tensorboard'..."})
 
     def __post_init__(self):
         super().__post_init__()

@@ -557,6 +557,9 @@ class SessionPPOTrainer(Trainer):
         sessions = max(totals[-3].item(), 1.0)
         metrics = {k: totals[i].item() / sessions for i, k in enumerate(keys)}
         metrics["env/expand_sessions"] *= sessions / self.world_size  # per process, not per session
+        per_round = torch.tensor([batch.round_index.count(r) for r in range(self.args.rounds)], dtype=torch.float64)
+        per_round = self.accelerator.reduce(per_round.to(self.accelerator.device), "sum").cpu() / self.world_size
+        metrics.update({f"env/sessions_round_{r}": per_round[r].item() for r in range(self.args.rounds)})
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["env/sessions"] = sessions / self.world_size
         metrics["env/recall"] = totals[-2].item() / max(totals[-1].item(), 1.0)

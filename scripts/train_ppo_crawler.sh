@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Crawler PPO with the released recipe: DeepSpeed ZeRO-3, bf16, configs/recipes/ppo_crawler.yaml (docs/ppo.md).
+#   bash scripts/train_ppo_crawler.sh                                  # one node, 8 GPUs
+#   bash scripts/train_ppo_crawler.sh --selector http://10.0.0.5:8000/v1#pasa-7b-selector --output_dir results/x
+# The released run used 2 nodes x 8 GPUs; on each node:
+#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=10.0.0.1 \
+#       bash scripts/train_ppo_crawler.sh
+# Extra arguments go to scripts/ppo.py and override the recipe. Environment: ACCELERATE_CONFIG (default
+# configs/accelerate/deepspeed_zero3.yaml), NUM_PROCESSES, MAIN_PROCESS_PORT (2501), MACHINE_RANK, MAIN_PROCESS_IP.
+# Two CPU processes (smoke test): ACCELERATE_CONFIG=configs/accelerate/cpu_2proc.yaml ... --use_cpu true
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-configs/accelerate/deepspeed_zero3.yaml}
+launch_args=(--config_file "$ACCELERATE_CONFIG" --main_process_port "${MAIN_PROCESS_PORT:-2501}")
+if [[ -n "${NUM_PROCESSES:-}" ]]; then launch_args+=(--num_processes "$NUM_PROCESSES"); fi
+if [[ -n "${MACHINE_RANK:-}" ]]; then launch_args+=(--machine_rank "$MACHINE_RANK"); fi
+if [[ -n "${MAIN_PROCESS_IP:-}" ]]; then launch_args+=(--main_process_ip "$MAIN_PROCESS_IP"); fi
+exec accelerate launch "${launch_args[@]}" scripts/ppo.py --config configs/recipes/ppo_crawler.yaml "$@"

@@ -1,0 +1,205 @@
+"""scripts/ppo.py: CPU smoke runs of the session-level PPO on a tiny paper DB, in process and on two processes.
+
+The tiny policy is first taught the action format for a few hundred steps (a random 16-wide model almost never
+writes ``[Search] ...``), so rollouts contain actions, stops and expansions, and rewards are non-zero.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml")]
+QUERIES = [
+    ("graph neural networks", ["Graph Attention Networks", "A Comprehensive Survey on Graph Neural Networks"]),
+    (
+        "retrieval augmented generation",
+        [
+            "Dense Passage Retrieval for Open-Domain Question Answering",
+            "REALM: Retrieval-Augmented Language Model Pre-Training",
+        ],
+    ),
+]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("_script_ppo", ROOT / "scripts" / "ppo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ppo = load_script()
+
+
+def teach_action_format(path: str, steps: int = 300) -> None:
+    """A few hundred Adam steps on canned search/expand replies, so the tiny policy writes actions."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pasa.demo import demo_papers
+    from pasa.prompts import render_expand_prompt, render_search_prompt
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    pairs = [(render_search_prompt(q), f"[Search] {q}\n[Search] {q} survey\n[StopSearch]") for q, _ in QUERIES]
+    for p in demo_papers():
+        if p.sections:
+            prompt = render_expand_prompt(QUERIES[0][0], p.title, p.abstract, list(p.sections), sections_style="json")
+            pairs.append((prompt, f"[Expand] {list(p.sections)[0]}\n[StopExpand]"))
+    data = []
+    for prompt, reply in pairs:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        a = tok(text, add_special_tokens=False)["input_ids"]
+        b = tok(reply + tok.eos_token, add_special_tokens=False)["input_ids"]
+        data.append((torch.tensor([a + b]), torch.tensor([[-100] * len(a) + b])))
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        ids, labels = data[step % len(data)]
+        model(input_ids=ids, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def taught_checkpoint(tmp_path_factory) -> str:
+    from pasa.demo import build_tiny_checkpoint
+
+    path = build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny-crawler")))
+    teach_action_format(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def paper_data(tmp_path_factory) -> dict[str, str]:
+    from pasa.demo import demo_papers
+    from pasa.tools.paper_db import build_paper_db
+
+    d = tmp_path_factory.mktemp("ppo-data")
+    build_paper_db(demo_papers(), str(d / "papers.zip"), str(d / "id2paper.json"))
+    train = d / "train.jsonl"
+    lines = [
+        json.dumps({"question": q, "answer": a, "source_meta": {"published_time": "20250101"}}) for q, a in QUERIES
+    ]
+    train.write_text("\n".join(lines + ['{"question": "bad record", "answer": "not a list"}']) + "\n")
+    return {"train_file": str(train), "paper_db": str(d / "papers.zip"), "id2paper": str(d / "id2paper.json")}
+
+
+def smoke_args(checkpoint: str, data: dict[str, str], out: Path, episodes: int) -> list[str]:
+    """Recipe overrides for a tiny CPU run (the launch script adds ``--config``; in process add it yourself)."""
+    return [
+        "--sft_model_path", checkpoint, "--value_model_path", checkpoint, "--selector", checkpoint,
+        "--train_file", data["train_file"], "--paper_db", data["paper_db"], "--id2paper", data["id2paper"],
+        "--search_index", str(out / "index"),
+        "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--model_dtype", "float32",
+        "--attn_implementation", "sdpa", "--total_episodes", str(episodes), "--gradient_accumulation_steps", "2",
+        "--response_length", "24", "--value_warmup_updates", "0", "--learning_rate", "1e-3", "--save_steps", "1",
+        "--selector_batch_size", "4", "--seed", "0", "--search_papers", "2",
+    ]  # fmt: skip
+
+
+def test_recipe_carries_the_released_launch_values():
+    script_args, cfg = ppo.make_parser().parse_args_and_config(
+        args=["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml"), "--bf16", "false"]
+    )
+    assert script_args.train_file == "data/AutoScholarQuery/train.jsonl"
+    assert (cfg.learning_rate, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (1e-6, 1, 4)
+    assert (cfg.total_episodes, cfg.rounds, cfg.response_length, cfg.num_ppo_epochs) == (16000, 3, 1024, 2)
+    assert (cfg.alpha_search, cfg.alpha_expand, cfg.c_search, cfg.c_expand) == (1.5, 1.5, 0.1, 0.1)
+    assert (cfg.gamma1, cfg.kl_coef, cfg.vf_coef, cfg.gamma, cfg.lam) == (0.1, 0.1, 10.0, 1.0, 0.95)
+    assert (cfg.value_warmup_updates, cfg.expand_top_k, cfg.value_papers_max, cfg.reward_clip_max) == (50, 6, 5, 5.0)
+    assert cfg.use_selector and cfg.use_value_bootstrap and not cfg.online and cfg.save_steps == 10
+
+
+def test_load_queries_skips_bad_records(paper_data, caplog):
+    queries = ppo.load_queries(paper_data["train_file"])
+    assert [q["question"] for q in queries] == [q for q, _ in QUERIES]
+    assert queries[0]["end_date"] == "20241225"
+    assert "not a list of titles" in caplog.text
+
+
+def test_ppo_smoke_run_in_process(taught_checkpoint, paper_data, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    script_args, cfg = ppo.make_parser().parse_args_and_config(
+        args=[*RECIPE, *smoke_args(taught_checkpoint, paper_data, out, episodes=4)]
+    )
+    trainer = ppo.run(script_args, cfg)
+    logs = [h for h in trainer.state.log_history if "env/reward_per_session" in h]
+    assert len(logs) == 2 and trainer.num_updates == 2
+    # every round ran: expand sessions came out of the search round and out of the first expand round
+    for r in range(3):
+        assert sum(h[f"env/sessions_round_{r}"] for h in logs) > 0, r
+    assert any(h["env/reward_per_session"] != 0 for h in logs)
+    assert any(h["env/actions"] > 0 and h["env/stops"] > 0 for h in logs)
+    for key in ("objective/kl", "policy/approx_kl", "policy/clipfrac", "loss/policy", "loss/value",
+                "val/explained_variance", "env/new_papers", "env/relevant_papers", "env/recall"):  # fmt: skip
+        assert key in logs[-1], key
+    # the policy and the value model were trained; only the policy is saved, in HF format
+    before = load_file(os.path.join(taught_checkpoint, "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert set(after) <= set(before) and any(not torch.equal(before[k], after[k]) for k in after)
+    value = trainer.accelerator.unwrap_model(trainer.model).value_model
+    assert any(not torch.equal(before[k], v) for k, v in value.model.state_dict().items() if k in before) or any(
+        not torch.equal(before["model." + k], v) for k, v in value.model.state_dict().items() if "model." + k in before
+    )
+    assert not any("score" in k or "value" in k for k in after)
+    assert (out / "checkpoint-1" / "model.safetensors").exists()
+    assert (out / "checkpoint-1" / "train_state").is_dir()
+    llm = HFLLM(HFLLMConfig(str(out), max_new_tokens=8, device="cpu"))
+    assert len(llm.generate(["hello"])) == 1
+
+    # resume from the first checkpoint: only the second update runs again
+    resumed_out = tmp_path / "resumed"
+    args = [*RECIPE, *smoke_args(taught_checkpoint, paper_data, resumed_out, episodes=4)]
+    args += ["--resume_from_checkpoint", str(out / "checkpoint-1")]
+    script_args, cfg = ppo.make_parser().parse_args_and_config(args=args)
+    resumed = ppo.run(script_args, cfg)
+    assert [h["step"] for h in resumed.state.log_history if "env/actions" in h] == [1, 2]  # 1 restored, 2 new
+    assert (resumed_out / "model.safetensors").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ppo_launch_script_two_cpu_processes(taught_checkpoint, paper_data, tmp_path):
+    """scripts/train_ppo_crawler.sh on two CPU processes (torchrun + gloo: `accelerate launch --cpu
+    --num_processes 2` alone starts one process in accelerate 1.x, see configs/accelerate/cpu_2proc.yaml)."""
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_CONFIG": "configs/accelerate/cpu_2proc.yaml",
+        "MAIN_PROCESS_PORT": str(_free_port()),
+    }
+    cmd = ["bash", str(ROOT / "scripts" / "train_ppo_crawler.sh"), *smoke_args(taught_checkpoint, paper_data, out, 4)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es), 1 updates of 4 queries x 3 rounds" in proc.stdout
+    assert "env/reward_per_session" in proc.stdout + proc.stderr
+    assert (out / "model.safetensors").exists()
+    assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
