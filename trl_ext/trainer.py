@@ -53,10 +53,8 @@ class PolicyAndValueWrapper(nn.Module):
     # trl's unwrap_model_for_generation turns gradient checkpointing off for generation and back on after
     @property
     def is_gradient_checkpointing(self) -> bool:
-        policy = self.policy
-        return bool(
-            getattr(policy, "is_activation_checkpointing", getattr(policy, "is_gradient_checkpointing", False))
-        )
+        name = "is_activation_checkpointing" if hasattr(type(self.policy), "is_activation_checkpointing") else None
+        return bool(getattr(self.policy, name or "is_gradient_checkpointing", False))
 
     def gradient_checkpointing_disable(self):
         for m in (self.policy, self.value_model):
