@@ -258,7 +258,10 @@ def main(argv: list[str] | None = None, source=None) -> int:
         print(f"{len(items)} queries from {args.input_file}")
     else:
         items = [QueryItem(index=0, question=args.query, end_date=args.end_date)]
-    agent = build_agent(args, config, source)
+    try:
+        agent = build_agent(args, config, source)
+    except ValueError as err:  # no usable paper source, missing key, bad model spec
+        parser.error(str(err))
     results = run_queries(agent, items, args.output_folder, progress=len(items) > 1)
     print_summary(results, args.output_folder)
     if args.query and results[0].status != "failed":

@@ -4,13 +4,15 @@ A source answers four questions: which arXiv ids a search query returns, the pap
 behind a cited title, and the citable sections of a paper. Implementations never raise for a missing paper or a
 failed service: they return ``None``/``[]`` and log (STYLE rule 4), so the agent loop never crashes halfway.
 
-This module has the protocol, ``InMemoryPaperSource`` (tests, demos) and ``PaperDBSource`` (the released local
-paper database). The online composite source and the offline search engine live beside it.
+This module has the protocol, ``InMemoryPaperSource`` (tests, demos), ``PaperDBSource`` (the released local paper
+database), ``OnlinePaperSource`` (Serper + arXiv + ar5iv), the composites, and ``build_paper_source``, the factory
+the runner and the PPO script use. The offline search engine is ``pasa.tools.local_search``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
@@ -134,3 +136,137 @@ class ChainedPaperSource:
 
     def get_sections(self, arxiv_id: str) -> Sections | None:
         return self._first("get_sections", arxiv_id)
+
+
+class CompositePaperSource:
+    """Search with one source, resolve with several (first non-empty answer wins), each call guarded.
+
+    This is the released arrangement: Google (or the offline index) finds ids; a paper is looked up in the local
+    paper DB first, then online; sections come from the DB, else ar5iv.
+    """
+
+    def __init__(self, searcher: PaperSource, lookups: list[PaperSource]):
+        self.searcher = searcher
+        self.lookups = ChainedPaperSource(*lookups)
+
+    def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
+        try:
+            return self.searcher.search(query, k, end_date) or []
+        except Exception as err:  # a failed search is a logged skip
+            logger.warning("search %r failed: %s", query, err)
+            return []
+
+    def get_by_id(self, arxiv_id: str) -> Paper | None:
+        return self.lookups.get_by_id(arxiv_id)
+
+    def get_by_title(self, title: str) -> Paper | None:
+        return self.lookups.get_by_title(title)
+
+    def get_sections(self, arxiv_id: str) -> Sections | None:
+        return self.lookups.get_sections(arxiv_id)
+
+
+class OnlinePaperSource:
+    """Google through Serper, the arXiv API and ar5iv, every request through one ``HttpClient``.
+
+    Connector errors (HTTP failures after retries, unexpected payloads) become one logged warning and ``None``/``[]``.
+    """
+
+    def __init__(self, http=None, serper_url: str | None = None):
+        from pasa.tools.http import HttpClient
+
+        self.http = http or HttpClient()
+        self.serper_url = serper_url
+
+    def _guard(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as err:
+            logger.warning("%s%r failed: %s", what, args, err)
+            return None
+
+    def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
+        from pasa.tools import serper
+
+        kwargs = {"url": self.serper_url} if self.serper_url else {}
+        return (
+            self._guard("serper search", lambda q: serper.search_arxiv_ids(self.http, q, k, end_date, **kwargs), query)
+            or []
+        )
+
+    def get_by_id(self, arxiv_id: str) -> Paper | None:
+        from pasa.tools import arxiv_api
+
+        return self._guard("arXiv id lookup", lambda i: arxiv_api.fetch_paper_by_id(self.http, i), arxiv_id)
+
+    def get_by_title(self, title: str) -> Paper | None:
+        from pasa.tools import arxiv_api
+
+        return self._guard("arXiv title lookup", lambda t: arxiv_api.fetch_paper_by_title(self.http, t), title)
+
+    def get_sections(self, arxiv_id: str) -> Sections | None:
+        from pasa.tools import ar5iv
+
+        return self._guard("ar5iv sections", lambda i: ar5iv.fetch_section_citations(self.http, i), arxiv_id) or None
+
+
+SERPER_KEY_ENV = "SERPER_API_KEY"
+NO_SOURCE_HELP = (
+    "no paper source: set SERPER_API_KEY for Google search (online), or pass an offline index (--index DIR, built "
+    "with `pasa index`) or the released paper database (--paper_db cs_paper_2nd.zip --id2paper id2paper.json)"
+)
+
+
+def default_index_dir(paper_db: str) -> str:
+    """Where the offline index of a paper DB is cached: ``search_index/`` beside the zip."""
+    return os.path.join(os.path.dirname(os.path.abspath(paper_db)), "search_index")
+
+
+def build_paper_source(
+    paper_db: str | None = None,
+    id2paper: str | None = None,
+    index: str | None = None,
+    online: bool | None = None,
+    http=None,
+) -> PaperSource:
+    """The source the runner and the PPO script use.
+
+    Args:
+        paper_db, id2paper: the released local paper database (consulted first for lookups, as released).
+        index: a persisted offline search index (``pasa index``).
+        online: search Google via Serper and resolve through arXiv/ar5iv. ``None``: online iff ``SERPER_API_KEY``
+            is set. Offline with a paper DB but no index: the index is built once (or loaded) beside the zip.
+        http: the ``HttpClient`` for online services (default: a new one with the on-disk cache).
+    """
+    if (paper_db is None) != (id2paper is None):
+        raise ValueError("--paper_db and --id2paper go together (the zip and its id2paper.json)")
+    if online is None:
+        online = bool(os.environ.get(SERPER_KEY_ENV))
+    if online and not os.environ.get(SERPER_KEY_ENV):
+        raise ValueError(f"online search needs the {SERPER_KEY_ENV} environment variable (a serper.dev key)")
+
+    lookups: list[PaperSource] = []
+    if paper_db is not None:
+        lookups.append(PaperDBSource(paper_db, id2paper))
+    local_index = None
+    if index is not None or (paper_db is not None and not online):
+        from pasa.tools.local_search import LocalSearchIndex
+
+        if paper_db is None:
+            local_index = LocalSearchIndex.load(index)
+        else:  # reuses a cached index that matches the DB, else builds it
+            local_index = LocalSearchIndex.from_paper_db(paper_db, id2paper, index or default_index_dir(paper_db))
+        lookups.append(local_index)
+
+    if online:
+        remote = OnlinePaperSource(http)
+        logger.info("paper source: Google (Serper) search; lookups %s", _names(lookups + [remote]))
+        return CompositePaperSource(remote, lookups + [remote])
+    if local_index is None:
+        raise ValueError(NO_SOURCE_HELP)
+    logger.info("paper source: offline index (%d papers); lookups %s", len(local_index), _names(lookups))
+    return CompositePaperSource(local_index, lookups)
+
+
+def _names(sources: list) -> str:
+    return " -> ".join(type(s).__name__ for s in sources)
