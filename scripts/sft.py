@@ -137,8 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"saved to {training_args.output_dir}")
+    trainer.accelerator.wait_for_everyone()
+    distributed_cpu = trainer.accelerator.num_processes > 1 and trainer.accelerator.device.type == "cpu"
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
+    if distributed_cpu:
+        # torch 2.13 + gloo: about one two-process CPU run in ten left a rank stuck in interpreter finalization
+        # (C++ teardown) after this function had returned, so the launcher never ended. Everything is saved and
+        # the process group is gone: flush and leave without finalization. GPU (NCCL/DeepSpeed) runs exit normally.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -319,6 +320,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_with_timeout(cmd: list[str], marker: str, timeout: float, cwd: Path, env: dict) -> tuple[str, str, int]:
+    """Run ``cmd`` with its output in files. On timeout, kill the launcher's group and the workers (torchrun starts
+    them in sessions of their own), found by ``marker`` in their command line, then fail with the output."""
+    out, err = cwd / "launch.out", cwd / "launch.err"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, start_new_session=True, cwd=cwd, env=env)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+                try:
+                    if marker in Path(f"/proc/{pid}/cmdline").read_text():
+                        os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            proc.wait()
+            pytest.fail(f"timed out after {timeout} s\n{out.read_text()[-3000:]}\n{err.read_text()[-3000:]}")
+    return out.read_text(), err.read_text(), proc.returncode
+
+
 def test_launch_script_runs_two_cpu_processes(tiny_checkpoint, tmp_path):
     """scripts/train_sft_crawler.sh (accelerate launch + the crawler recipe) on two CPU processes."""
     from pasa.llm.hf import HFLLM, HFLLMConfig
@@ -338,8 +360,8 @@ def test_launch_script_runs_two_cpu_processes(tiny_checkpoint, tmp_path):
         "--attn_implementation", "sdpa", "--use_cpu", "true", "--max_steps", "3", "--logging_steps", "1",
         "--per_device_train_batch_size", "2", *CPU_ARGS,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stdout
+    stdout, stderr, returncode = run_with_timeout(cmd, str(out), timeout=180, cwd=tmp_path, env=env)
+    assert returncode == 0, stdout[-3000:] + stderr[-3000:]
+    assert "2 process(es)" in stdout
     assert (out / "model.safetensors").exists()
     assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
