@@ -220,10 +220,16 @@ def _compatible(manifest: dict | None) -> bool:
     )
 
 
+def _looks_like_index(path: str) -> bool:
+    """An index folder, even a damaged one (manifest unreadable or missing), as opposed to someone's data."""
+    names = set(os.listdir(path))
+    return not names or MANIFEST in names or {RECORDS, BM25_DIR} <= names
+
+
 def _replace_dir(tmp_dir: str, index_dir: str) -> None:
     """Move a finished index folder into place; an existing index there is replaced, anything else refused."""
     if os.path.lexists(index_dir):
-        if not os.path.isdir(index_dir) or (os.listdir(index_dir) and _read_manifest(index_dir) is None):
+        if not os.path.isdir(index_dir) or not _looks_like_index(index_dir):
             raise FileExistsError(f"{index_dir} exists and is not a search index; refusing to overwrite it")
         trash = tempfile.mkdtemp(dir=os.path.dirname(index_dir), prefix=".old-index-")
         os.replace(index_dir, os.path.join(trash, "index"))
@@ -370,7 +376,8 @@ class LocalSearchIndex:
         del seen
 
         retriever = bm25s.BM25()
-        retriever.index(([list(d) for d in doc_tokens], vocab), show_progress=False)
+        # compact uint32 arrays go in as they are (bm25s only iterates them): lists of ints would take ~8x the memory
+        retriever.index((doc_tokens, vocab), show_progress=False)
         del doc_tokens
         retriever.save(os.path.join(out_dir, BM25_DIR))
         np.save(os.path.join(out_dir, PUBLISHED), np.frombuffer(published, dtype=np.int32))
