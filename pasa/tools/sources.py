@@ -169,45 +169,75 @@ class CompositePaperSource:
 class OnlinePaperSource:
     """Google through Serper, the arXiv API and ar5iv, every request through one ``HttpClient``.
 
-    Connector errors (HTTP failures after retries, unexpected payloads) become one logged warning and ``None``/``[]``.
+    The failure policy of STYLE rule 4 lives here: a connector's ``PaperNotFoundError`` (no such paper, no HTML
+    version) is a quiet ``None`` (debug log); any other failure (``ServiceError`` after the HTTP layer's retries,
+    a missing key, an unreadable payload) is one logged warning and ``None``/``[]``. The agent never sees an
+    exception from here.
+
+    Args:
+        http: the shared ``HttpClient`` (default: a new one with the on-disk cache).
+        serper_url, arxiv_url, ar5iv_url: service addresses (tests point them at loopback servers).
     """
 
-    def __init__(self, http=None, serper_url: str | None = None):
+    def __init__(
+        self,
+        http=None,
+        serper_url: str | None = None,
+        arxiv_url: str | None = None,
+        ar5iv_url: str | None = None,
+    ):
+        from pasa.tools import ar5iv, arxiv_api, serper
         from pasa.tools.http import HttpClient
 
-        self.http = http or HttpClient()
-        self.serper_url = serper_url
+        self.http = http if http is not None else HttpClient()
+        self.serper_url = serper_url or serper.SERPER_URL
+        self.arxiv_url = arxiv_url or arxiv_api.ARXIV_API_URL
+        self.ar5iv_url = ar5iv_url or ar5iv.AR5IV_URL
 
-    def _guard(self, what: str, fn, *args):
+    def _guard(self, what: str, arg: str, fn, default=None):
+        from pasa.tools.http import PaperNotFoundError
+
         try:
-            return fn(*args)
-        except Exception as err:
-            logger.warning("%s%r failed: %s", what, args, err)
-            return None
+            return fn()
+        except PaperNotFoundError as err:
+            logger.debug("%s %r: %s", what, arg, err)
+        except Exception as err:  # a failing service is one warning and a skip, never a crash in the agent
+            logger.warning("%s %r failed: %s: %s", what, arg, type(err).__name__, err)
+        return default
 
     def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
         from pasa.tools import serper
 
-        kwargs = {"url": self.serper_url} if self.serper_url else {}
-        return (
-            self._guard("serper search", lambda q: serper.search_arxiv_ids(self.http, q, k, end_date, **kwargs), query)
-            or []
+        return self._guard(
+            "Google search",
+            query,
+            lambda: serper.search_arxiv_ids(self.http, query, k, end_date, url=self.serper_url),
+            default=[],
         )
 
     def get_by_id(self, arxiv_id: str) -> Paper | None:
         from pasa.tools import arxiv_api
 
-        return self._guard("arXiv id lookup", lambda i: arxiv_api.fetch_paper_by_id(self.http, i), arxiv_id)
+        return self._guard(
+            "arXiv lookup of id", arxiv_id, lambda: arxiv_api.fetch_paper_by_id(self.http, arxiv_id, self.arxiv_url)
+        )
 
     def get_by_title(self, title: str) -> Paper | None:
         from pasa.tools import arxiv_api
 
-        return self._guard("arXiv title lookup", lambda t: arxiv_api.fetch_paper_by_title(self.http, t), title)
+        return self._guard(
+            "arXiv lookup of title", title, lambda: arxiv_api.fetch_paper_by_title(self.http, title, self.arxiv_url)
+        )
 
     def get_sections(self, arxiv_id: str) -> Sections | None:
         from pasa.tools import ar5iv
 
-        return self._guard("ar5iv sections", lambda i: ar5iv.fetch_section_citations(self.http, i), arxiv_id) or None
+        sections = self._guard(
+            "ar5iv sections of",
+            arxiv_id,
+            lambda: ar5iv.fetch_section_citations(self.http, arxiv_id, self.ar5iv_url),
+        )
+        return sections or None
 
 
 SERPER_KEY_ENV = "SERPER_API_KEY"
@@ -218,8 +248,15 @@ NO_SOURCE_HELP = (
 
 
 def default_index_dir(paper_db: str) -> str:
-    """Where the offline index of a paper DB is cached: ``search_index/`` beside the zip."""
-    return os.path.join(os.path.dirname(os.path.abspath(paper_db)), "search_index")
+    """Where the offline index of a paper DB is cached: ``search_index/`` beside the zip, or, when that folder is
+    read-only, ``<cache dir>/search_index-<zip name>`` (``$PASA_CACHE_DIR``, default ``~/.cache/pasa``)."""
+    folder = os.path.dirname(os.path.abspath(paper_db))
+    if os.access(folder, os.W_OK):
+        return os.path.join(folder, "search_index")
+    from pasa.tools.http import default_cache_dir
+
+    name = os.path.splitext(os.path.basename(paper_db))[0]
+    return os.path.join(default_cache_dir(), f"search_index-{name}")
 
 
 def build_paper_source(

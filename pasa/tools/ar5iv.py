@@ -1,0 +1,341 @@
+"""ar5iv / arXiv HTML (LaTeXML) -> title, abstract, section tree, bibliography and the crawler's section map.
+
+The crawler expands a paper through *second-level section name -> titles of the papers cited there*
+(DESIGN §1.1 step 2). ``parse_ar5iv_html`` [pure] rebuilds it with the released ``utils.py`` semantics:
+
+* the table of contents is every ``h1``-``h5`` heading in page order, nested by level (``generate_full_toc``); a
+  heading's text is its nearest enclosing ``<section id>``'s own content, stopping at the first nested section and
+  skipping ``a, figure, center, caption, td, h1-h4, sup`` and navigation (``parse_text``);
+* sections whose title contains ``references``, ``acknowledgments``/``acknowledgements``, ``about this document``
+  or ``appendix`` are dropped with their subsections (``remove_stop_word_sections_and_extract_text``; the released
+  list spelled it ``apopendix``, which never matched, but its appendix keys were dropped later anyway);
+* keys are ``"<section title>"`` (the section's own text) and ``"<section title> <subsection title>"`` (the
+  subsection's text plus everything below it), newlines folded, keys containing ``appendix`` dropped
+  (``get_2nd_section``/``get_1st_section``/``get_subsection``);
+* each ``<cite>``'s ``a.ltx_ref`` targets (``#bib.bibN``) are looked up in the bibliography
+  (``ul.ltx_biblist > li.ltx_bibitem``), whose title is parsed from the ``span.ltx_bibblock`` parts
+  (``parse_metadata``); sections citing nothing are dropped.
+
+Two released slips are fixed by default, each behind a flag: ``released_cite_split=True`` keeps only the first
+reference of a multi-reference ``<cite>`` (the released code split ``"bib.bib1, bib.bib2"`` on ``","`` and the
+leading space made every later id miss the bibliography); and cited titles keep page order instead of a ``set``'s.
+Empty reference titles are never returned.
+
+The parser never raises on a page missing pieces: what is missing is listed in ``Ar5ivDocument.problems``
+(``reason`` joins them) and the section map is then empty. ``fetch_section_citations`` [I/O] fetches through the
+shared ``HttpClient``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import bs4
+
+from pasa.paper import Sections, normalize_arxiv_id
+from pasa.tools.http import HttpClient, PaperNotFoundError
+
+logger = logging.getLogger(__name__)
+
+AR5IV_URL = "https://ar5iv.labs.arxiv.org/html/{arxiv_id}"
+ARXIV_HTML_URL = "https://arxiv.org/html/{arxiv_id}"  # arXiv's own LaTeXML pages (newer papers), same markup
+HEADING_LEVELS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5}
+IGNORED_TAGS = frozenset({"a", "figure", "center", "caption", "td", "h1", "h2", "h3", "h4", "sup"})
+STOP_WORDS = ("references", "acknowledgments", "acknowledgements", "about this document", "appendix")
+YEAR_SUFFIX_RE = re.compile(r"\.\s\d{4}[a-z]?\.")
+META_RE = re.compile(r"^(.*?\.\s)(.*?)(\.\s.*|$)", re.DOTALL)
+
+
+@dataclass
+class Reference:
+    """One bibliography entry (released ``parse_metadata`` fields)."""
+
+    meta_list: list[str]
+    meta_string: str
+    authors: str
+    title: str
+    journal: str
+
+
+@dataclass
+class TocEntry:
+    """A heading of the page with its section's own content (cited bibliography ids, in order)."""
+
+    title: str
+    id: str | None
+    level: int
+    has_text: bool = False
+    cites: list[str] = field(default_factory=list)
+    subsections: list[TocEntry] = field(default_factory=list)
+
+
+@dataclass
+class Ar5ivDocument:
+    """A parsed page. ``problems`` lists what was missing; ``section_citations`` is the crawler's map."""
+
+    title: str = ""
+    abstract: str = ""
+    sections: list[TocEntry] = field(default_factory=list)
+    references: dict[str, Reference] = field(default_factory=dict)
+    section_citations: Sections = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str | None:
+        """Why parts of the result are empty, or ``None`` when nothing was missing."""
+        return "; ".join(self.problems) or None
+
+
+# -- bibliography -------------------------------------------------------------------------------------------------
+def parse_metadata(metas: list[str]) -> Reference:
+    """[pure] Authors, title and venue of a reference from its ``ltx_bibblock`` texts (released ``parse_metadata``).
+
+    Three blocks are taken as author / title / venue; otherwise the joined string is split at the first ``". "``
+    after a year suffix (``2022a.``) is removed.
+
+    >>> parse_metadata(["Ashish Vaswani, Noam Shazeer.", "Attention is all you need.", "NeurIPS, 2017."]).title
+    'Attention is all you need.'
+    >>> parse_metadata(["Kaiming He, Xiangyu Zhang. 2016. Deep residual learning for image recognition. In CVPR."]).title
+    'Deep residual learning for image recognition'
+    """
+    metas = [item.replace("\n", " ") for item in metas]
+    meta_string = " ".join(metas)
+    authors, title, journal = "", "", ""
+    if len(metas) == 3:
+        authors, title, journal = metas
+    else:
+        meta_string = YEAR_SUFFIX_RE.sub(".", meta_string)
+        match = META_RE.match(meta_string)
+        if match:
+            authors = (match.group(1) or "").strip()
+            title = (match.group(2) or "").strip()
+            journal = (match.group(3) or "").strip()
+            if journal.startswith(". "):
+                journal = journal[2:]
+    return Reference(metas, meta_string, authors, title, journal)
+
+
+def parse_bibliography(soup: bs4.BeautifulSoup) -> dict[str, Reference]:
+    """[pure] ``li`` id (``bib.bibN``) -> parsed reference, from the first ``ltx_biblist``."""
+    biblist = soup.find(class_="ltx_biblist")
+    if biblist is None:
+        return {}
+    references = {}
+    for li in biblist.find_all("li", recursive=False):
+        li_id = li.get("id")
+        if not li_id:  # the released code raised KeyError here
+            continue
+        metas = [x.get_text().strip() for x in li.find_all("span", class_="ltx_bibblock")]
+        references[li_id] = parse_metadata(metas)
+    return references
+
+
+# -- table of contents and section contents ----------------------------------------------------------------------
+def _cite_ids(cite: bs4.Tag) -> list[str]:
+    ids = []
+    for a in cite.find_all("a", class_="ltx_ref"):
+        href = (a.get("href") or "").strip()
+        ids.append(href.rsplit("#", 1)[-1] if "#" in href else href)
+    return ids
+
+
+def _collect(tag: bs4.Tag, entry: TocEntry, released_cite_split: bool) -> None:
+    """Walk a section's own content like the released ``parse_text``: text presence and cites, in page order."""
+    for child in tag.children:
+        if isinstance(child, bs4.Comment):
+            continue
+        if isinstance(child, bs4.NavigableString):
+            if str(child).strip():
+                entry.has_text = True
+            continue
+        if not isinstance(child, bs4.Tag):
+            continue
+        classes = child.get("class") or []
+        if child.name in IGNORED_TAGS or (classes and classes[0] == "navigation"):
+            continue
+        if child.name == "cite":
+            ids = [i for i in _cite_ids(child) if i]
+            entry.has_text = True
+            entry.cites.extend(ids[:1] if released_cite_split else ids)
+        elif child.name == "img":
+            entry.has_text = entry.has_text or bool(child.get("alt"))
+        elif child.name == "section":
+            return  # released: a nested section ends this level's text
+        elif classes and classes[0] in ("ltx_Math", "ltx_equation"):
+            entry.has_text = entry.has_text or bool(child.get_text().strip())
+        else:
+            _collect(child, entry, released_cite_split)
+
+
+def build_toc(soup: bs4.BeautifulSoup) -> list[TocEntry]:
+    """[pure] Every ``h1``-``h5`` heading, nested by level, with the id of its nearest enclosing ``<section id>``."""
+    toc: list[TocEntry] = []
+    stack: list[tuple[int, list[TocEntry]]] = [(0, toc)]
+    for tag in soup.find_all(list(HEADING_LEVELS)):
+        level = HEADING_LEVELS[tag.name]
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        section = tag.find_parent("section", id=True)
+        entry = TocEntry(title=tag.get_text(), id=section.get("id") if section else None, level=level)
+        stack[-1][1].append(entry)
+        stack.append((level, entry.subsections))
+    return toc
+
+
+def _fill_and_filter(entries: list[TocEntry], soup: bs4.BeautifulSoup, released_cite_split: bool) -> list[TocEntry]:
+    kept = []
+    for entry in entries:
+        if any(word in entry.title.lower() for word in STOP_WORDS):
+            continue
+        if entry.id:
+            section = soup.find(id=entry.id)
+            if section is not None:
+                _collect(section, entry, released_cite_split)
+        entry.subsections = _fill_and_filter(entry.subsections, soup, released_cite_split)
+        kept.append(entry)
+    return kept
+
+
+def _key(title: str) -> str:
+    return " ".join(title.strip().split("\n")).strip()
+
+
+def _flatten(entries: list[TocEntry]) -> dict[str, TocEntry]:
+    """Released ``get_subsection``: every descendant with text, keyed by title (a repeated title overwrites)."""
+    out: dict[str, TocEntry] = {}
+    for entry in entries:
+        if entry.has_text:
+            out[entry.title.strip()] = entry
+        out.update(_flatten(entry.subsections))
+    return out
+
+
+def second_level_citations(sections: list[TocEntry]) -> dict[str, list[str]]:
+    """[pure] Released ``get_2nd_section`` over the top-level sections, with cite ids instead of text.
+
+    Keys: ``"<section>"`` for a section's own content, ``"<section> <subsection>"`` for a subsection and all its
+    descendants; keys containing ``appendix`` are dropped.
+    """
+    res: dict[str, list[str]] = {}
+    for section in sections:
+        if section.has_text:
+            res[section.title.strip()] = list(section.cites)
+        # released get_1st_section over the subsections
+        first: dict[str, list[str]] = {}
+        for sub in section.subsections:
+            below = _flatten(sub.subsections)
+            if sub.has_text or below:
+                first[sub.title.strip()] = list(sub.cites) + [c for e in below.values() for c in e.cites]
+        for k, cites in first.items():
+            if "appendix" not in k.lower():
+                res[section.title.strip() + " " + _key(k)] = cites
+    return {_key(k): v for k, v in res.items() if "appendix" not in k.lower()}
+
+
+def cited_titles(section_cites: dict[str, list[str]], references: dict[str, Reference]) -> Sections:
+    """[pure] Section -> titles of the references it cites (page order, no duplicates); sections citing nothing
+    known are dropped."""
+    out: Sections = {}
+    for name, ids in section_cites.items():
+        titles: list[str] = []
+        for bib_id in ids:
+            ref = references.get(bib_id)
+            if ref is not None and ref.title and ref.title not in titles:
+                titles.append(ref.title)
+        if titles:
+            out[name] = titles
+    return out
+
+
+def _title(soup: bs4.BeautifulSoup) -> str:
+    h1 = soup.find(class_="ltx_title_document") or soup.find("h1")
+    if h1 is not None:
+        h1 = bs4.BeautifulSoup(str(h1), "lxml")
+        for note in h1.find_all(class_="ltx_note"):  # \thanks footnotes
+            note.decompose()
+        return " ".join(h1.get_text(" ").split())
+    head_title = soup.find("title")
+    if head_title is not None:  # ar5iv: "[2307.00235] Title"
+        return re.sub(r"^\[[^\]]*\]\s*", "", " ".join(head_title.get_text().split()))
+    return ""
+
+
+def _abstract(soup: bs4.BeautifulSoup) -> str:
+    block = soup.find(class_="ltx_abstract")
+    if block is None:
+        return ""
+    paragraphs = block.find_all("p")
+    if paragraphs:
+        return " ".join(" ".join(p.get_text().split()) for p in paragraphs)
+    heading = block.find(class_="ltx_title")
+    text = block.get_text()
+    if heading is not None:
+        text = text.replace(heading.get_text(), "", 1)
+    return " ".join(text.split())
+
+
+def parse_ar5iv_html(html: str | bytes, released_cite_split: bool = False) -> Ar5ivDocument:
+    """[pure] Parse a LaTeXML page (ar5iv or arxiv.org/html). Never raises; see ``Ar5ivDocument.problems``."""
+    doc = Ar5ivDocument()
+    try:
+        soup = bs4.BeautifulSoup(html, "lxml")
+        if soup.find(class_="ltx_document") is None:
+            doc.problems.append("not a LaTeXML page (no ltx_document)")
+            return doc
+        doc.title = _title(soup)
+        doc.abstract = _abstract(soup)
+        if not doc.abstract:
+            doc.problems.append("no abstract")
+        doc.references = parse_bibliography(soup)
+        if not doc.references:
+            doc.problems.append("no bibliography")
+        toc = build_toc(soup)
+        # released: document["sections"][0]["subsections"] (the sections under the h1 title); a page without an h1
+        # has its sections at the top level
+        top = toc[0].subsections if toc and toc[0].level == 1 else toc
+        doc.sections = _fill_and_filter(top, soup, released_cite_split)
+        if not doc.sections:
+            doc.problems.append("no sections")
+        doc.section_citations = cited_titles(second_level_citations(doc.sections), doc.references)
+        if doc.sections and doc.references and not doc.section_citations:
+            doc.problems.append("no section cites a parsed reference")
+    except (RecursionError, AttributeError, KeyError, TypeError, ValueError) as err:  # malformed markup
+        doc.problems.append(f"unparseable page: {type(err).__name__}: {err}")
+        doc.section_citations = {}
+    return doc
+
+
+# -- I/O ----------------------------------------------------------------------------------------------------------
+def fetch_ar5iv_html(http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL) -> str:
+    """The LaTeXML page of a paper. ar5iv redirects to the abstract page when it has no HTML version.
+
+    Raises:
+        PaperNotFoundError: no HTML version (not a LaTeXML page).
+        ServiceError: HTTP failure after retries (a 404 is a ``PaperNotFoundError``).
+    """
+    from pasa.tools.http import HTTPStatusError
+
+    url = url_template.format(arxiv_id=normalize_arxiv_id(arxiv_id))
+    try:
+        resp = http.get(url)
+    except HTTPStatusError as err:
+        if err.status_code == 404:
+            raise PaperNotFoundError(f"no HTML page for {arxiv_id!r} at {url}") from err
+        raise
+    html = resp.text
+    if "ltx_document" not in html:  # released check: the page must be an ar5iv document
+        raise PaperNotFoundError(f"no HTML version of {arxiv_id!r} at {url} (answered {resp.url})")
+    return html
+
+
+def fetch_section_citations(
+    http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL, released_cite_split: bool = False
+) -> Sections:
+    """Section name -> cited titles for a paper (released ``search_section_by_arxiv_id``); ``{}`` if nothing
+    citable was found (the reason is logged)."""
+    doc = parse_ar5iv_html(fetch_ar5iv_html(http, arxiv_id, url_template), released_cite_split)
+    if not doc.section_citations:
+        logger.info("no citable sections for %s: %s", arxiv_id, doc.reason or "no citations")
+    return doc.section_citations

@@ -1,0 +1,316 @@
+"""pasa.tools.http against a loopback server: retries on 429/503/timeouts/truncated bodies then a clean give-up,
+Retry-After honoured, cache hits without a request, secrets kept out of the cache, per-host rate limit."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+
+from pasa.tools.http import (
+    HttpClient,
+    HttpConfig,
+    HTTPStatusError,
+    RateLimiter,
+    ServiceError,
+    parse_retry_after,
+)
+
+
+# -- loopback server (also used by the connector and source tests) ---------------------------------------------------
+@dataclass
+class Reply:
+    """One scripted answer: status, body, headers; ``delay`` seconds before answering; ``truncate`` sends only the
+    first bytes of the body while announcing its full length."""
+
+    status: int = 200
+    body: bytes | str | dict = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    truncate: int | None = None
+
+
+class Script:
+    """Path -> replies served in order (the last one repeats); records every request."""
+
+    def __init__(self, routes: dict[str, list[Reply] | Reply]):
+        self.routes = {k: (v if isinstance(v, list) else [v]) for k, v in routes.items()}
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+
+    def next_reply(self, path: str) -> Reply:
+        with self._lock:
+            replies = self.routes.get(path)
+            if not replies:
+                return Reply(404, b"not found")
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def count(self, path: str | None = None) -> int:
+        return sum(1 for r in self.requests if path is None or r["path"] == path)
+
+
+@contextmanager
+def serve(script: Script):
+    """A threaded HTTP server on 127.0.0.1 (port 0) answering from ``script``; yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            with script._lock:
+                script.requests.append(
+                    {
+                        "method": self.command,
+                        "path": parts.path,
+                        "query": parts.query,
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
+                )
+            reply = script.next_reply(parts.path)
+            if reply.delay:
+                time.sleep(reply.delay)
+            payload = reply.body
+            if isinstance(payload, dict):
+                payload = json.dumps(payload)
+            if isinstance(payload, str):
+                payload = payload.encode("utf-8")
+            try:
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                if reply.truncate is not None:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(payload if reply.truncate is None else payload[: reply.truncate])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (read timeout)
+                pass
+            if reply.truncate is not None:
+                self.close_connection = True
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class SleepRecorder:
+    """Stands in for ``time.sleep``: records the waits instead of sleeping (tests stay fast and untimed)."""
+
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def make_client(tmp_path, cache: bool = True, sleep=None, **overrides) -> HttpClient:
+    """A client with a private cache folder, fast backoff and a short read timeout."""
+    config = HttpConfig(
+        cache=cache,
+        cache_dir=str(tmp_path / "cache"),
+        max_retries=overrides.pop("max_retries", 2),
+        backoff_initial=0.01,
+        backoff_max=0.05,
+        backoff_jitter=0.0,
+        timeout=overrides.pop("timeout", 2.0),
+        min_interval=overrides.pop("min_interval", {}),
+        **overrides,
+    )
+    return HttpClient(config, sleep=sleep or SleepRecorder())
+
+
+@pytest.fixture(autouse=True)
+def _no_env_cache(monkeypatch):
+    monkeypatch.delenv("PASA_NO_CACHE", raising=False)
+
+
+# -- retries and give-up ----------------------------------------------------------------------------------------------
+def test_retries_429_then_succeeds_and_honours_retry_after(tmp_path):
+    sleeps = SleepRecorder()
+    script = Script({"/x": [Reply(429, "slow down", {"Retry-After": "7"}), Reply(503, "busy"), Reply(200, "ok")]})
+    with serve(script) as url, make_client(tmp_path, sleep=sleeps) as http:
+        resp = http.get(f"{url}/x")
+    assert resp.text == "ok"
+    assert script.count("/x") == 3
+    assert sleeps.waits[0] == 7.0  # the server's Retry-After, not the 0.01 s backoff
+    assert sleeps.waits[1] < 1.0  # exponential backoff for the 503
+
+
+def test_gives_up_cleanly_after_max_retries(tmp_path):
+    script = Script({"/down": Reply(503, "down")})
+    with serve(script) as url, make_client(tmp_path, max_retries=3) as http:
+        with pytest.raises(HTTPStatusError, match="gave up after 4 attempts") as info:
+            http.get(f"{url}/down")
+    assert info.value.status_code == 503 and script.count("/down") == 4
+
+
+def test_client_error_is_not_retried(tmp_path):
+    script = Script({"/missing": Reply(404, "nope")})
+    with serve(script) as url, make_client(tmp_path) as http:
+        with pytest.raises(HTTPStatusError, match="404") as info:
+            http.get(f"{url}/missing")
+    assert info.value.status_code == 404 and script.count() == 1
+
+
+def test_check_status_false_returns_the_error_response(tmp_path):
+    script = Script({"/busy": Reply(503, "busy")})
+    with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
+        resp = http.get(f"{url}/busy", check_status=False)
+    assert resp.status_code == 503 and script.count() == 2
+
+
+def test_slow_response_times_out_then_retry_succeeds(tmp_path):
+    script = Script({"/slow": [Reply(200, "late", delay=1.0), Reply(200, "fast")]})
+    with serve(script) as url, make_client(tmp_path, timeout=0.2) as http:
+        assert http.get(f"{url}/slow").text == "fast"
+    assert script.count("/slow") == 2
+
+
+def test_slow_responses_give_up_with_service_error(tmp_path):
+    script = Script({"/slow": Reply(200, "late", delay=0.6)})
+    with serve(script) as url, make_client(tmp_path, timeout=0.2, max_retries=1) as http:
+        with pytest.raises(ServiceError, match="Timeout") as info:
+            http.get(f"{url}/slow")
+    assert info.value.status_code is None
+
+
+def test_truncated_body_is_retried_and_never_cached(tmp_path):
+    body = json.dumps({"organic": [{"link": "https://arxiv.org/abs/1810.04805"}] * 20})
+    script = Script({"/t": [Reply(200, body, truncate=25), Reply(200, body)]})
+    with serve(script) as url, make_client(tmp_path) as http:
+        assert http.get(f"{url}/t").json()["organic"][0]["link"].endswith("1810.04805")
+        assert script.count("/t") == 2
+        http.get(f"{url}/t")  # the full body was cached, the truncated one was not
+    assert script.count("/t") == 2
+
+
+def test_truncated_bodies_give_up_cleanly(tmp_path):
+    script = Script({"/t": Reply(200, "x" * 100, truncate=10)})
+    with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
+        with pytest.raises(ServiceError, match="gave up after 2 attempts"):
+            http.get(f"{url}/t")
+
+
+def test_connection_refused_gives_up(tmp_path):
+    with serve(Script({})) as url:
+        dead = url  # the port is closed once the server is shut down
+    with make_client(tmp_path, max_retries=1) as http:
+        with pytest.raises(ServiceError, match="ConnectionError"):
+            http.get(f"{dead}/x")
+
+
+# -- cache --------------------------------------------------------------------------------------------------------------
+def test_cache_serves_repeat_without_a_request(tmp_path):
+    script = Script({"/a": Reply(200, {"v": 1})})
+    with serve(script) as url:
+        with make_client(tmp_path) as http:
+            assert http.get(f"{url}/a", params={"q": "x"}).json() == {"v": 1}
+            assert http.get(f"{url}/a", params={"q": "x"}).json() == {"v": 1}
+            assert script.count() == 1 and http.network_requests == 1
+            http.get(f"{url}/a", params={"q": "y"})  # another key
+            assert script.count() == 2
+        with make_client(tmp_path) as again:  # a new process reads the same file
+            again.get(f"{url}/a", params={"q": "x"})
+            assert script.count() == 2 and again.network_requests == 0
+
+
+def test_post_cached_by_body_and_secret_headers_never_stored(tmp_path):
+    script = Script({"/search": Reply(200, {"organic": []})})
+    with serve(script) as url, make_client(tmp_path) as http:
+        http.post(f"{url}/search", json={"q": "a"}, headers={"X-API-KEY": "secret-1"})
+        http.post(f"{url}/search", json={"q": "a"}, headers={"X-API-KEY": "secret-2"})  # same key: cached
+        http.post(f"{url}/search", json={"q": "b"}, headers={"X-API-KEY": "secret-1"})
+        cache_path = http.cache_path
+    assert script.count() == 2
+    assert script.requests[0]["headers"]["X-API-KEY"] == "secret-1"  # the key was sent ...
+    with sqlite3.connect(cache_path) as con:  # ... but is nowhere in the cache file
+        blobs = b"".join(bytes(v) for (v,) in con.execute("SELECT value FROM responses"))
+    assert blobs and b"secret-1" not in blobs and b"secret-2" not in blobs
+
+
+def test_error_answers_are_not_cached(tmp_path):
+    script = Script({"/e": [Reply(404, "no"), Reply(200, "yes")]})
+    with serve(script) as url, make_client(tmp_path) as http:
+        with pytest.raises(HTTPStatusError):
+            http.get(f"{url}/e")
+        assert http.get(f"{url}/e").text == "yes"
+    assert script.count() == 2
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "per_request"])
+def test_cache_can_be_disabled(tmp_path, monkeypatch, how):
+    if how == "env":
+        monkeypatch.setenv("PASA_NO_CACHE", "1")
+    script = Script({"/n": Reply(200, "x")})
+    with serve(script) as url, make_client(tmp_path, cache=(how == "per_request")) as http:
+        kwargs = {"cache": False} if how == "per_request" else {}
+        http.get(f"{url}/n", **kwargs)
+        http.get(f"{url}/n", **kwargs)
+    assert script.count() == 2
+    if how != "per_request":
+        assert not (tmp_path / "cache").exists()
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PASA_CACHE_DIR", str(tmp_path / "elsewhere"))
+    config = HttpConfig()
+    assert config.cache_dir == str(tmp_path / "elsewhere")
+
+
+# -- rate limit ------------------------------------------------------------------------------------------------------
+def test_rate_limiter_spaces_requests_per_host():
+    now = [100.0]
+    sleeps = []
+
+    def sleep(s):
+        sleeps.append(s)
+        now[0] += s
+
+    limiter = RateLimiter({"export.arxiv.org": 3.0}, default=0.0, clock=lambda: now[0], sleep=sleep)
+    assert limiter.wait("export.arxiv.org") == 0.0
+    assert limiter.wait("export.arxiv.org") == pytest.approx(3.0)
+    now[0] += 10.0
+    assert limiter.wait("export.arxiv.org") == 0.0  # enough time has passed
+    assert limiter.wait("google.serper.dev") == 0.0  # other hosts are not limited
+    assert sleeps == [pytest.approx(3.0)]
+
+
+def test_rate_limit_applies_to_network_requests_only(tmp_path):
+    sleeps = SleepRecorder()
+    script = Script({"/r": Reply(200, "x")})
+    with serve(script) as url, make_client(tmp_path, sleep=sleeps, min_interval={"127.0.0.1": 30.0}) as http:
+        http.get(f"{url}/r", params={"i": 1})
+        http.get(f"{url}/r", params={"i": 1})  # cache hit: no wait
+        assert not [w for w in sleeps.waits if w > 1]
+        http.get(f"{url}/r", params={"i": 2})  # network: waits for the host's slot
+    assert [w for w in sleeps.waits if w > 1] and max(sleeps.waits) <= 30.0
+
+
+def test_parse_retry_after_forms():
+    assert parse_retry_after("0") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
