@@ -157,28 +157,10 @@ def load_sft_examples(
 
 
 def iter_counted_jsonl(path: str, counts) -> Iterator[tuple[int, dict]]:
-    """``(line number, record)`` of a jsonl like ``pasa.io.iter_jsonl``, also counting the lines it skips.
+    """``pasa.io.iter_jsonl`` that adds every skipped line to ``counts["malformed_lines"]`` (a ``Counter``)."""
+    from pasa.io import iter_jsonl
 
-    Malformed JSON and non-object lines are logged and added to ``counts["malformed_lines"]`` (a ``Counter``), so a
-    data builder can report every record it dropped.
-    """
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                record, problem = None, f"malformed JSON ({err})"
-            else:
-                problem = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
-            if problem is not None:
-                counts["malformed_lines"] += 1
-                logger.warning("%s:%d: %s, skipped", path, lineno, problem)
-                continue
-            yield lineno, record
+    return iter_jsonl(path, counts=counts)
 
 
 # -- the Selector's target -------------------------------------------------------------------------------------
