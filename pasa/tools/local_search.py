@@ -535,8 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.paper_db is None) != (args.id2paper is None):
         print("pasa index: --paper_db and --id2paper go together", file=sys.stderr)
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if not logging.getLogger().handlers:  # a script: show this module's info and every library's warnings
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger().handlers[0].setLevel(logging.INFO)  # bm25s sets its own logger to DEBUG
     from tqdm import tqdm
 
     skipped: list[str] = []
