@@ -38,19 +38,21 @@ class Reply:
 
 
 class Script:
-    """Path -> replies served in order (the last one repeats); records every request."""
+    """Path -> replies served in order (the last one repeats; a callable answers from the request dict);
+    records every request."""
 
     def __init__(self, routes: dict[str, list[Reply] | Reply]):
         self.routes = {k: (v if isinstance(v, list) else [v]) for k, v in routes.items()}
         self.requests: list[dict] = []
         self._lock = threading.Lock()
 
-    def next_reply(self, path: str) -> Reply:
+    def next_reply(self, path: str, request: dict) -> Reply:
         with self._lock:
             replies = self.routes.get(path)
             if not replies:
                 return Reply(404, b"not found")
-            return replies.pop(0) if len(replies) > 1 else replies[0]
+            reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        return reply(request) if callable(reply) else reply
 
     def count(self, path: str | None = None) -> int:
         return sum(1 for r in self.requests if path is None or r["path"] == path)
@@ -67,17 +69,16 @@ def serve(script: Script):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             parts = urlsplit(self.path)
+            request = {
+                "method": self.command,
+                "path": parts.path,
+                "query": parts.query,
+                "headers": dict(self.headers),
+                "body": body,
+            }
             with script._lock:
-                script.requests.append(
-                    {
-                        "method": self.command,
-                        "path": parts.path,
-                        "query": parts.query,
-                        "headers": dict(self.headers),
-                        "body": body,
-                    }
-                )
-            reply = script.next_reply(parts.path)
+                script.requests.append(request)
+            reply = script.next_reply(parts.path, request)
             if reply.delay:
                 time.sleep(reply.delay)
             payload = reply.body

@@ -1,0 +1,228 @@
+"""pasa.tools.sources: the online source over loopback Serper/arXiv/ar5iv servers (each failure one warning and a
+skip, not-found quiet), the released lookup order (local DB first), the factory's choices, and a whole agent run
+against services that partly fail."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs
+
+import pytest
+
+from pasa.agent import AgentConfig, PaperAgent
+from pasa.crawler import Crawler
+from pasa.paper import Paper
+from pasa.selector import Selector
+from pasa.tools.paper_db import build_paper_db
+from pasa.tools.sources import (
+    NO_SOURCE_HELP,
+    CompositePaperSource,
+    OnlinePaperSource,
+    PaperDBSource,
+    build_paper_source,
+    default_index_dir,
+)
+from tests.fakes import ScriptedLLM
+from tests.pasa.tools.test_http import Reply, Script, make_client, serve
+
+BERT = "BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding"
+ELMO = "Deep contextualized word representations"
+GPT = "Improving language understanding with unsupervised learning"
+
+
+@pytest.fixture
+def fixture_bytes(fixtures_dir):
+    return lambda name: (fixtures_dir / name).read_bytes()
+
+
+def services(fixture_bytes, arxiv_down: bool = False, serper_status: int = 200) -> Script:
+    """Serper answers the saved payload; arXiv knows 1810.04805 by id and ELMo by title (or is down); ar5iv has
+    the BERT page."""
+
+    def arxiv(request):
+        if arxiv_down:
+            return Reply(503, "arXiv is down")
+        query = parse_qs(request["query"])
+        if query.get("id_list") == ["1810.04805"]:
+            return Reply(200, fixture_bytes("arxiv_id_1810.04805.xml"))
+        if "contextualized" in query.get("search_query", [""])[0].lower():
+            return Reply(200, fixture_bytes("arxiv_title_search.xml"))
+        return Reply(200, fixture_bytes("arxiv_empty.xml"))
+
+    return Script(
+        {
+            "/search": Reply(serper_status, fixture_bytes("serper_search.json")),
+            "/api/query": arxiv,
+            "/html/1810.04805": Reply(200, fixture_bytes("ar5iv_1810.04805.html")),
+        }
+    )
+
+
+def online(url: str, http) -> OnlinePaperSource:
+    return OnlinePaperSource(
+        http, serper_url=f"{url}/search", arxiv_url=f"{url}/api/query", ar5iv_url=f"{url}/html/{{arxiv_id}}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def serper_key(monkeypatch):
+    monkeypatch.setenv("SERPER_API_KEY", "test-key")
+    monkeypatch.delenv("PASA_NO_CACHE", raising=False)
+
+
+def test_online_source_answers_all_four_questions(tmp_path, fixture_bytes, caplog):
+    script = services(fixture_bytes)
+    with serve(script) as url, make_client(tmp_path) as http:
+        source = online(url, http)
+        with caplog.at_level(logging.WARNING):
+            assert source.search("bert", 3, "20190601") == ["1810.04805", "1802.05365", "1801.06146"]
+            assert source.get_by_id("1810.04805v2").title == BERT
+            assert source.get_by_title("deep contextualized word-representations").arxiv_id == "1802.05365"
+            sections = source.get_sections("1810.04805")
+    assert "1 Introduction" in sections and "Deep contextualized word representations." in sections["1 Introduction"]
+    assert caplog.records == []
+
+
+def test_not_found_is_quiet_none(tmp_path, fixture_bytes, caplog):
+    with serve(services(fixture_bytes)) as url, make_client(tmp_path) as http:
+        source = online(url, http)
+        with caplog.at_level(logging.WARNING):
+            assert source.get_by_id("2401.99999") is None
+            assert source.get_by_title("A title nobody wrote") is None
+            assert source.get_sections("2401.99999") is None  # ar5iv 404
+    assert caplog.records == []
+
+
+def test_each_failure_is_one_warning_and_a_skip(tmp_path, fixture_bytes, caplog, monkeypatch):
+    script = services(fixture_bytes, arxiv_down=True, serper_status=500)
+    with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
+        source = online(url, http)
+        with caplog.at_level(logging.WARNING, logger="pasa.tools.sources"):
+            assert source.search("bert", 5) == []
+            assert source.get_by_id("1810.04805") is None
+            assert source.get_by_title(ELMO) is None
+            monkeypatch.delenv("SERPER_API_KEY")
+            assert source.search("bert", 5) == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 4 and all(r.levelno == logging.WARNING for r in caplog.records)
+    assert "HTTPStatusError" in messages[0] and "500" in messages[0]
+    assert "503" in messages[1] and "503" in messages[2]
+    assert "SERPER_API_KEY" in messages[3]
+    assert "test-key" not in caplog.text  # the key is never logged
+    assert script.count("/search") == 2 and script.count("/api/query") == 4  # one retry each, then the skip
+
+
+def test_local_db_is_consulted_first(tmp_path, fixture_bytes):
+    elmo = Paper("1802.05365", ELMO, "ELMo abstract.", {"1 Intro": ["Some cited title"]}, published="20180215")
+    zip_path, id2paper = tmp_path / "db" / "papers.zip", tmp_path / "db" / "id2paper.json"
+    build_paper_db([elmo], str(zip_path), str(id2paper))
+    script = services(fixture_bytes)
+    with serve(script) as url, make_client(tmp_path) as http:
+        remote = online(url, http)
+        source = CompositePaperSource(remote, [PaperDBSource(str(zip_path), str(id2paper)), remote])
+        assert source.get_by_id("1802.05365").source == "SearchFrom:local_paper_db"
+        assert source.get_by_title(ELMO).abstract == "ELMo abstract."
+        assert source.get_sections("1802.05365") == {"1 Intro": ["Some cited title"]}
+        assert script.count() == 0  # answered locally: no request at all
+        assert source.get_by_id("1810.04805").source == "SearchFrom:arxiv"  # not local: arXiv
+        assert script.count("/api/query") == 1
+
+
+def test_agent_run_survives_failing_services(tmp_path, fixture_bytes, caplog):
+    """Search through Serper; 1810.04805 resolves on arXiv, the other ids fail (503 -> warnings, skipped); its
+    ar5iv sections are expanded; of the cited titles, GPT is in the local DB, ELMo was already touched by the
+    search, the others are not on arXiv."""
+    elmo = Paper("1802.05365", ELMO, "ELMo abstract.", published="20180215")
+    gpt = Paper("1806.00001", GPT, "GPT abstract.", published="20180611")
+    zip_path, id2paper = tmp_path / "db" / "papers.zip", tmp_path / "db" / "id2paper.json"
+    build_paper_db([elmo, gpt], str(zip_path), str(id2paper))
+
+    def arxiv(request):
+        query = parse_qs(request["query"])
+        if query.get("id_list") == ["1810.04805"]:
+            return Reply(200, fixture_bytes("arxiv_id_1810.04805.xml"))
+        if "id_list" in query:
+            return Reply(503, "busy")
+        return Reply(200, fixture_bytes("arxiv_empty.xml"))
+
+    script = Script(
+        {
+            "/search": Reply(200, fixture_bytes("serper_search.json")),
+            "/api/query": arxiv,
+            "/html/1810.04805": Reply(200, fixture_bytes("ar5iv_1810.04805.html")),
+        }
+    )
+    crawler = ScriptedLLM(
+        replies={
+            "bert pre-training": "[Search] bidirectional transformers\n[StopSearch]",
+            BERT: "[Expand] 1 Introduction\n[StopExpand]",
+        }
+    )
+    selector = ScriptedLLM(scores={BERT: 0.9, ELMO: 0.8, GPT: 0.7})
+    with serve(script) as url, make_client(tmp_path, max_retries=0) as http:
+        remote = online(url, http)
+        source = CompositePaperSource(remote, [PaperDBSource(str(zip_path), str(id2paper)), remote])
+        agent = PaperAgent(Crawler(crawler), Selector(selector), source, AgentConfig(expand_layers=1, threads_num=4))
+        with caplog.at_level(logging.WARNING):
+            root = agent.run("bert pre-training")
+    (query,) = root.child
+    found = {n.arxiv_id: n for n in root.child[query]}
+    assert set(found) == {"1810.04805", "1802.05365"}  # the ids arXiv failed on were skipped
+    assert found["1802.05365"].source.endswith("SearchFrom:local_paper_db")  # searched id resolved locally first
+    bert = found["1810.04805"]
+    assert bert.source.endswith("SearchFrom:arxiv")
+    assert list(bert.child) == ["1 Introduction"]
+    assert [(n.title, n.arxiv_id) for n in bert.child["1 Introduction"]] == [(GPT, "1806.00001")]
+    failed = [r for r in caplog.records if "arXiv lookup" in r.getMessage()]
+    assert len(failed) == 5  # 1801.06146, 1706.03762, 1511.01432, hep-th/9901001, 1905.05950
+
+
+# -- factory -------------------------------------------------------------------------------------------------------
+def test_factory_online_when_key_is_set(tmp_path):
+    with make_client(tmp_path) as http:
+        source = build_paper_source(http=http)
+    assert isinstance(source, CompositePaperSource) and isinstance(source.searcher, OnlinePaperSource)
+    assert source.searcher.http is http
+
+
+def test_factory_online_requested_without_key(monkeypatch):
+    monkeypatch.delenv("SERPER_API_KEY")
+    with pytest.raises(ValueError, match="SERPER_API_KEY"):
+        build_paper_source(online=True)
+
+
+def test_factory_with_nothing_says_what_to_pass(monkeypatch):
+    monkeypatch.delenv("SERPER_API_KEY")
+    with pytest.raises(ValueError) as info:
+        build_paper_source()
+    assert str(info.value) == NO_SOURCE_HELP
+    assert "--index" in NO_SOURCE_HELP and "--paper_db" in NO_SOURCE_HELP and "SERPER_API_KEY" in NO_SOURCE_HELP
+
+
+def test_factory_paper_db_needs_id2paper():
+    with pytest.raises(ValueError, match="go together"):
+        build_paper_source(paper_db="x.zip")
+
+
+def test_factory_offline_builds_then_reuses_the_index(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("SERPER_API_KEY")
+    papers = [
+        Paper("2401.00001", "Graph neural networks for molecules", "Message passing on molecular graphs."),
+        Paper("2401.00002", "Sparse attention for long documents", "Efficient transformers.", published="20240102"),
+    ]
+    zip_path, id2paper = tmp_path / "db" / "papers.zip", tmp_path / "db" / "id2paper.json"
+    build_paper_db(papers, str(zip_path), str(id2paper))
+    with caplog.at_level(logging.INFO, logger="pasa.tools.sources"):
+        source = build_paper_source(paper_db=str(zip_path), id2paper=str(id2paper))
+    assert "offline index" in caplog.text  # which source was chosen is logged
+    assert source.search("graph neural molecules", 5) == ["2401.00001"]
+    assert source.get_by_title("SPARSE attention for long documents!").arxiv_id == "2401.00002"
+    index_dir = default_index_dir(str(zip_path))
+    assert index_dir == str(tmp_path / "db" / "search_index")
+    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "db" / "search_index").iterdir()}
+    again = build_paper_source(paper_db=str(zip_path), id2paper=str(id2paper), online=False)
+    assert again.search("sparse attention", 5) == ["2401.00002"]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "db" / "search_index").iterdir()} == stamp
+    # the persisted index alone is a complete offline source
+    alone = build_paper_source(index=index_dir, online=False)
+    assert alone.search("sparse attention", 5) == ["2401.00002"] and alone.get_by_id("2401.00001") is not None
