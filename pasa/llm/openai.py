@@ -72,17 +72,31 @@ def parse_first_token_true_prob(choice: dict[str, Any], true_token: str = "True"
     return math.exp(top[true_token])
 
 
+class _UncheckedClient:
+    """``HttpClient`` calls that return error responses (this backend reports them itself) and skip the cache."""
+
+    def __init__(self, http):
+        self.http = http
+
+    def post(self, url: str, **kwargs):
+        return self.http.post(url, cache=False, check_status=False, **kwargs)
+
+    def get(self, url: str, **kwargs):
+        return self.http.get(url, cache=False, check_status=False, **kwargs)
+
+
 class OpenAILLM:
     """``LLM`` over HTTP. ``session``: any object with ``post(url, json=, headers=, timeout=)`` returning a
-    response with ``status_code`` and ``json()`` (a ``requests.Session`` by default)."""
+    response with ``status_code`` and ``json()``. Default: the shared ``pasa.tools.http.HttpClient`` with the
+    response cache off (model answers are never cached) and no retries (errors surface as ``LLMServerError``)."""
 
     def __init__(self, config: OpenAILLMConfig, session=None):
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         if session is None:
-            import requests
+            from pasa.tools.http import HttpClient, HttpConfig
 
-            session = requests.Session()
+            session = _UncheckedClient(HttpClient(HttpConfig(cache=False, max_retries=0, timeout=config.timeout)))
         self.session = session
         self._model = config.model
 
@@ -107,9 +121,12 @@ class OpenAILLM:
     @property
     def model(self) -> str:
         if self._model is None:
-            import requests
+            get = getattr(self.session, "get", None)
+            if get is None:
+                import requests
 
-            resp = requests.get(f"{self.base_url}/models", headers=self._headers(), timeout=self.config.timeout)
+                get = requests.get
+            resp = get(f"{self.base_url}/models", headers=self._headers(), timeout=self.config.timeout)
             if resp.status_code != 200:
                 raise LLMServerError(f"GET {self.base_url}/models -> HTTP {resp.status_code}; pass a model name")
             data = resp.json().get("data") or []
