@@ -184,16 +184,15 @@ def build_toc(soup: bs4.BeautifulSoup) -> list[TocEntry]:
     return toc
 
 
-def _fill_and_filter(entries: list[TocEntry], soup: bs4.BeautifulSoup, released_cite_split: bool) -> list[TocEntry]:
+def _fill_and_filter(entries: list[TocEntry], by_id: dict[str, bs4.Tag], released_cite_split: bool) -> list[TocEntry]:
     kept = []
     for entry in entries:
         if any(word in entry.title.lower() for word in STOP_WORDS):
             continue
-        if entry.id:
-            section = soup.find(id=entry.id)
-            if section is not None:
-                _collect(section, entry, released_cite_split)
-        entry.subsections = _fill_and_filter(entry.subsections, soup, released_cite_split)
+        section = by_id.get(entry.id) if entry.id else None
+        if section is not None:
+            _collect(section, entry, released_cite_split)
+        entry.subsections = _fill_and_filter(entry.subsections, by_id, released_cite_split)
         kept.append(entry)
     return kept
 
@@ -295,7 +294,10 @@ def parse_ar5iv_html(html: str | bytes, released_cite_split: bool = False) -> Ar
         # released: document["sections"][0]["subsections"] (the sections under the h1 title); a page without an h1
         # has its sections at the top level
         top = toc[0].subsections if toc and toc[0].level == 1 else toc
-        doc.sections = _fill_and_filter(top, soup, released_cite_split)
+        by_id: dict[str, bs4.Tag] = {}
+        for tag in soup.find_all(id=True):  # first element per id, as soup.find(id=...) (one pass, not one per entry)
+            by_id.setdefault(tag["id"], tag)
+        doc.sections = _fill_and_filter(top, by_id, released_cite_split)
         if not doc.sections:
             doc.problems.append("no sections")
         doc.section_citations = cited_titles(second_level_citations(doc.sections), doc.references)
