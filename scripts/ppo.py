@@ -97,22 +97,14 @@ def load_queries(path: str, offset_days: int = 7, limit: int | None = None) -> l
 
 def build_source(cfg):
     """The paper source: offline local search over the paper DB by default (``pasa.tools.sources``)."""
+    from pasa.tools.sources import build_paper_source
+
     try:
-        from pasa.tools.sources import build_paper_source
-    except ImportError:  # older checkouts: bag-of-words search over the whole (small) DB, in memory
-        build_paper_source = None
-    if build_paper_source is not None:
         return build_paper_source(
             paper_db=cfg.paper_db, id2paper=cfg.id2paper, index=cfg.search_index, online=cfg.online
         )
-    if cfg.online or not (cfg.paper_db and cfg.id2paper):
-        raise SystemExit("this checkout has no pasa.tools.sources.build_paper_source: pass --paper_db and --id2paper")
-    from pasa.tools.paper_db import PaperDB
-    from pasa.tools.sources import InMemoryPaperSource
-
-    logger.warning("pasa.tools.sources.build_paper_source is missing: searching the paper DB in memory (bag of words)")
-    db = PaperDB(cfg.paper_db, cfg.id2paper)
-    return InMemoryPaperSource(db.iter_papers())
+    except ValueError as err:  # no usable source, or --online without SERPER_API_KEY
+        raise SystemExit(str(err)) from err
 
 
 def build_selector(cfg, device: str):
