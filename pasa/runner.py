@@ -68,6 +68,10 @@ class RunArgs:
     online: bool | None = field(
         default=None, metadata={"help": "Use Serper/arXiv/ar5iv. Default: online iff SERPER_API_KEY is set."}
     )
+    no_cache: bool = field(
+        default=False, metadata={"help": "Do not use the on-disk HTTP cache (~/.cache/pasa; PASA_NO_CACHE=1 also)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "HTTP cache folder (default ~/.cache/pasa)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per model call (HF backend)."})
     dtype: str = field(default="auto", metadata={"help": "HF backend dtype: auto, bfloat16, float32."})
     device: str | None = field(default=None, metadata={"help": "HF backend device (default: cuda if available)."})
@@ -224,8 +228,13 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None) -> PaperAgent:
     if source is None:
         from pasa.tools.sources import build_paper_source
 
+        http = None
+        if args.no_cache or args.cache_dir:
+            from pasa.tools.http import HttpClient, HttpConfig
+
+            http = HttpClient(HttpConfig(cache=not args.no_cache, cache_dir=args.cache_dir))
         source = build_paper_source(
-            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online
+            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online, http=http
         )
     opts = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
     if args.attn_implementation:

@@ -142,3 +142,23 @@ def test_demo_runs_the_loop(tmp_path, capsys):
     tree = json.loads((tmp_path / "results" / "0.json").read_text())
     assert len(tree["child"]) == 3 and tree["extra"]["touch_ids"]
     assert any(c["child"] for nodes in tree["child"].values() for c in nodes)  # expansion happened
+
+
+def test_no_cache_flag_reaches_the_online_source(monkeypatch, tmp_path, tiny_checkpoint):
+    from pasa.agent import AgentConfig
+    from pasa.runner import RunArgs, build_agent
+    from pasa.tools.sources import CompositePaperSource
+
+    monkeypatch.setenv("SERPER_API_KEY", "dummy-key-for-test")
+    args = RunArgs(
+        query="q",
+        crawler=tiny_checkpoint,
+        selector=tiny_checkpoint,
+        device="cpu",
+        no_cache=True,
+        cache_dir=str(tmp_path),
+    )
+    agent = build_agent(args, AgentConfig())
+    assert isinstance(agent.source, CompositePaperSource)
+    assert agent.source.searcher.http.config.cache is False
+    assert not any(tmp_path.iterdir())  # no cache file created
