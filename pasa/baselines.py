@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from pasa.llm import LLM
 from pasa.paper import Paper, PaperNode, normalize_arxiv_id
+from pasa.runner import BatchArgs
 from pasa.tools.sources import PaperSource, published_before
 
 logger = logging.getLogger(__name__)
@@ -171,25 +172,14 @@ class GoogleBaseline:
 
 # -- command line -------------------------------------------------------------------------------------------
 @dataclass
-class BaselineArgs:
-    """Input/output of ``pasa baseline google`` and ``google-llm`` (same meaning as in ``pasa run``)."""
+class BaselineArgs(BatchArgs):
+    """Input/output of ``pasa baseline google`` and ``google-llm`` (the batch flags mean what they do in ``pasa run``)."""
 
-    query: str | None = field(default=None, metadata={"help": "One user query (instead of --input_file)."})
-    input_file: str | None = field(default=None, metadata={"help": "jsonl of queries (AutoScholarQuery format)."})
-    end_date: str | None = field(default=None, metadata={"help": "YYYYMMDD cut-off for --query (default: none)."})
     output_folder: str = field(default="results/baseline", metadata={"help": "One JSON tree per query."})
     llm: str | None = field(
         default=None,
         metadata={"help": "google-llm: the paraphrasing model, an OpenAI-compatible URL (https://host/v1#model)."},
     )
-    paper_db: str | None = field(default=None, metadata={"help": "Released paper DB zip (cs_paper_2nd.zip)."})
-    id2paper: str | None = field(default=None, metadata={"help": "Released id2paper.json beside the zip."})
-    index: str | None = field(default=None, metadata={"help": "Offline search index (NOT Google: another baseline)."})
-    online: bool | None = field(
-        default=None, metadata={"help": "Use Serper/arXiv. Default: online iff SERPER_API_KEY is set."}
-    )
-    limit: int | None = field(default=None, metadata={"help": "Only the first N queries of --input_file."})
-    log_level: str = field(default="INFO", metadata={"help": "Logging level."})
 
 
 @dataclass
@@ -201,30 +191,6 @@ class PasaLLMArgs:
         metadata={
             "help": "Crawler and selector model, https://host/v1#model (e.g. GPT-4o); or set --crawler/--selector."
         },
-    )
-    selector_endpoint: str = field(
-        default="chat",
-        metadata={"help": "'chat' (OpenAI models have no /completions) or 'completions' (vLLM, SGLang)."},
-    )
-
-
-def _load_items(args, parser):
-    from pasa.runner import QueryItem, load_queries
-
-    if bool(args.query) == bool(args.input_file):
-        parser.error("pass exactly one of --query or --input_file")
-    if args.input_file:
-        if not os.path.exists(args.input_file):
-            parser.error(f"--input_file {args.input_file!r} does not exist")
-        items = load_queries(args.input_file, args.limit)
-        print(f"{len(items)} queries from {args.input_file}")
-        return items
-    return [QueryItem(index=0, question=args.query, end_date=args.end_date)]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
     )
 
 
@@ -241,13 +207,13 @@ def _usage() -> str:
 def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None) -> int:
     from transformers import HfArgumentParser
 
-    from pasa.runner import print_summary, run_queries
+    from pasa.runner import build_source, load_items, print_summary, run_queries, setup_logging
 
     parser = HfArgumentParser((BaselineArgs, GoogleBaselineConfig))
     parser.prog = f"pasa baseline {name}"
     args, config = parser.parse_args_into_dataclasses(args=argv)
-    _setup_logging(args.log_level)
-    items = _load_items(args, parser)
+    setup_logging(args.log_level)
+    items = load_items(args, parser)
     if name == "google-llm" and llm is None:
         if not args.llm:
             parser.error("google-llm needs --llm (an OpenAI-compatible URL, e.g. https://api.openai.com/v1#gpt-4o)")
@@ -257,11 +223,7 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
     if source is None:
         if args.online is False or (args.online is None and not os.environ.get("SERPER_API_KEY")):
             print("note: no Google (SERPER_API_KEY unset or --online false): results come from the offline source")
-        from pasa.tools.sources import build_paper_source
-
-        source = build_paper_source(
-            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online
-        )
+        source = build_source(args)
     baseline = GoogleBaseline(source, config, paraphraser=llm if name == "google-llm" else None)
     results = run_queries(baseline, items, args.output_folder, progress=len(items) > 1)
     print_summary(results, args.output_folder)
@@ -271,31 +233,22 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
 def _run_pasa_llm(argv: list[str], source=None) -> int:
     from transformers import HfArgumentParser
 
-    from pasa.agent import AgentConfig, PaperAgent
-    from pasa.crawler import Crawler
-    from pasa.llm import load_llm
-    from pasa.runner import RunArgs, print_summary, run_queries
-    from pasa.selector import Selector
+    from pasa.agent import AgentConfig
+    from pasa.runner import RunArgs, build_agent, load_items, print_summary, run_queries, setup_logging
 
     parser = HfArgumentParser((PasaLLMArgs, RunArgs, AgentConfig))
     parser.prog = "pasa baseline pasa-llm"
     llm_args, args, config = parser.parse_args_into_dataclasses(args=argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
+    if not any(a.startswith("--selector_endpoint") for a in argv):
+        args.selector_endpoint = "chat"  # OpenAI models (the PaSa-GPT-4o row) have no /completions endpoint
     if llm_args.llm:
         args.crawler = args.selector = llm_args.llm
     for spec in (args.crawler, args.selector):
         if not spec.startswith(("http://", "https://")):
             parser.error(f"pasa-llm runs on an OpenAI-compatible server; {spec!r} is not a URL (use `pasa run`)")
-    items = _load_items(args, parser)
-    if source is None:
-        from pasa.tools.sources import build_paper_source
-
-        source = build_paper_source(
-            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online
-        )
-    crawler_llm = load_llm(args.crawler)
-    selector_llm = load_llm(args.selector, selector_endpoint=llm_args.selector_endpoint)
-    agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
+    items = load_items(args, parser)
+    agent = build_agent(args, config, source)
     tagged = _Tagged(agent, method="pasa-llm", model=args.crawler.partition("#")[2] or None)
     results = run_queries(tagged, items, args.output_folder, progress=len(items) > 1)
     print_summary(results, args.output_folder)

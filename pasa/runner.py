@@ -47,21 +47,13 @@ class QueryItem:
 
 
 @dataclass
-class RunArgs:
-    """Arguments of ``pasa run`` (the released knobs are in ``AgentConfig``)."""
+class BatchArgs:
+    """Input, output and paper source of a batch of queries (shared by ``pasa run`` and ``pasa baseline``)."""
 
     query: str | None = field(default=None, metadata={"help": "One user query (instead of --input_file)."})
     input_file: str | None = field(default=None, metadata={"help": "jsonl of queries (AutoScholarQuery format)."})
     end_date: str | None = field(default=None, metadata={"help": "YYYYMMDD cut-off for --query (default: none)."})
     output_folder: str = field(default="results", metadata={"help": "One JSON tree per query is written here."})
-    crawler: str = field(
-        default="checkpoints/pasa-7b-crawler",
-        metadata={"help": "Crawler: checkpoint directory or OpenAI-compatible URL (http://host:port/v1#model)."},
-    )
-    selector: str = field(
-        default="checkpoints/pasa-7b-selector",
-        metadata={"help": "Selector: checkpoint directory or OpenAI-compatible URL (http://host:port/v1#model)."},
-    )
     paper_db: str | None = field(default=None, metadata={"help": "Released paper DB zip (cs_paper_2nd.zip)."})
     id2paper: str | None = field(default=None, metadata={"help": "Released id2paper.json beside the zip."})
     index: str | None = field(default=None, metadata={"help": "Offline search index folder (`pasa index`)."})
@@ -72,6 +64,26 @@ class RunArgs:
         default=False, metadata={"help": "Do not use the on-disk HTTP cache (~/.cache/pasa; PASA_NO_CACHE=1 also)."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "HTTP cache folder (default ~/.cache/pasa)."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N queries of --input_file."})
+    log_level: str = field(default="INFO", metadata={"help": "Logging level."})
+
+
+@dataclass
+class RunArgs(BatchArgs):
+    """Arguments of ``pasa run``: the batch, the two models (the released knobs are in ``AgentConfig``)."""
+
+    crawler: str = field(
+        default="checkpoints/pasa-7b-crawler",
+        metadata={"help": "Crawler: checkpoint directory or OpenAI-compatible URL (http://host:port/v1#model)."},
+    )
+    selector: str = field(
+        default="checkpoints/pasa-7b-selector",
+        metadata={"help": "Selector: checkpoint directory or OpenAI-compatible URL (http://host:port/v1#model)."},
+    )
+    selector_endpoint: str = field(
+        default="completions",
+        metadata={"help": "Selector over HTTP: 'completions' (raw prompt; vLLM, SGLang) or 'chat' (OpenAI models)."},
+    )
     batch_size: int = field(default=8, metadata={"help": "Prompts per model call (HF backend)."})
     dtype: str = field(default="auto", metadata={"help": "HF backend dtype: auto, bfloat16, float32."})
     device: str | None = field(default=None, metadata={"help": "HF backend device (default: cuda if available)."})
@@ -86,8 +98,6 @@ class RunArgs:
         },
     )
     seed: int | None = field(default=None, metadata={"help": "Random seed (torch) for sampled runs."})
-    limit: int | None = field(default=None, metadata={"help": "Only the first N queries of --input_file."})
-    log_level: str = field(default="INFO", metadata={"help": "Logging level."})
 
 
 # -- pure helpers -----------------------------------------------------------------------------------------------
@@ -219,6 +229,20 @@ def make_parser():
     return HfArgumentParser((RunArgs, AgentConfig))
 
 
+def build_source(args: BatchArgs):
+    """The paper source of a batch (``build_paper_source``), with the HTTP cache settings of the command line."""
+    from pasa.tools.sources import build_paper_source
+
+    http = None
+    if args.no_cache or args.cache_dir:
+        from pasa.tools.http import HttpClient, HttpConfig
+
+        http = HttpClient(HttpConfig(cache=not args.no_cache, cache_dir=args.cache_dir))
+    return build_paper_source(
+        paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online, http=http
+    )
+
+
 def build_agent(args: RunArgs, config: AgentConfig, source=None) -> PaperAgent:
     """Load the two models (one instance when both specs are the same) and the paper source."""
     from pasa.crawler import Crawler
@@ -226,17 +250,9 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None) -> PaperAgent:
     from pasa.selector import Selector
 
     if source is None:
-        from pasa.tools.sources import build_paper_source
-
-        http = None
-        if args.no_cache or args.cache_dir:
-            from pasa.tools.http import HttpClient, HttpConfig
-
-            http = HttpClient(HttpConfig(cache=not args.no_cache, cache_dir=args.cache_dir))
-        source = build_paper_source(
-            paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online, http=http
-        )
+        source = build_source(args)
     opts = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
+    opts["selector_endpoint"] = args.selector_endpoint  # load_llm keeps only what the backend's config has
     if args.attn_implementation:
         opts["attn_implementation"] = args.attn_implementation
     crawler_llm = load_llm(args.crawler, **opts)
@@ -248,16 +264,14 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None) -> PaperAgent:
     return PaperAgent(Crawler(crawler_llm, sample=args.crawler_sample), Selector(selector_llm), source, config)
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s"
     )
 
 
-def main(argv: list[str] | None = None, source=None) -> int:
-    parser = make_parser()
-    args, config = parser.parse_args_into_dataclasses(args=argv)
-    _setup_logging(args.log_level)
+def load_items(args: BatchArgs, parser) -> list[QueryItem]:
+    """The queries of ``--query`` or ``--input_file`` (exactly one); usage errors go through ``parser.error``."""
     if bool(args.query) == bool(args.input_file):
         parser.error("pass exactly one of --query or --input_file")
     if args.input_file:
@@ -265,8 +279,15 @@ def main(argv: list[str] | None = None, source=None) -> int:
             parser.error(f"--input_file {args.input_file!r} does not exist")
         items = load_queries(args.input_file, args.limit)
         print(f"{len(items)} queries from {args.input_file}")
-    else:
-        items = [QueryItem(index=0, question=args.query, end_date=args.end_date)]
+        return items
+    return [QueryItem(index=0, question=args.query, end_date=args.end_date)]
+
+
+def main(argv: list[str] | None = None, source=None) -> int:
+    parser = make_parser()
+    args, config = parser.parse_args_into_dataclasses(args=argv)
+    setup_logging(args.log_level)
+    items = load_items(args, parser)
     try:
         agent = build_agent(args, config, source)
     except ValueError as err:  # no usable paper source, missing key, bad model spec
@@ -295,7 +316,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_folder", default=os.path.join(tempfile.gettempdir(), "pasa-demo"))
     parser.add_argument("--log_level", default="WARNING")
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
 
     from pasa.crawler import Crawler
     from pasa.demo import build_tiny_checkpoint, demo_papers
