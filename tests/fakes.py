@@ -1,16 +1,30 @@
-"""Test doubles shared across the suite: a loopback OpenAI-protocol server and helpers for scripted agents."""
+"""Test doubles and helpers shared across the suite: a loopback OpenAI-protocol server, scripted agents, scripts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from pasa.llm.scripted import ScriptedLLM, prompt_title, prompt_user_query  # noqa: F401  (re-exported)
 from pasa.paper import Paper
 from pasa.tools.sources import InMemoryPaperSource  # noqa: F401  (re-exported)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts are launchers, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def paper(arxiv_id: str, title: str | None = None, sections=None, published: str | None = None) -> Paper:

@@ -3,9 +3,7 @@ tiny paper database built here, scripted and loopback teachers; their output tra
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from pasa.paper import Paper, title_key
 from pasa.prompts import parse_expand_sections, parse_search_queries, render_search_prompt
 from pasa.tools.paper_db import build_paper_db
 from pasa.tools.sources import InMemoryPaperSource, PaperDBSource
-from tests.fakes import OpenAIStub, openai_server
+from tests.fakes import OpenAIStub, load_script, openai_server
 from trl_ext.sft_data import load_sft_examples, parse_selector_decision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,14 +28,6 @@ GAT_SECTIONS = ["2 GAT Architecture", "4 Related Work"]
 BRACKET = Paper(
     "9999.00001", "Graph Papers With Odd Sections", "Odd.", {"1 Intro [draft]": ["Graph Attention Networks"]}
 )
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 crawler_data = load_script("build_crawler_data")

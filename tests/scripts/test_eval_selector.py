@@ -3,15 +3,13 @@ and the tiny local model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from pasa.llm.scripted import prompt_title
-from tests.fakes import OpenAIStub, openai_server
+from tests.fakes import OpenAIStub, load_script, openai_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = str(ROOT / "tests" / "fixtures" / "sft" / "selector_test.jsonl")
@@ -24,14 +22,6 @@ TITLES = [
     "Semi-Supervised Classification with Graph Convolutional Networks",
     "Inductive Representation Learning on Large Graphs",
 ]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 ev = load_script("eval_selector")

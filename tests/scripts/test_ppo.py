@@ -6,7 +6,6 @@ writes ``[Search] ...``), so rollouts contain actions, stops and expansions, and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -15,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fakes import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml")]
@@ -30,15 +31,7 @@ QUERIES = [
 ]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("_script_ppo", ROOT / "scripts" / "ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ppo = load_script()
+ppo = load_script("ppo")
 
 
 def teach_action_format(path: str, steps: int = 300) -> None:

@@ -3,7 +3,6 @@ set and then runs in the agent loop, the released recipes, and a two-process CPU
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pasa.prompts import render_search_prompt, render_select_prompt
+from tests.fakes import load_script
 from trl_ext.sft_data import (
     RESPONSE_TEMPLATE,
     SFTRecordError,
@@ -29,14 +29,6 @@ SFT_FIXTURES = ROOT / "tests" / "fixtures" / "sft"
 TRAIN_CHAT = str(SFT_FIXTURES / "train_chat.jsonl")
 # Training arguments for fast CPU runs (the recipes' bf16/flash-attention need a GPU).
 CPU_ARGS = ["--bf16", "false", "--report_to", "none", "--save_strategy", "no", "--dtype", "float32"]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 sft = load_script("sft")
