@@ -355,9 +355,8 @@ def demo_main(argv: list[str] | None = None) -> int:
     )
     item = QueryItem(index=0, question=args.query)
     out = os.path.join(args.output_folder, "results")
-    for stale in (output_path(out, item),):
-        if os.path.exists(stale):
-            os.unlink(stale)
+    if os.path.exists(output_path(out, item)):  # the demo always runs: no resume
+        os.unlink(output_path(out, item))
     results = run_queries(agent, [item], out, progress=False)
     print_summary(results, out)
     if results[0].status == "done":
