@@ -18,10 +18,12 @@ Bad records are skipped and counted. Output: chat records (``messages``) for ``s
 
 Launch lines::
 
-    python scripts/build_crawler_data.py --queries data/AutoScholarQuery/train.jsonl \\
+    python scripts/build_crawler_data.py --input_file data/AutoScholarQuery/train.jsonl \\
         --paper_db data/paper_database/cs_paper_2nd.zip --id2paper data/paper_database/id2paper.json \\
-        --teacher http://localhost:8000/v1#gpt-4o --output data/sft_crawler/built.jsonl
-    python scripts/build_crawler_data.py --queries ... --paper_db ... --id2paper ... --output ... --max_records 100
+        --teacher http://localhost:8000/v1#gpt-4o --output_file data/sft_crawler/built.jsonl
+    python scripts/build_crawler_data.py --input_file data/AutoScholarQuery/train.jsonl \\
+        --paper_db data/paper_database/cs_paper_2nd.zip --id2paper data/paper_database/id2paper.json \\
+        --output_file data/sft_crawler/built.jsonl --max_records 100
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
 from pasa.paper import Paper, normalize_arxiv_id, title_key  # noqa: E402
 from pasa.prompts import (  # noqa: E402
     parse_expand_sections,
@@ -245,9 +249,17 @@ def build_record_sessions(record: dict, source, teacher, config: CrawlerDataConf
 
 
 def build_crawler_data(
-    query_path: str, source, teacher=None, config: CrawlerDataConfig | None = None, max_records: int | None = None
+    query_path: str,
+    source,
+    teacher=None,
+    config: CrawlerDataConfig | None = None,
+    max_records: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[list[dict], Counter]:
-    """Sessions for every valid record of an AutoScholarQuery jsonl; bad records are logged, skipped, counted."""
+    """Sessions for every valid record of an AutoScholarQuery jsonl; bad records are logged, skipped, counted.
+
+    ``progress(1)`` is called once per record read (a tqdm bar's ``update``).
+    """
     config = config or CrawlerDataConfig()
     counts: Counter = Counter()
     out: list[dict] = []
@@ -255,6 +267,8 @@ def build_crawler_data(
         if max_records is not None and counts["records"] >= max_records:
             break
         counts["records"] += 1
+        if progress is not None:
+            progress(1)
         problem = check_query_record(record)
         if problem is not None:
             counts["bad_records"] += 1
@@ -268,12 +282,31 @@ def build_crawler_data(
     return out, counts
 
 
+EXAMPLE = (
+    "python scripts/build_crawler_data.py --input_file data/AutoScholarQuery/train.jsonl "
+    "--paper_db data/paper_database/cs_paper_2nd.zip --id2paper data/paper_database/id2paper.json "
+    "--output_file data/sft_crawler/built.jsonl"
+)
+
+
+def count_lines(path: str) -> int:
+    """Lines of a file (the progress bar's total)."""
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--queries", required=True, help="AutoScholarQuery-format jsonl (question, answer, source_meta).")
+    p = make_argparser(
+        "scripts/build_crawler_data.py",
+        example=EXAMPLE,
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument(
+        "--input_file", required=True, help="AutoScholarQuery-format jsonl (question, answer, source_meta)."
+    )
     p.add_argument("--paper_db", required=True, help="Paper database zip (released cs_paper_2nd.zip format).")
     p.add_argument("--id2paper", required=True, help="id2paper.json of the paper database.")
-    p.add_argument("--output", required=True, help="Output jsonl (chat records for scripts/sft.py).")
+    p.add_argument("--output_file", required=True, help="Output jsonl (chat records for scripts/sft.py).")
     p.add_argument("--teacher", default=None, help="LLM spec for search queries (e.g. http://host/v1#gpt-4o).")
     p.add_argument("--max_records", type=int, default=None, help="Read at most this many records.")
     for name, f in CrawlerDataConfig.__dataclass_fields__.items():
@@ -282,8 +315,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(rewrite_argv(argv, parser))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tqdm.auto import tqdm
+
     from pasa.io import write_text_atomic
     from pasa.llm import load_llm
     from pasa.tools.sources import PaperDBSource
@@ -291,9 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     config = CrawlerDataConfig(**{k: getattr(args, k) for k in CrawlerDataConfig.__dataclass_fields__})
     source = PaperDBSource(args.paper_db, args.id2paper)
     teacher = load_llm(args.teacher) if args.teacher else None
-    records, counts = build_crawler_data(args.queries, source, teacher, config, args.max_records)
-    write_text_atomic(args.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    print(f"wrote {len(records)} sessions to {args.output}")
+    total = count_lines(args.input_file)
+    if args.max_records is not None:
+        total = min(total, args.max_records)
+    with tqdm(total=total, desc="records", unit="record") as bar:
+        records, counts = build_crawler_data(
+            args.input_file, source, teacher, config, args.max_records, progress=bar.update
+        )
+    write_text_atomic(args.output_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    print(f"wrote {len(records)} sessions to {args.output_file}")
     for key in sorted(counts):
         print(f"  {key:32s} {counts[key]}")
     return 0

@@ -17,12 +17,12 @@ present. Each record also keeps ``query``, ``title``, ``arxiv_id``, ``label`` (t
 Launch lines::
 
     export OPENAI_API_KEY=...
-    python scripts/build_selector_data.py --queries data/AutoScholarQuery/train.jsonl \\
+    python scripts/build_selector_data.py --input_file data/AutoScholarQuery/train.jsonl \\
         --paper_db data/paper_database/cs_paper_2nd.zip --id2paper data/paper_database/id2paper.json \\
-        --teacher https://api.openai.com/v1#gpt-4o --output data/sft_selector/built.jsonl \\
+        --teacher https://api.openai.com/v1#gpt-4o --output_file data/sft_selector/built.jsonl \\
         --max_queries 5000 --price_in 2.5 --price_out 10
     python scripts/build_selector_data.py --pairs crawled_pairs.jsonl --teacher http://localhost:8000/v1#qwen \\
-        --output data/sft_selector/built.jsonl
+        --output_file data/sft_selector/built.jsonl
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
 from pasa.paper import normalize_arxiv_id, title_key  # noqa: E402
 from pasa.prompts import render_select_prompt  # noqa: E402
 from trl_ext.sft_data import (  # noqa: E402
@@ -227,14 +228,21 @@ def label_pairs(pairs, teacher, output_path: str, batch_size: int = 16, progress
     return counts
 
 
+EXAMPLE = (
+    "python scripts/build_selector_data.py --input_file data/AutoScholarQuery/train.jsonl "
+    "--paper_db data/paper_database/cs_paper_2nd.zip --id2paper data/paper_database/id2paper.json "
+    "--teacher https://api.openai.com/v1#gpt-4o --output_file data/sft_selector/built.jsonl"
+)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--queries", help="AutoScholarQuery-format jsonl (question, answer).")
+    p = make_argparser("scripts/build_selector_data.py", example=EXAMPLE, description=__doc__.split("\n\n")[0])
+    p.add_argument("--input_file", help="AutoScholarQuery-format jsonl (question, answer).")
     p.add_argument("--paper_db", help="Paper database zip (released cs_paper_2nd.zip format).")
     p.add_argument("--id2paper", help="id2paper.json of the paper database.")
-    p.add_argument("--pairs", help="Instead of --queries: jsonl of {question, title, abstract} pairs.")
+    p.add_argument("--pairs", help="Instead of --input_file: jsonl of {question, title, abstract} pairs.")
     p.add_argument("--teacher", required=True, help="LLM spec of the teacher, e.g. https://api.openai.com/v1#gpt-4o.")
-    p.add_argument("--output", required=True, help="Output jsonl (appended to; rerun to resume).")
+    p.add_argument("--output_file", required=True, help="Output jsonl (appended to; rerun to resume).")
     p.add_argument("--positives_per_query", type=int, default=5, help="Answer papers labelled per query.")
     p.add_argument("--negatives_per_query", type=int, default=5, help="Random database papers labelled per query.")
     p.add_argument("--max_queries", type=int, default=None, help="Read at most this many query records.")
@@ -246,7 +254,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(rewrite_argv(argv, parser))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
@@ -255,13 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter = Counter()
     if args.pairs:
         pairs = list(pairs_from_file(args.pairs, counts))
-    elif args.queries and args.paper_db and args.id2paper:
+    elif args.input_file and args.paper_db and args.id2paper:
         from pasa.tools.sources import PaperDBSource
 
         source = PaperDBSource(args.paper_db, args.id2paper)
         pairs = list(
             pairs_from_queries(
-                args.queries,
+                args.input_file,
                 source,
                 sorted(source.db.id2title),
                 args.positives_per_query,
@@ -272,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     else:
-        make_parser().error("give --pairs, or --queries with --paper_db and --id2paper")
+        parser.error("give --pairs, or --input_file with --paper_db and --id2paper")
     teacher = load_llm(args.teacher)
     with tqdm(total=len(pairs), desc="labelling", unit="pair") as bar:
-        counts.update(label_pairs(pairs, teacher, args.output, args.batch_size, progress=bar.update))
-    print(f"{len(pairs)} pairs; output {args.output}")
+        counts.update(label_pairs(pairs, teacher, args.output_file, args.batch_size, progress=bar.update))
+    print(f"{len(pairs)} pairs; output {args.output_file}")
     for key in sorted(counts):
         print(f"  {key:28s} {counts[key]}")
     if args.price_in is not None and args.price_out is not None:

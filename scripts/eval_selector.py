@@ -11,10 +11,10 @@ skipped and counted. Prints a table; writes the metrics (and, with ``--save_scor
 
 Launch lines::
 
-    python scripts/eval_selector.py --selector checkpoints/pasa-7b-selector --data data/sft_selector/test.jsonl \\
-        --output results/selector_eval.json
-    python scripts/eval_selector.py --selector https://api.openai.com/v1#gpt-4o --selector_endpoint chat \\
-        --data data/sft_selector/test.jsonl --output results/selector_eval_gpt4o.json
+    python scripts/eval_selector.py --selector_path checkpoints/pasa-7b-selector --data data/sft_selector/test.jsonl \\
+        --output_file results/selector_eval.json
+    python scripts/eval_selector.py --selector_path https://api.openai.com/v1#gpt-4o --selector_endpoint chat \\
+        --data data/sft_selector/test.jsonl --output_file results/selector_eval_gpt4o.json
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
 from pasa.selector import SELECT_THRESHOLD  # noqa: E402
 from trl_ext.sft_data import read_selector_example  # noqa: E402
 
@@ -94,11 +95,19 @@ def format_table(name: str, m: dict) -> str:
     return head + row
 
 
+EXAMPLE = (
+    "python scripts/eval_selector.py --selector_path checkpoints/pasa-7b-selector "
+    "--data data/sft_selector/test.jsonl --output_file results/selector_eval.json"
+)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--selector", required=True, help="LLM spec: a checkpoint directory or http(s)://.../v1#model.")
+    p = make_argparser("scripts/eval_selector.py", example=EXAMPLE, description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--selector_path", required=True, help="LLM spec: a checkpoint directory or http(s)://.../v1#model."
+    )
     p.add_argument("--data", required=True, help="Labelled jsonl (sft_selector test format).")
-    p.add_argument("--output", default=None, help="Where to write the metrics JSON.")
+    p.add_argument("--output_file", default=None, help="Where to write the metrics JSON.")
     p.add_argument("--threshold", type=float, default=SELECT_THRESHOLD, help="Selected when score > threshold.")
     p.add_argument("--batch_size", type=int, default=8, help="Prompts per scoring call.")
     p.add_argument("--limit", type=int, default=None, help="Only the first N records.")
@@ -108,7 +117,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(rewrite_argv(argv, parser))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
@@ -122,21 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {"batch_size": args.batch_size}
     if args.selector_endpoint:
         kwargs["selector_endpoint"] = args.selector_endpoint
-    llm = load_llm(args.selector, **kwargs)
+    llm = load_llm(args.selector_path, **kwargs)
     scores: list[float] = []
     for i in tqdm(range(0, len(prompts), args.batch_size), desc="scoring", unit="batch"):
         scores += [float(s) for s in llm.true_prob(prompts[i : i + args.batch_size])]
     metrics = selector_metrics(labels, scores, args.threshold)
-    metrics.update(selector=args.selector, data=args.data, skipped_records=skipped)
-    print(format_table(args.selector, metrics))
+    metrics.update(selector=args.selector_path, data=args.data, skipped_records=skipped)
+    print(format_table(args.selector_path, metrics))
     if skipped:
         print(f"{skipped} record(s) skipped (not labelled selector records)")
-    if args.output:
+    if args.output_file:
         out = dict(metrics)
         if args.save_scores:
             out["scores"] = [{"label": y, "score": s} for y, s in zip(labels, scores)]
-        write_json_atomic(args.output, out)
-        print(f"wrote {args.output}")
+        write_json_atomic(args.output_file, out)
+        print(f"wrote {args.output_file}")
     return 0
 
 
