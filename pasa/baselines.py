@@ -4,13 +4,13 @@ Launch lines::
 
     export SERPER_API_KEY=...   # Google through Serper; read from the environment only
     # Google: the user query as is, "<query> site:arxiv.org" (before: end date), top 100 results
-    pasa baseline google --input_file data/RealScholarQuery/test.jsonl --output_folder results/real_google
+    pasa baseline google --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_google
     # Google with GPT-4o: an OpenAI-compatible model paraphrases the query first (OPENAI_API_KEY)
     pasa baseline google-llm --llm https://api.openai.com/v1#gpt-4o \\
-        --input_file data/RealScholarQuery/test.jsonl --output_folder results/real_google_gpt4o
+        --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_google_gpt4o
     # PaSa-GPT-4o: the PaSa loop with crawler and selector both served by an OpenAI-compatible model
     pasa baseline pasa-llm --llm https://api.openai.com/v1#gpt-4o \\
-        --input_file data/RealScholarQuery/test.jsonl --output_folder results/real_pasa_gpt4o
+        --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_pasa_gpt4o
     # then, for each: pasa eval results/real_google
 
 Every baseline writes the same released-format trees as ``pasa run`` (one ``<line index>.json`` per query, atomic,
@@ -173,13 +173,16 @@ class GoogleBaseline:
 # -- command line -------------------------------------------------------------------------------------------
 @dataclass
 class BaselineArgs(BatchArgs):
-    """Input/output of ``pasa baseline google`` and ``google-llm`` (the batch flags mean what they do in ``pasa run``)."""
+    """Input/output of ``pasa baseline google`` and ``google-llm`` (the batch flags mean what they do in ``pasa run``;
+    the output folder defaults to ``results/baseline``)."""
 
-    output_folder: str = field(default="results/baseline", metadata={"help": "One JSON tree per query."})
     llm: str | None = field(
         default=None,
         metadata={"help": "google-llm: the paraphrasing model, an OpenAI-compatible URL (https://host/v1#model)."},
     )
+
+
+DEFAULT_OUTPUT_DIR = "results/baseline"
 
 
 @dataclass
@@ -189,7 +192,7 @@ class PasaLLMArgs:
     llm: str | None = field(
         default=None,
         metadata={
-            "help": "Crawler and selector model, https://host/v1#model (e.g. GPT-4o); or set --crawler/--selector."
+            "help": "Crawler and selector model, https://host/v1#model (e.g. GPT-4o); or set --crawler_path/--selector_path."
         },
     )
 
@@ -205,13 +208,20 @@ def _usage() -> str:
 
 
 def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None) -> int:
-    from transformers import HfArgumentParser
-
+    from pasa.flags import make_parser, rewrite_argv
     from pasa.runner import build_source, load_items, print_summary, run_queries, setup_logging
 
-    parser = HfArgumentParser((BaselineArgs, GoogleBaselineConfig))
-    parser.prog = f"pasa baseline {name}"
+    parser = make_parser(
+        (BaselineArgs, GoogleBaselineConfig),
+        prog=f"pasa baseline {name}",
+        example=f"pasa baseline {name} --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_{name}",
+    )
+    argv = rewrite_argv(argv, parser)
     args, config = parser.parse_args_into_dataclasses(args=argv)
+    output_key = _renamed(args, "output_dir", "output_folder")
+    if not any(a.split("=")[0] == f"--{output_key}" for a in argv):
+        setattr(args, output_key, DEFAULT_OUTPUT_DIR)
+    output_dir = getattr(args, output_key)
     setup_logging(args.log_level)
     items = load_items(args, parser)
     if name == "google-llm" and llm is None:
@@ -225,33 +235,46 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
             print("note: no Google (SERPER_API_KEY unset or --online false): results come from the offline source")
         source = build_source(args)
     baseline = GoogleBaseline(source, config, paraphraser=llm if name == "google-llm" else None)
-    results = run_queries(baseline, items, args.output_folder, progress=len(items) > 1)
-    print_summary(results, args.output_folder)
+    results = run_queries(baseline, items, output_dir, progress=len(items) > 1)
+    print_summary(results, output_dir)
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _run_pasa_llm(argv: list[str], source=None) -> int:
-    from transformers import HfArgumentParser
+def _renamed(args, new: str, old: str) -> str:
+    # RunArgs (pasa/runner.py) moves to the COORD vocabulary (crawler -> crawler_path ...); accept both meanwhile
+    return new if hasattr(args, new) else old
 
+
+def _run_pasa_llm(argv: list[str], source=None) -> int:
     from pasa.agent import AgentConfig
+    from pasa.flags import make_parser, rewrite_argv
     from pasa.runner import RunArgs, build_agent, load_items, print_summary, run_queries, setup_logging
 
-    parser = HfArgumentParser((PasaLLMArgs, RunArgs, AgentConfig))
-    parser.prog = "pasa baseline pasa-llm"
+    parser = make_parser(
+        (PasaLLMArgs, RunArgs, AgentConfig),
+        prog="pasa baseline pasa-llm",
+        example="pasa baseline pasa-llm --llm https://api.openai.com/v1#gpt-4o "
+        "--input_file data/RealScholarQuery/test.jsonl --output_dir results/real_pasa_gpt4o",
+    )
+    argv = rewrite_argv(argv, parser)
     llm_args, args, config = parser.parse_args_into_dataclasses(args=argv)
     setup_logging(args.log_level)
     if not any(a.startswith("--selector_endpoint") for a in argv):
         args.selector_endpoint = "chat"  # OpenAI models (the PaSa-GPT-4o row) have no /completions endpoint
+    crawler_key, selector_key = _renamed(args, "crawler_path", "crawler"), _renamed(args, "selector_path", "selector")
+    output_dir = getattr(args, _renamed(args, "output_dir", "output_folder"))
     if llm_args.llm:
-        args.crawler = args.selector = llm_args.llm
-    for spec in (args.crawler, args.selector):
+        setattr(args, crawler_key, llm_args.llm)
+        setattr(args, selector_key, llm_args.llm)
+    crawler, selector = getattr(args, crawler_key), getattr(args, selector_key)
+    for spec in (crawler, selector):
         if not spec.startswith(("http://", "https://")):
             parser.error(f"pasa-llm runs on an OpenAI-compatible server; {spec!r} is not a URL (use `pasa run`)")
     items = load_items(args, parser)
     agent = build_agent(args, config, source)
-    tagged = _Tagged(agent, method="pasa-llm", model=args.crawler.partition("#")[2] or None)
-    results = run_queries(tagged, items, args.output_folder, progress=len(items) > 1)
-    print_summary(results, args.output_folder)
+    tagged = _Tagged(agent, method="pasa-llm", model=crawler.partition("#")[2] or None)
+    results = run_queries(tagged, items, output_dir, progress=len(items) > 1)
+    print_summary(results, output_dir)
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
