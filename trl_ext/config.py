@@ -14,6 +14,23 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 DEDUP_SCOPES = ("episode", "reply")
+VALUE_PAPER_RULES = ("best", "shortest_of_top")
+
+# The released-compat flags and the value ``released_behaviour=True`` gives each (hyc2026/trl d268084..7a266d8).
+# Every row is explained in docs/released_differences.md ("PPO").
+RELEASED_PPO_FLAGS = {
+    "dedup_scope": "reply",
+    "response_length_is_total": True,
+    "bootstrap_after_eos": True,
+    "value_papers_rule": "shortest_of_top",
+    "keep_empty_actions": True,
+    "sections_ascii": True,
+    "clip_floor_search_cost": True,
+    "fill_sessions": True,
+    "reward_on_bracket_ids": True,
+    "cited_by_title_only": True,
+    "query_from_reply": True,
+}
 
 
 @dataclass
@@ -149,6 +166,83 @@ class SessionPPOConfig(TrainingArguments):
         },
     )
 
+    # ---- released behaviour (issue 9; docs/released_differences.md "PPO") ----
+    released_behaviour: bool = field(
+        default=False,
+        metadata={
+            "help": "Reproduce the authors' trainer (hyc2026/trl) wherever this project deviates: sets every flag of "
+            "this group, dedup_scope=reply and response_length_is_total=true to the released values (and "
+            "value_warmup_updates 50 -> 49). Default false: the project's corrected behaviour."
+        },
+    )
+    bootstrap_after_eos: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: keep the value of the state after EOS (the first pad), bootstrap GAE from it and train it "
+            "toward 0. Default: EOS is terminal."
+        },
+    )
+    value_papers_rule: str = field(
+        default="best",
+        metadata={
+            "help": "Which new papers of an action are valued (γ1·ΣV) and become next-round candidates. 'best': the "
+            "value_papers_max best by score then arXiv id, sections required; every new paper with sections is a "
+            "candidate. 'shortest_of_top' (released): the value_papers_max+2 best by score, then the value_papers_max "
+            "with the shortest expand prompt, papers without sections included; only those are candidates.",
+            "choices": list(VALUE_PAPER_RULES),
+        },
+    )
+    keep_empty_actions: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: an empty `[Search] ` / `[Expand] ` argument is an action (executed, pays the cost). "
+            "Default: dropped, as the inference parser does."
+        },
+    )
+    sections_ascii: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: the expand prompt's Sections list is json.dumps with non-ASCII escaped (\\u00e9). "
+            "Default: JSON with the characters kept."
+        },
+    )
+    clip_floor_search_cost: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: every action's reward is clipped below at −c_search (expand actions too). "
+            "Default: −c of the action's kind."
+        },
+    )
+    fill_sessions: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: repeat the next-round papers to fill expand_top_k sessions, and re-run this round's "
+            "sessions (repeated to fill) when no paper was found. Default: as many sessions as papers."
+        },
+    )
+    reward_on_bracket_ids: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: place action rewards on the tokens whose id is the tokenizer's `[` (Qwen 58), the stop "
+            "bonus on the last `]` (60), scanning from the end. Default: from character offsets."
+        },
+    )
+    cited_by_title_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: resolve every cited title of an expanded section by title. Default: a citation with "
+            "an arXiv id in the database (Paper.section_ids) is resolved by id, the others by title."
+        },
+    )
+    query_from_reply: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: the user query written into the value and next-round expand prompts is parsed back "
+            "from the decoded search text (`User Query:(.*?)assistant\\n\\[`), so it is empty when the reply does "
+            "not start with `[`. Default: the episode's query."
+        },
+    )
+
     # ---- PPO ----
     total_episodes: int = field(
         default=16000, metadata={"help": "User queries over the whole run, all processes (released launch 16,000)."}
@@ -219,6 +313,13 @@ class SessionPPOConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.released_behaviour:
+            for name, value in RELEASED_PPO_FLAGS.items():
+                setattr(self, name, value)
+            if self.value_warmup_updates == 50:  # released `update < 50` with updates counted from 1
+                self.value_warmup_updates = 49
+        if self.value_papers_rule not in VALUE_PAPER_RULES:
+            raise ValueError(f"value_papers_rule must be one of {VALUE_PAPER_RULES}, got {self.value_papers_rule!r}")
         if self.dedup_scope not in DEDUP_SCOPES:
             raise ValueError(f"dedup_scope must be one of {DEDUP_SCOPES}, got {self.dedup_scope!r}")
         if self.rounds < 1:
@@ -233,6 +334,10 @@ class SessionPPOConfig(TrainingArguments):
 
     def cost(self, kind: str) -> float:
         return self.c_search if kind == "search" else self.c_expand
+
+    def clip_floor(self, kind: str) -> float:
+        """Lower clip of an action's reward: −c of its kind, or −c_search for all (released ``-args.search_cost``)."""
+        return -self.c_search if self.clip_floor_search_cost else -self.cost(kind)
 
     def alpha(self, kind: str) -> float:
         return self.alpha_search if kind == "search" else self.alpha_expand
