@@ -201,3 +201,171 @@ def test_parse_actions_spans():
     assert [a for a, _, _ in acts] == ["a", "b"]  # the empty middle action is dropped, as at inference
     for _, (start, end), end_char in acts:
         assert reply[start] == "[" and end == end_char and reply[end_char] == "["
+
+
+# ---- released behaviour (issue 9; docs/released_differences.md "PPO"): each flag in both modes ----------------------
+
+
+def released(cfg, **overrides):
+    return SessionPPOConfig(**{**cfg.to_dict(), "released_behaviour": True, **overrides})
+
+
+def test_released_behaviour_sets_every_released_flag(cfg):
+    from trl_ext.config import RELEASED_PPO_FLAGS
+
+    rel = released(cfg)
+    for name, value in RELEASED_PPO_FLAGS.items():
+        assert getattr(rel, name) == value, name
+        assert getattr(cfg, name) != value, name  # default off: the project's behaviour
+    assert rel.value_warmup_updates == 49 and cfg.value_warmup_updates == 50
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_empty_search_argument(cfg, keep):
+    # released: `[Search] ` with nothing before the next `[` is an action that is searched and pays the cost
+    class Recording(InMemoryPaperSource):
+        asked: list = []
+
+        def search(self, query, k, end_date=None):
+            self.asked.append(query)
+            return super().search(query, k, end_date)
+
+    config = released(cfg, use_value_bootstrap=False) if keep else SessionPPOConfig(**cfg.to_dict())
+    source = Recording(PAPERS, SEARCH)
+    env = PaperSearchEnv(source, None, config)
+    reply = "[Search] \n[Search] q3\n[StopSearch]"
+    (out,), _ = env.step([env.search_session(episode())], [reply])
+    if keep:
+        assert [a.argument for a in out.actions] == ["", "q3"] and source.asked == ["", "q3"]
+        assert [a.reward for a in out.actions] == pytest.approx([-0.1, -0.1])
+        assert out.total_reward == pytest.approx(-0.1)  # −0.1 − 0.1 + the stop's 0.1
+    else:
+        assert [a.argument for a in out.actions] == ["q3"] and source.asked == ["q3"]
+        assert out.total_reward == pytest.approx(0.0, abs=1e-6)
+
+
+def test_expand_prompt_sections_ascii(cfg):
+    paper = Paper("0001.00009", "Café Paper", "about", {"2 Résumé of Work": ["Paper X"]})
+    ep = episode()
+    project = make_env(cfg).expand_session(ep, paper).prompt
+    fork = PaperSearchEnv(InMemoryPaperSource(PAPERS), None, released(cfg)).expand_session(ep, paper).prompt
+    assert project.endswith('Sections: ["2 Résumé of Work"]')
+    assert fork.endswith('Sections: ["2 R\\u00e9sum\\u00e9 of Work"]')  # json.dumps default: ensure_ascii
+    assert "Title: Café Paper" in fork  # only the list is escaped
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_reward_clip_floor(cfg, fork):
+    # c_expand 0.3, c_search 0.1: an expand action that finds nothing earns −0.3; released clips it at −c_search
+    overrides = {"c_expand": 0.3, "use_value_bootstrap": False}
+    config = released(cfg, **overrides) if fork else SessionPPOConfig(**{**cfg.to_dict(), **overrides})
+    env = PaperSearchEnv(InMemoryPaperSource(PAPERS, SEARCH), None, config)
+    (out,), _ = env.step([env.expand_session(episode(), A)], ["[Expand] 9 Nonexistent\n[StopExpand]"])
+    assert out.actions[0].reward == pytest.approx(-0.1 if fork else -0.3)
+    assert out.stop_reward == pytest.approx(0.3)  # the stop bonus is +c of the kind in both
+
+
+# Item 6: a section citing 8 papers Q1..Q8, selector scores 0.9 .. 0.55; prompt length grows with the abstract;
+# Q2 has no sections.
+ABSTRACT_LEN = {1: 50, 2: 10, 3: 40, 4: 20, 5: 30, 6: 0, 7: 5, 8: 1}
+QS = {  # titles differ in letters (papers are keyed letters-only) and have one length: "Paper Qa" .. "Paper Qh"
+    k: Paper(f"0002.0000{k}", f"Paper Q{'abcdefgh'[k - 1]}", "x" * n, None if k == 2 else {"S": []})
+    for k, n in ABSTRACT_LEN.items()
+}
+HUB = Paper("0002.00000", "Hub Paper", "hub", {"1 Intro": [q.title for q in QS.values()]})
+Q_SCORES = {q.title: 0.95 - 0.05 * k for k, q in QS.items()}
+Q_NUMBER = {q.title: k for k, q in QS.items()}
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_which_papers_are_valued_and_open_next_sessions(cfg, fork):
+    overrides = {"alpha_expand": 0.1, "expand_top_k": 6}
+    config = released(cfg, **overrides) if fork else SessionPPOConfig(**{**cfg.to_dict(), **overrides})
+    env = PaperSearchEnv(
+        InMemoryPaperSource([HUB, *QS.values()]), Selector(ScriptedLLM(scores=Q_SCORES)), config
+    )
+    valued = []
+
+    def value_fn(sessions):  # V(S_Qk) = k
+        valued.extend(Q_NUMBER[s.paper.title] for s in sessions)
+        return [float(Q_NUMBER[s.paper.title]) for s in sessions]
+
+    (out,), nxt = env.step([env.expand_session(episode(), HUB)], ["[Expand] 1 Intro\n[StopExpand]"], value_fn)
+    (action,) = out.actions
+    assert action.n_relevant == 8
+    if fork:
+        # top 7 by score: Q1..Q7; the 5 shortest prompts of those: Q6 (0), Q7 (5), Q2 (10, no sections), Q4, Q5
+        assert valued == [6, 7, 2, 4, 5]
+        assert action.reward == pytest.approx(0.1 * 8 - 0.1 + 0.1 * (6 + 7 + 2 + 4 + 5))  # 3.1
+        # only those five are candidates, by score, repeated to fill 6 sessions
+        assert [Q_NUMBER[s.paper.title] for s in nxt] == [2, 4, 5, 6, 7, 2]
+    else:
+        # sections required (no Q2): the 5 best by score, Q1 Q3 Q4 Q5 Q6
+        assert valued == [1, 3, 4, 5, 6]
+        assert action.reward == pytest.approx(0.1 * 8 - 0.1 + 0.1 * (1 + 3 + 4 + 5 + 6))  # 2.6
+        # every new paper with sections is a candidate: the 6 best of Q1, Q3..Q8
+        assert [Q_NUMBER[s.paper.title] for s in nxt] == [1, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_session_fill(cfg, fork):
+    config = released(cfg, use_value_bootstrap=False) if fork else make_env(cfg).config
+    env = PaperSearchEnv(InMemoryPaperSource(PAPERS, SEARCH), None, config)
+    ep = episode()
+    # q1 finds A and B (both answers, score 1): two candidates. Released order: the action's valued papers by
+    # prompt length (B's is shorter), then a stable sort by score; repeated to fill 6
+    _, nxt = env.step([env.search_session(ep)], ["[Search] q1\n[StopSearch]"])
+    titles = [s.paper.title for s in nxt]
+    assert titles == (["Answer Paper B", "Answer Paper A"] * 3 if fork else ["Answer Paper A", "Answer Paper B"])
+    # nothing found: released runs this round's sessions again, repeated to fill 6; the project stops
+    sessions = [env.search_session(episode()), env.search_session(Episode("other", frozenset()))]
+    _, nxt = env.step(sessions, ["[Search] nothing\n[StopSearch]", "no action"])
+    assert nxt == ([sessions[0], sessions[1]] * 3 if fork else [])
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_query_from_reply(cfg, fork):
+    config = released(cfg, use_value_bootstrap=False) if fork else make_env(cfg).config
+    env = PaperSearchEnv(InMemoryPaperSource(PAPERS, SEARCH), None, config)
+    # a reply that does not start with `[`: released reads an empty user query back from the decoded text
+    _, nxt = env.step([env.search_session(episode())], ["Sure.\n[Search] q3\n[StopSearch]"])
+    assert nxt[0].prompt.startswith("You are conducting research on `" + ("" if fork else "find answer papers") + "`.")
+    _, nxt = env.step([env.search_session(episode())], ["[Search] q3\n[StopSearch]"])
+    assert nxt[0].prompt.startswith("You are conducting research on `find answer papers`.")
+
+
+def test_failed_calls_are_counted_and_logged_once(cfg, caplog):
+    class Broken(InMemoryPaperSource):
+        def search(self, query, k, end_date=None):
+            if query == "down":
+                raise RuntimeError("service down")
+            return super().search(query, k, end_date)
+
+        def get_by_title(self, title):
+            if title == "Paper X":
+                raise RuntimeError("title lookup down")
+            return super().get_by_title(title)
+
+    env = PaperSearchEnv(Broken(PAPERS, SEARCH), None, make_env(cfg).config)
+    with caplog.at_level(logging.WARNING, logger="trl_ext.env"):
+        (out,), _ = env.step([env.search_session(episode())], ["[Search] down\n[Search] q3\n[StopSearch]"])
+    assert out.failures == {"search": 1, "lookup": 0, "title": 0, "selector": 0} and out.degraded
+    assert [a.failed for a in out.actions] == [True, False]
+    failed = [r for r in caplog.records if r.levelno == logging.WARNING and "failed" in r.getMessage()]
+    assert len(failed) == 1 and "search('down') failed: service down" in failed[0].getMessage()
+    (out,), _ = env.step([env.expand_session(episode(), A)], ["[Expand] 2 Related Work\n[StopExpand]"])
+    assert out.failures["title"] == 1 and [p.title for p in out.actions[0].new_papers] == ["Answer Paper B"]
+    (out,), _ = env.step([env.search_session(episode())], ["[Search] q3\n[StopSearch]"])
+    assert not out.degraded and out.failures == dict.fromkeys(("search", "lookup", "title", "selector"), 0)
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_cited_paper_resolved_by_id(cfg, fork):
+    # the citation's string is garbled; the database linked it to C's id (Paper.section_ids, parallel to sections)
+    hub = Paper("0003.00001", "Linked Hub", "hub", {"1 Intro": ["C: a paper (garbled)", "Paper X"]})
+    hub.section_ids = {"1 Intro": [C.arxiv_id, None]}
+    config = released(cfg, use_value_bootstrap=False) if fork else make_env(cfg, use_value_bootstrap=False).config
+    env = PaperSearchEnv(InMemoryPaperSource([*PAPERS, hub]), None, config)
+    (out,), _ = env.step([env.expand_session(episode(), hub)], ["[Expand] 1 Intro\n[StopExpand]"])
+    found = [p.title for p in out.actions[0].new_papers]
+    assert found == (["Paper X"] if fork else ["Paper C", "Paper X"])  # released: by title only
