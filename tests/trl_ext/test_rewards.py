@@ -135,3 +135,85 @@ def test_rewards_imports_without_transformers():
 
     code = "import sys, trl_ext.rewards; assert 'transformers' not in sys.modules and 'trl' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+# ---- released behaviour (issue 9, docs/released_differences.md "PPO") -------------------------------------------
+
+
+def test_value_mask_adds_the_state_after_the_last_token():
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, False, False, False]])
+    assert R.value_mask(mask).tolist() == mask.tolist()  # default: EOS is terminal
+    assert R.value_mask(mask, bootstrap_after_eos=True).tolist() == [
+        [True, True, True, False],  # the first pad after EOS
+        [True, True, True, True],  # a reply filling the row has no state after it (the fork's too)
+        [False, False, False, False],
+    ]
+
+
+@pytest.mark.parametrize("gae", [R.masked_gae, R.masked_gae_loop])
+def test_gae_bootstrap_after_eos_hand_computed(gae):
+    # reply of L = 3 tokens (the last is EOS), then the first pad whose value V = 0.4 the fork keeps; γ = 1, λ = 0.5
+    rewards = torch.tensor([[1.0, 0.0, 2.0, 0.0]])  # the KL and score are 0 on pads
+    values = torch.tensor([[0.5, 0.2, 0.3, 0.4]])
+    mask = torch.tensor([[True, True, True, False]])
+    adv, ret = gae(rewards, values.masked_fill(~mask, 0.0), mask, 1.0, 0.5)
+    assert adv[0, :3].tolist() == pytest.approx([1.175, 0.95, 1.7])  # terminal EOS (test_gae_hand_computed)
+    vmask = R.value_mask(mask, bootstrap_after_eos=True)
+    adv, ret = gae(rewards, values, vmask, 1.0, 0.5)
+    # A3 = 0 + 0 − 0.4 = −0.4; A2 = 2 + 0.4 − 0.3 + 0.5·(−0.4) = 1.9; A1 = 0.1 + 0.5·1.9 = 1.05;
+    # A0 = 0.7 + 0.5·1.05 = 1.225: each exceeds the terminal one by γ(1−λ)(γλ)^(L−1−t)·V = 0.2, 0.1, 0.05
+    assert adv[0].tolist() == pytest.approx([1.225, 1.05, 1.9, -0.4])
+    assert ret[0].tolist() == pytest.approx([1.725, 1.25, 2.2, 0.0])  # the state after EOS is trained toward 0
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.5)])
+def test_gae_bootstrap_after_eos_equals_the_forks_full_row_gae(gamma, lam):
+    # the fork runs plain GAE over the whole padded row with values zeroed after the first pad and rewards 0 on pads
+    g = torch.Generator().manual_seed(3)
+    lengths = [5, 8, 3]
+    width = 8
+    rewards, values = torch.randn(3, width, generator=g), torch.randn(3, width, generator=g)
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    vmask = R.value_mask(mask, bootstrap_after_eos=True)
+    r = rewards.masked_fill(~mask, 0.0)
+    v = values.masked_fill(~vmask, 0.0)
+    expected = torch.zeros(3, width)
+    last = torch.zeros(3)
+    for t in reversed(range(width)):
+        next_v = v[:, t + 1] if t < width - 1 else torch.zeros(3)
+        last = r[:, t] + gamma * next_v - v[:, t] + gamma * lam * last
+        expected[:, t] = last
+    adv, ret = R.masked_gae(r, v, vmask, gamma, lam)
+    assert torch.allclose(adv, expected.masked_fill(~vmask, 0.0), atol=1e-5)
+    # against the terminal-EOS advantages, the difference is γ(1−λ)(γλ)^(L−1−t)·V_L on the reply's tokens
+    terminal, _ = R.masked_gae(r, v, mask, gamma, lam)
+    for i, n in enumerate(lengths):
+        if n == width:
+            assert torch.allclose(adv[i], terminal[i], atol=1e-5)
+            continue
+        for t in range(n):
+            bonus = gamma * (1 - lam) * (gamma * lam) ** (n - 1 - t) * v[i, n]
+            assert adv[i, t].item() == pytest.approx((terminal[i, t] + bonus).item(), abs=1e-5)
+
+
+def test_place_rewards_on_bracket_ids():
+    # ids: 58 = `[`, 60 = `]`, 9 = other, 7 = a merged "\n[" token; a reply "[Search] a\n[Search] b\n[StopSearch]"
+    #   tokens: [ S ] a \n[ S ] b [ Stop ] EOS pad
+    ids = torch.tensor([58, 9, 60, 9, 58, 9, 60, 9, 58, 9, 60, 1, 0])
+    out = R.place_rewards_on_bracket_ids(ids, torch.tensor([2.9, -0.1]), 0.1, open_id=58, close_id=60)
+    # from the end: the stop bonus on the last `]` (10); the last action's reward on the last `[` (8), the first
+    # action's on the `[` before it (4)
+    expected = [0.0] * 13
+    expected[10], expected[8], expected[4] = 0.1, -0.1, 2.9
+    assert out.tolist() == pytest.approx(expected)
+    # the tokenizer merged the second `[` with the newline: the first action's reward lands on the reply's first `[`
+    merged = ids.clone()
+    merged[4] = 7
+    out = R.place_rewards_on_bracket_ids(merged, torch.tensor([2.9, -0.1]), None, 58, 60, length=14)
+    assert out.shape == (14,) and out[8].item() == pytest.approx(-0.1) and out[0].item() == pytest.approx(2.9)
+    assert out[10] == 0  # no stop tag: no stop bonus
+    # character offsets put the rewards where the actions end, merged token or not
+    ends = torch.tensor([1, 7, 8, 10, 12, 18, 19, 21, 22, 26, 27, 27, 27])  # end offset of each token
+    chars = torch.tensor([11, 21, 26])  # `[` of the second action, `[` of [StopSearch], its `]`
+    placed = R.place_rewards_on_tokens(ends, chars, torch.tensor([2.9, -0.1, 0.1]))
+    assert placed[4].item() == pytest.approx(2.9) and placed[8].item() == pytest.approx(-0.1)
