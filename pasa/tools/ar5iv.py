@@ -310,8 +310,59 @@ def parse_ar5iv_html(html: str | bytes, released_cite_split: bool = False) -> Ar
 
 
 # -- I/O ----------------------------------------------------------------------------------------------------------
+ABS_PAGE_MARKERS = ('name="citation_arxiv_id"', 'id="abs"', "arxiv.org/abs/")
+
+
+def check_ar5iv_answer(resp, released_cite_split: bool = False) -> Ar5ivDocument:
+    """The HTTP layer's validator for an ar5iv answer: the parsed page, or why it is no answer.
+
+    A LaTeXML page (``ltx_document``) that ends with ``</html>`` is parsed. arXiv's abstract page (ar5iv redirects
+    there when it has no HTML version) is ``PaperNotFoundError``: a valid, cacheable answer. Anything else (an
+    empty 200, a page cut short, an error page served with 200) raises ``ServiceError``, so the HTTP layer evicts
+    it from the cache and retries.
+    """
+    from pasa.tools.http import ServiceError
+
+    html = resp.text
+    if "ltx_document" in html:
+        if "</html>" not in html[-4096:].lower():
+            raise ServiceError(f"ar5iv page of {len(html)} characters is cut short (no closing </html>)")
+        doc = parse_ar5iv_html(html, released_cite_split)
+        if any(p.startswith("unparseable page") for p in doc.problems):
+            raise ServiceError(f"ar5iv page does not parse: {doc.reason}")
+        return doc
+    if resp.history or "/abs/" in (resp.url or "") or any(m in html for m in ABS_PAGE_MARKERS):
+        raise PaperNotFoundError(
+            f"no HTML version at {resp.request.url if resp.request else ''} (answered {resp.url})"
+        )
+    what = "an empty answer" if not html.strip() else f"{len(html)} characters that are not a LaTeXML page"
+    raise ServiceError(f"ar5iv answered {what}")
+
+
+def fetch_ar5iv_document(
+    http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL, released_cite_split: bool = False
+) -> Ar5ivDocument:
+    """The parsed LaTeXML page of a paper (parsed inside the HTTP layer: a bad page is never cached).
+
+    Raises:
+        PaperNotFoundError: no HTML version (a 404, or a redirect to the abstract page).
+        ServiceError: HTTP failure after retries, or a page that never parsed (``BadAnswerError``).
+    """
+    from pasa.tools.http import HTTPStatusError
+
+    url = url_template.format(arxiv_id=normalize_arxiv_id(arxiv_id))
+    try:
+        return http.get_parsed(url, lambda resp: check_ar5iv_answer(resp, released_cite_split))
+    except HTTPStatusError as err:
+        if err.status_code == 404:
+            raise PaperNotFoundError(f"no HTML page for {arxiv_id!r} at {url}") from err
+        raise
+    except PaperNotFoundError as err:
+        raise PaperNotFoundError(f"no HTML version of {arxiv_id!r} at {url}: {err}") from err
+
+
 def fetch_ar5iv_html(http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL) -> str:
-    """The LaTeXML page of a paper. ar5iv redirects to the abstract page when it has no HTML version.
+    """The LaTeXML page of a paper, validated like ``fetch_ar5iv_document``.
 
     Raises:
         PaperNotFoundError: no HTML version (not a LaTeXML page).
@@ -320,24 +371,27 @@ def fetch_ar5iv_html(http: HttpClient, arxiv_id: str, url_template: str = AR5IV_
     from pasa.tools.http import HTTPStatusError
 
     url = url_template.format(arxiv_id=normalize_arxiv_id(arxiv_id))
+
+    def check(resp) -> str:
+        check_ar5iv_answer(resp)
+        return resp.text
+
     try:
-        resp = http.get(url)
+        return http.get_parsed(url, check)
     except HTTPStatusError as err:
         if err.status_code == 404:
             raise PaperNotFoundError(f"no HTML page for {arxiv_id!r} at {url}") from err
         raise
-    html = resp.text
-    if "ltx_document" not in html:  # released check: the page must be an ar5iv document
-        raise PaperNotFoundError(f"no HTML version of {arxiv_id!r} at {url} (answered {resp.url})")
-    return html
+    except PaperNotFoundError as err:
+        raise PaperNotFoundError(f"no HTML version of {arxiv_id!r} at {url}: {err}") from err
 
 
 def fetch_section_citations(
     http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL, released_cite_split: bool = False
 ) -> Sections:
-    """Section name -> cited titles for a paper (released ``search_section_by_arxiv_id``); ``{}`` if nothing
-    citable was found (the reason is logged)."""
-    doc = parse_ar5iv_html(fetch_ar5iv_html(http, arxiv_id, url_template), released_cite_split)
+    """Section name -> cited titles for a paper (released ``search_section_by_arxiv_id``); ``{}`` if the page
+    parsed but cites nothing (a fact about the paper, logged at INFO; a bad page raises instead)."""
+    doc = fetch_ar5iv_document(http, arxiv_id, url_template, released_cite_split)
     if not doc.section_citations:
-        logger.info("no citable sections for %s: %s", arxiv_id, doc.reason or "no citations")
+        logger.info("ar5iv page of %s has no citable sections: %s", arxiv_id, doc.reason or "no citations")
     return doc.section_citations

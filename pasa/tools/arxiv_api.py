@@ -9,6 +9,10 @@ through a reused loop variable (``title`` overwritten by each result's title), c
 *last* result's title, so it returned the last hit whatever its title; here the match is against the requested
 title. Old-style ids (``hep-th/9901001``) work (the released ``entry_id.split('v')[0]`` broke ids containing a
 ``v``, e.g. ``solv-int/...``), and the arXiv client goes through the shared cache, retries and the 3 s rate limit.
+
+Requests are built and answers turned into results by the ``arxiv`` package (the ecosystem's client, which the
+released code used for id lookups); its HTTP goes through our ``HttpClient`` (``search_papers``), which validates
+every answer as Atom before it may stay in the cache.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ def parse_atom_feed(xml_text: str | bytes) -> list[Paper]:
     >>> feed = ('<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>http://arxiv.org/abs/1706.03762v7</id>'
     ...         '<published>2017-06-12T17:57:34Z</published><title>Attention Is All\\n  You Need</title>'
     ...         '<summary> The dominant sequence transduction models ...</summary></entry></feed>')
-    >>> parse_atom_feed(feed)[0]
-    Paper(arxiv_id='1706.03762', title='Attention Is All You Need', abstract='The dominant sequence transduction models ...', sections=None, source='SearchFrom:arxiv', published='20170612')
+    >>> paper = parse_atom_feed(feed)[0]
+    >>> paper.arxiv_id, paper.title, paper.published, paper.source
+    ('1706.03762', 'Attention Is All You Need', '20170612', 'SearchFrom:arxiv')
     """
     try:
         root = ET.fromstring(xml_text)
@@ -98,33 +103,109 @@ def title_search_query(title: str) -> str:
     return f'ti:"{" ".join(words)}"'
 
 
+def check_atom_answer(resp) -> object:
+    """The HTTP layer's validator for arXiv answers: the body must be an Atom feed (``ServiceError`` otherwise, so
+    a garbled or empty 200 is evicted from the cache and retried). An API error entry (e.g. "incorrect id format")
+    is arXiv's answer that no such paper exists: ``PaperNotFoundError``, cached like any answer."""
+    try:
+        parse_atom_feed(resp.content)
+    except ServiceError as err:
+        if str(err).startswith("arXiv API error"):
+            raise PaperNotFoundError(str(err)) from err
+        raise
+    return resp
+
+
+class _ArxivSession:
+    """What ``arxiv.Client`` needs of a ``requests.Session`` (``get(url, headers=)``), served by our ``HttpClient``
+    so the ``arxiv`` package's requests get our cache, retries, rate limit, validation and redaction."""
+
+    def __init__(self, http: HttpClient):
+        self.http = http
+
+    def get(self, url: str, headers: dict | None = None, **kwargs):
+        return self.http.get_parsed(url, check_atom_answer, headers=headers)
+
+
+def paper_from_result(result) -> Paper:
+    """[pure] An ``arxiv.Result`` as a ``Paper`` (id without version, whitespace folded, ``published`` YYYYMMDD)."""
+    return Paper(
+        arxiv_id=normalize_arxiv_id(result.get_short_id()),
+        title=_clean(result.title),
+        abstract=_clean(result.summary),
+        sections=None,
+        source=SOURCE_NAME,
+        published=result.published.strftime("%Y%m%d") if result.published else None,
+    )
+
+
+def search_papers(http: HttpClient, search, url: str = ARXIV_API_URL) -> list[Paper]:
+    """Run an ``arxiv.Search`` with the ``arxiv`` package's client over our HTTP layer.
+
+    ``arxiv.Client`` keeps its ``requests.Session`` in ``_session`` and its endpoint in ``query_url_format``; we
+    replace both (the package has no public hook for a session), and turn off its own sleep and retries since the
+    HTTP layer does both (3 s per arXiv host, retries with backoff, and never caching a bad answer).
+    """
+    import arxiv
+
+    client = arxiv.Client(page_size=max(1, search.max_results or 1), delay_seconds=0.0, num_retries=0)
+    client._session = _ArxivSession(http)
+    client.query_url_format = f"{url}?{{}}"
+    return [paper_from_result(r) for r in client.results(search)]
+
+
 def fetch_paper_by_id(http: HttpClient, arxiv_id: str, url: str = ARXIV_API_URL) -> Paper:
     """Title, abstract and publication date of one arXiv paper (any version given; the id comes back bare).
 
     Raises:
         PaperNotFoundError: arXiv has no such id.
-        ServiceError: HTTP failure after retries, or an unreadable answer.
+        ServiceError: HTTP failure after retries, or an unreadable answer (``BadAnswerError``).
     """
+    import arxiv
+
     wanted = normalize_arxiv_id(arxiv_id)
-    resp = http.get(url, params={"id_list": wanted, "max_results": 1})
-    for paper in parse_atom_feed(resp.content):
+    for paper in search_papers(http, arxiv.Search(id_list=[wanted], max_results=1), url):
         if paper.arxiv_id == wanted:
             return paper
     raise PaperNotFoundError(f"arXiv has no paper {wanted!r}")
 
 
-def fetch_paper_by_title(http: HttpClient, title: str, url: str = ARXIV_API_URL) -> Paper:
+def match_title_released(papers: list[Paper]) -> Paper | None:
+    """[pure] The released title lookup's pick: a reused loop variable made it compare every hit with the *last*
+    hit's title (lower case, spaces and outer dots removed), so it returned the first hit titled like the last one.
+
+    >>> match_title_released([Paper("1", "Wanted"), Paper("2", "Other"), Paper("3", "other.")]).arxiv_id
+    '2'
+    """
+    if not papers:
+        return None
+
+    def key(title: str) -> str:
+        return title.lower().strip(".").replace(" ", "").replace("\n", "")
+
+    last = key(papers[-1].title)
+    return next(p for p in papers if key(p.title) == last)
+
+
+def fetch_paper_by_title(
+    http: HttpClient, title: str, url: str = ARXIV_API_URL, released_title_match: bool = False
+) -> Paper:
     """The arXiv paper whose title matches ``title`` exactly (letters only, case-insensitive).
+
+    Args:
+        released_title_match: pick as the released code did (``match_title_released``), not by the title.
 
     Raises:
         PaperNotFoundError: no exact match among the search results.
         ServiceError: HTTP failure after retries, or an unreadable answer.
     """
+    import arxiv
+
     if not title_key(title):
         raise PaperNotFoundError(f"title {title!r} has no letters to search for")
-    params = {"search_query": title_search_query(title), "start": 0, "max_results": TITLE_SEARCH_RESULTS}
-    resp = http.get(url, params=params)
-    paper = match_title(parse_atom_feed(resp.content), title)
+    search = arxiv.Search(query=title_search_query(title), max_results=TITLE_SEARCH_RESULTS)
+    papers = search_papers(http, search, url)
+    paper = match_title_released(papers) if released_title_match else match_title(papers, title)
     if paper is None:
         raise PaperNotFoundError(f"no arXiv paper titled {title!r}")
     return paper

@@ -23,8 +23,25 @@ logger = logging.getLogger(__name__)
 
 SERPER_URL = "https://google.serper.dev/search"
 SERPER_KEY_ENV = "SERPER_API_KEY"
+# Google reads at most 32 words; Serper rejects very long queries. A crawler reply can hold a 96 kB "query"
+# (issue 11): it is cut at a word boundary here, whatever the agent did before.
+MAX_QUERY_CHARS = 400
 # Released pattern (new-style ids; the version suffix is outside the group) plus old-style ids.
+RELEASED_LINK_RE = re.compile(r"arxiv\.org/(?:abs|pdf|html)/(\d{4}\.\d+)")
 ARXIV_LINK_RE = re.compile(r"arxiv\.org/(?:abs|pdf|html)/((?:\d{4}\.\d+)|(?:[a-z\-]+(?:\.[A-Z]{2})?/\d{7}))")
+
+
+def cap_query(query: str, limit: int = MAX_QUERY_CHARS) -> str:
+    """[pure] ``query`` with whitespace folded, cut to ``limit`` characters at a word boundary.
+
+    >>> cap_query("graph  neural\\nnetworks", 12)
+    'graph neural'
+    """
+    query = " ".join(query.split())
+    if len(query) <= limit:
+        return query
+    cut = query[: limit + 1].rsplit(" ", 1)[0] if " " in query[: limit + 1] else query[:limit]
+    return cut[:limit]
 
 
 def build_serper_query(query: str, end_date: str | None = None) -> str:
@@ -47,8 +64,12 @@ def build_serper_query(query: str, end_date: str | None = None) -> str:
     return f"{query} site:arxiv.org"
 
 
-def parse_serper_response(payload: dict[str, Any]) -> list[str]:
+def parse_serper_response(payload: dict[str, Any], released: bool = False) -> list[str]:
     """[pure] arXiv ids from the ``organic`` results' links, in result order, versions dropped, no duplicates.
+
+    ``released=True``: the released extraction, new-style ids only and ``list(set(ids))`` (an order that changes
+    between processes). A payload that is not a Serper answer (not an object, or neither ``organic`` nor
+    ``searchParameters``, or ``organic`` not a list) raises ``ServiceError``.
 
     >>> parse_serper_response({"organic": [
     ...     {"link": "https://arxiv.org/abs/2307.00235v2"}, {"link": "https://example.com/x"},
@@ -57,16 +78,21 @@ def parse_serper_response(payload: dict[str, Any]) -> list[str]:
     """
     if not isinstance(payload, dict):
         raise ServiceError(f"Serper answered {type(payload).__name__}, expected a JSON object")
+    if "organic" not in payload and "searchParameters" not in payload:
+        raise ServiceError(f"Serper answer has no 'organic' results (keys {sorted(payload)[:5]})")
     organic = payload.get("organic") or []
+    if not isinstance(organic, list):
+        raise ServiceError(f"Serper 'organic' is {type(organic).__name__}, expected a list")
+    link_re = RELEASED_LINK_RE if released else ARXIV_LINK_RE
     ids: list[str] = []
     seen: set[str] = set()
     for result in organic:
         link = result.get("link", "") if isinstance(result, dict) else ""
-        match = ARXIV_LINK_RE.search(link or "")
+        match = link_re.search(link if isinstance(link, str) else "")
         if match and match.group(1) not in seen:
             seen.add(match.group(1))
             ids.append(match.group(1))
-    return ids
+    return list(set(ids)) if released else ids
 
 
 def serper_api_key() -> str:
@@ -81,19 +107,33 @@ def serper_api_key() -> str:
 
 
 def search_arxiv_ids(
-    http: HttpClient, query: str, k: int = 10, end_date: str | None = None, url: str = SERPER_URL
+    http: HttpClient,
+    query: str,
+    k: int = 10,
+    end_date: str | None = None,
+    url: str = SERPER_URL,
+    released: bool = False,
 ) -> list[str]:
     """Up to ``k`` arXiv ids Google finds for ``query`` (released: ``num=k``, ``page=1``).
 
+    A query longer than ``MAX_QUERY_CHARS`` is cut (one warning). The answer is parsed inside the HTTP layer, so
+    a 200 that is not a Serper answer is evicted from the cache and retried, never replayed.
+
     Raises:
         MissingAPIKeyError: ``SERPER_API_KEY`` is not set.
-        ServiceError: HTTP failure after retries, or a payload that is not JSON.
+        ServiceError: HTTP failure after retries, or a payload that never parsed (``BadAnswerError``).
     """
+    capped = cap_query(query)
+    if len(capped) < len(" ".join(query.split())):
+        logger.warning("Google search query of %d characters cut to %d: %r", len(query), len(capped), capped[:80])
     headers = {"X-API-KEY": serper_api_key(), "Content-Type": "application/json"}
-    body = {"q": build_serper_query(query, end_date), "num": k, "page": 1}
-    resp = http.post(url, json=body, headers=headers)
-    try:
-        payload = resp.json()
-    except ValueError as err:
-        raise ServiceError(f"Serper answer for {query!r} is not JSON: {err}", url=url) from err
-    return parse_serper_response(payload)[:k]
+    body = {"q": build_serper_query(capped, end_date), "num": k, "page": 1}
+
+    def parse(resp) -> list[str]:
+        try:
+            payload = resp.json()
+        except ValueError as err:
+            raise ServiceError(f"Serper answer is not JSON: {err}", url=url) from err
+        return parse_serper_response(payload, released=released)
+
+    return http.post_parsed(url, parse, json=body, headers=headers)[:k]

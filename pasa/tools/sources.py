@@ -1,8 +1,14 @@
 """PaperSource: the one facade the agent and the RL environment see (DESIGN §2).
 
 A source answers four questions: which arXiv ids a search query returns, the paper behind an id, the paper
-behind a cited title, and the citable sections of a paper. Implementations never raise for a missing paper or a
-failed service: they return ``None``/``[]`` and log (STYLE rule 4), so the agent loop never crashes halfway.
+behind a cited title, and the citable sections of a paper.
+
+Failure contract (issue 11, COORD contract 2): a source returns ``None``/``[]`` when the thing does not exist
+(arXiv has no such id, no exact-title match, no HTML version), and RAISES when the call failed (``ServiceError``
+after the HTTP layer's retries, a missing key, a bad answer). A failed call is never turned into "not found" here:
+the caller (the agent, the PPO environment) logs one warning naming the service, the argument and the cause, and
+counts it, so a degraded result is marked instead of silently missing papers. ``ChainedPaperSource`` tries the
+next source when one fails; it raises only when no source answered and at least one failed.
 
 This module has the protocol, ``InMemoryPaperSource`` (tests, demos), ``PaperDBSource`` (the released local paper
 database), ``OnlinePaperSource`` (Serper + arXiv + ar5iv), the composites, and ``build_paper_source``, the factory
@@ -108,21 +114,44 @@ class PaperDBSource:
         return paper.sections if paper is not None and paper.sections else None
 
 
+class SourceFailedError(RuntimeError):
+    """Every source that could answer failed (the first failure is the ``__cause__``; all are in ``errors``)."""
+
+    def __init__(self, message: str, errors: list[BaseException]):
+        super().__init__(message)
+        self.errors = errors
+
+
 class ChainedPaperSource:
-    """Ask several sources in order: the first non-empty answer wins (e.g. local DB first, then online)."""
+    """Ask several sources in order: the first non-empty answer wins (e.g. local DB first, then online).
+
+    A source that raises is skipped (one INFO line) and the next one asked. When no source answered and at least
+    one failed, the failure is raised (the only failure as it is, several as ``SourceFailedError``): "not found"
+    from the local DB and a timeout from arXiv is an unknown answer, not a missing paper.
+    """
 
     def __init__(self, *sources: PaperSource):
         self.sources = sources
 
     def _first(self, method: str, *args):
+        errors: list[BaseException] = []
         for source in self.sources:
             try:
                 result = getattr(source, method)(*args)
-            except Exception as err:  # a failing service is a logged skip, never a crash in the agent
-                logger.warning("%s.%s%r failed: %s", type(source).__name__, method, args, err)
+            except Exception as err:  # try the next source; raised below if none answers
+                logger.info("%s.%s%r failed, trying the next source: %s", type(source).__name__, method, args, err)
+                errors.append(err)
                 continue
             if result:
+                if errors:
+                    logger.info("%s%r answered by %s after %d failure(s)", method, args, type(source).__name__,
+                                len(errors))  # fmt: skip
                 return result
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            causes = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
+            raise SourceFailedError(f"{method}{args!r}: every source failed: {causes}", errors) from errors[0]
         return None
 
     def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
@@ -139,10 +168,11 @@ class ChainedPaperSource:
 
 
 class CompositePaperSource:
-    """Search with one source, resolve with several (first non-empty answer wins), each call guarded.
+    """Search with one source, resolve with several (first non-empty answer wins).
 
     This is the released arrangement: Google (or the offline index) finds ids; a paper is looked up in the local
-    paper DB first, then online; sections come from the DB, else ar5iv.
+    paper DB first, then online; sections come from the DB, else ar5iv. A failed search raises (the caller logs
+    and counts it).
     """
 
     def __init__(self, searcher: PaperSource, lookups: list[PaperSource]):
@@ -150,11 +180,7 @@ class CompositePaperSource:
         self.lookups = ChainedPaperSource(*lookups)
 
     def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
-        try:
-            return self.searcher.search(query, k, end_date) or []
-        except Exception as err:  # a failed search is a logged skip
-            logger.warning("search %r failed: %s", query, err)
-            return []
+        return self.searcher.search(query, k, end_date) or []
 
     def get_by_id(self, arxiv_id: str) -> Paper | None:
         return self.lookups.get_by_id(arxiv_id)
@@ -166,17 +192,39 @@ class CompositePaperSource:
         return self.lookups.get_sections(arxiv_id)
 
 
+class TitleLookupSource:
+    """A title-only lookup (``pasa.tools.title_index.TitleIndex``) as a ``PaperSource``: searches nothing, knows
+    no ids, answers ``get_by_title``."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
+        return []
+
+    def get_by_id(self, arxiv_id: str) -> Paper | None:
+        return None
+
+    def get_by_title(self, title: str) -> Paper | None:
+        return self.index.get_by_title(title)
+
+    def get_sections(self, arxiv_id: str) -> Sections | None:
+        return None
+
+
 class OnlinePaperSource:
     """Google through Serper, the arXiv API and ar5iv, every request through one ``HttpClient``.
 
-    The failure policy of STYLE rule 4 lives here: a connector's ``PaperNotFoundError`` (no such paper, no HTML
-    version) is a quiet ``None`` (debug log); any other failure (``ServiceError`` after the HTTP layer's retries,
-    a missing key, an unreadable payload) is one logged warning and ``None``/``[]``. The agent never sees an
-    exception from here.
+    A connector's ``PaperNotFoundError`` (no such paper, no exact title match, no HTML version) is ``None`` with a
+    debug line; every other error (``ServiceError`` after the HTTP layer's retries, a missing key, a bad answer)
+    propagates to the caller, which logs and counts it (contract 2 of the module docstring).
 
     Args:
         http: the shared ``HttpClient`` (default: a new one with the on-disk cache).
-        serper_url, arxiv_url, ar5iv_url: service addresses (tests point them at loopback servers).
+        serper_url, arxiv_url, ar5iv_url: service addresses (``ServiceArgs``; tests point them at loopback).
+        released_serper: the released Serper id extraction (new-style ids only, ``list(set(ids))`` order).
+        released_cite_split: the released multi-reference ``<cite>`` split (only the first reference counts).
+        released_title_match: the released title lookup pick (the hit titled like the last hit).
     """
 
     def __init__(
@@ -185,6 +233,9 @@ class OnlinePaperSource:
         serper_url: str | None = None,
         arxiv_url: str | None = None,
         ar5iv_url: str | None = None,
+        released_serper: bool = False,
+        released_cite_split: bool = False,
+        released_title_match: bool = False,
     ):
         from pasa.tools import ar5iv, arxiv_api, serper
         from pasa.tools.http import HttpClient
@@ -193,49 +244,54 @@ class OnlinePaperSource:
         self.serper_url = serper_url or serper.SERPER_URL
         self.arxiv_url = arxiv_url or arxiv_api.ARXIV_API_URL
         self.ar5iv_url = ar5iv_url or ar5iv.AR5IV_URL
+        self.released_serper = released_serper
+        self.released_cite_split = released_cite_split
+        self.released_title_match = released_title_match
 
-    def _guard(self, what: str, arg: str, fn, default=None):
+    @staticmethod
+    def _not_found_is_none(what: str, arg: str, fn):
         from pasa.tools.http import PaperNotFoundError
 
         try:
             return fn()
         except PaperNotFoundError as err:
             logger.debug("%s %r: %s", what, arg, err)
-        except Exception as err:  # a failing service is one warning and a skip, never a crash in the agent
-            logger.warning("%s %r failed: %s: %s", what, arg, type(err).__name__, err)
-        return default
+            return None
 
     def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
         from pasa.tools import serper
 
-        return self._guard(
-            "Google search",
-            query,
-            lambda: serper.search_arxiv_ids(self.http, query, k, end_date, url=self.serper_url),
-            default=[],
+        return serper.search_arxiv_ids(
+            self.http, query, k, end_date, url=self.serper_url, released=self.released_serper
         )
 
     def get_by_id(self, arxiv_id: str) -> Paper | None:
         from pasa.tools import arxiv_api
 
-        return self._guard(
+        return self._not_found_is_none(
             "arXiv lookup of id", arxiv_id, lambda: arxiv_api.fetch_paper_by_id(self.http, arxiv_id, self.arxiv_url)
         )
 
     def get_by_title(self, title: str) -> Paper | None:
         from pasa.tools import arxiv_api
 
-        return self._guard(
-            "arXiv lookup of title", title, lambda: arxiv_api.fetch_paper_by_title(self.http, title, self.arxiv_url)
+        return self._not_found_is_none(
+            "arXiv lookup of title",
+            title,
+            lambda: arxiv_api.fetch_paper_by_title(
+                self.http, title, self.arxiv_url, released_title_match=self.released_title_match
+            ),
         )
 
     def get_sections(self, arxiv_id: str) -> Sections | None:
         from pasa.tools import ar5iv
 
-        sections = self._guard(
+        sections = self._not_found_is_none(
             "ar5iv sections of",
             arxiv_id,
-            lambda: ar5iv.fetch_section_citations(self.http, arxiv_id, self.ar5iv_url),
+            lambda: ar5iv.fetch_section_citations(
+                self.http, arxiv_id, self.ar5iv_url, released_cite_split=self.released_cite_split
+            ),
         )
         return sections or None
 
@@ -265,16 +321,29 @@ def build_paper_source(
     index: str | None = None,
     online: bool | None = None,
     http=None,
+    services=None,
+    title_index: str | None = None,
+    released_behaviour: bool = False,
+    released_serper: bool = False,
+    released_cite_split: bool = False,
+    released_title_match: bool = False,
 ) -> PaperSource:
     """The source the runner and the PPO script use.
 
     Args:
         paper_db, id2paper: the released local paper database (consulted first for lookups, as released).
-        index: a persisted offline search index (``pasa index``).
+        index: a persisted offline search index (``pasa index``). A missing or damaged folder raises
+            ``pasa.tools.local_search.IndexError`` with a one-line message.
         online: search Google via Serper and resolve through arXiv/ar5iv. ``None``: online iff ``SERPER_API_KEY``
             is set. Offline with a paper DB but no index: the index is built once (or loaded) beside the zip.
-        http: the ``HttpClient`` for online services (default: a new one with the on-disk cache).
+        http: the ``HttpClient`` for online services (default: one built from ``services``).
+        services: ``pasa.tools.http.ServiceArgs`` (service URLs, timeouts, retries); default from the environment.
+        title_index: a ``pasa.tools.title_index.TitleIndex`` folder, asked for titles before the arXiv API.
+        released_behaviour: set every tools-layer released flag below (COORD contract 1).
+        released_serper, released_cite_split, released_title_match: see ``OnlinePaperSource``.
     """
+    if released_behaviour:
+        released_serper = released_cite_split = released_title_match = True
     if (paper_db is None) != (id2paper is None):
         raise ValueError("--paper_db and --id2paper go together (the zip and its id2paper.json)")
     if online is None:
@@ -294,9 +363,26 @@ def build_paper_source(
         else:  # reuses a cached index that matches the DB, else builds it
             local_index = LocalSearchIndex.from_paper_db(paper_db, id2paper, index or default_index_dir(paper_db))
         lookups.append(local_index)
+    if title_index is not None:
+        from pasa.tools.title_index import TitleIndex  # helper F's module (issue 13 item 2)
+
+        lookups.append(TitleLookupSource(TitleIndex(title_index)))
 
     if online:
-        remote = OnlinePaperSource(http)
+        from pasa.tools.http import HttpClient, ServiceArgs
+
+        services = services if services is not None else ServiceArgs()
+        if http is None:
+            http = HttpClient(services.http_config())
+        remote = OnlinePaperSource(
+            http,
+            serper_url=services.serper_url,
+            arxiv_url=services.arxiv_url,
+            ar5iv_url=services.ar5iv_url,
+            released_serper=released_serper,
+            released_cite_split=released_cite_split,
+            released_title_match=released_title_match,
+        )
         logger.info("paper source: Google (Serper) search; lookups %s", _names(lookups + [remote]))
         return CompositePaperSource(remote, lookups + [remote])
     if local_index is None:

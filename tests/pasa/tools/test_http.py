@@ -4,6 +4,7 @@ Retry-After honoured, cache hits without a request, secrets kept out of the cach
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -15,10 +16,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from pasa.tools.http import (
+    BadAnswerError,
     HttpClient,
     HttpConfig,
     HTTPStatusError,
+    PaperNotFoundError,
     RateLimiter,
+    ServiceArgs,
     ServiceError,
     parse_retry_after,
 )
@@ -315,3 +319,134 @@ def test_parse_retry_after_forms():
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+
+
+# -- bad answers are never cached (issue 11 point 1) ----------------------------------------------------------------
+def _json_object(resp):
+    payload = resp.json()
+    if not isinstance(payload, dict):
+        raise ValueError("not an object")
+    return payload
+
+
+def test_garbage_200_is_not_cached_and_the_rerun_gets_the_good_answer(tmp_path):
+    script = Script({"/s": Reply(200, "{garbled")})
+    with serve(script) as url:
+        with make_client(tmp_path, max_retries=1) as http:
+            with pytest.raises(BadAnswerError, match="bad answer"):
+                http.get_parsed(f"{url}/s", _json_object)
+        assert script.count() == 2  # a bad answer is retried like a 503
+        script.routes["/s"] = [Reply(200, {"ok": 1})]  # the fault is gone
+        with make_client(tmp_path) as http:  # same cache file
+            assert http.get_parsed(f"{url}/s", _json_object) == {"ok": 1}
+            assert http.get_parsed(f"{url}/s", _json_object) == {"ok": 1}  # now from the cache
+        assert script.count() == 3
+
+
+def test_garbage_then_good_answer_within_one_request(tmp_path):
+    script = Script({"/s": [Reply(200, ""), Reply(200, {"ok": 2})]})
+    with serve(script) as url, make_client(tmp_path) as http:
+        assert http.get_parsed(f"{url}/s", _json_object) == {"ok": 2}
+        assert http.get_parsed(f"{url}/s", _json_object) == {"ok": 2}
+    assert script.count() == 2
+
+
+def test_a_bad_answer_already_in_the_cache_is_evicted(tmp_path):
+    script = Script({"/s": [Reply(200, "[1, 2]"), Reply(200, {"ok": 3})]})
+    with serve(script) as url, make_client(tmp_path) as http:
+        assert http.get(f"{url}/s").json() == [1, 2]  # cached without a validator (an old cache file)
+        assert http.get_parsed(f"{url}/s", _json_object) == {"ok": 3}  # fails validation: evicted, refetched
+    assert script.count() == 2
+
+
+def test_not_found_from_the_parser_is_a_valid_cached_answer(tmp_path):
+    def none_here(resp):
+        raise PaperNotFoundError("no such paper")
+
+    script = Script({"/s": Reply(200, "<feed/>")})
+    with serve(script) as url, make_client(tmp_path) as http:
+        for _ in range(2):
+            with pytest.raises(PaperNotFoundError):
+                http.get_parsed(f"{url}/s", none_here)
+    assert script.count() == 1
+
+
+# -- a cap on what one request may cost (issue 11 point 6) -----------------------------------------------------------
+def test_long_retry_after_gives_up_at_once(tmp_path):
+    sleeps = SleepRecorder()
+    script = Script({"/x": Reply(429, "come back later", {"Retry-After": "3600"})})
+    with serve(script) as url, make_client(tmp_path, sleep=sleeps, max_retries=4, retry_after_max=60.0) as http:
+        with pytest.raises(HTTPStatusError, match="retry after 3600 s") as info:
+            http.get(f"{url}/x")
+    assert sleeps.waits == [] and script.count() == 1 and info.value.status_code == 429
+
+
+def test_total_wait_is_capped(tmp_path):
+    sleeps = SleepRecorder()
+    script = Script({"/x": Reply(503, "busy", {"Retry-After": "20"})})
+    with serve(script) as url, make_client(tmp_path, sleep=sleeps, max_retries=10, max_wait=50.0) as http:
+        with pytest.raises(HTTPStatusError, match="max_wait 50 s reached"):
+            http.get(f"{url}/x")
+    assert sum(sleeps.waits) <= 50.0 and script.count() == 3  # 2 sleeps of 20 s fit, a third would not
+
+
+def test_hung_server_costs_about_max_wait(tmp_path):
+    script = Script({"/hang": Reply(200, "late", delay=2.0)})
+    with serve(script) as url, make_client(tmp_path, timeout=0.5, max_retries=10, max_wait=1.2) as http:
+        t0 = time.monotonic()
+        with pytest.raises(ServiceError, match="Timeout"):
+            http.get(f"{url}/hang")
+        assert time.monotonic() - t0 < 2.0  # not 11 x 0.5 s
+
+
+# -- secrets are redacted (issue 11 point 7) ------------------------------------------------------------------------
+def test_key_quoted_in_an_error_body_is_redacted_everywhere(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SERPER_API_KEY", "sk-serper-secret-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret-456")
+    body = "invalid key sk-serper-secret-123 (also tried sk-openai-secret-456)"
+    script = Script({"/401": Reply(401, body), "/503": Reply(503, body)})
+    with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
+        with caplog.at_level(logging.DEBUG):
+            with pytest.raises(HTTPStatusError) as first:
+                http.post(f"{url}/401", headers={"X-API-KEY": "sk-serper-secret-123"}, json={"q": 1})
+            with pytest.raises(HTTPStatusError) as second:
+                http.get(f"{url}/503", params={"api_key": "sk-openai-secret-456"})  # the key in a URL
+            unchecked = http.get(f"{url}/401", check_status=False, cache=False)  # what the LLM backend reads
+        cache_path = http.cache_path
+    for text in (str(first.value), str(second.value), second.value.url, unchecked.text, caplog.text):
+        assert "secret" not in text
+    assert "[REDACTED]" in str(first.value) and "[REDACTED]" in unchecked.text
+    with sqlite3.connect(cache_path) as con:
+        blobs = b"".join(bytes(v) for (v,) in con.execute("SELECT value FROM responses"))
+    assert b"secret" not in blobs
+
+
+# -- service settings ----------------------------------------------------------------------------------------------
+def test_service_args_from_environment_then_defaults(monkeypatch):
+    monkeypatch.setenv("PASA_SERPER_URL", "http://127.0.0.1:9/search")
+    monkeypatch.setenv("PASA_AR5IV_URL", "http://mirror.local/html")
+    monkeypatch.setenv("PASA_HTTP_MAX_WAIT", "15")
+    monkeypatch.setenv("PASA_HTTP_RETRIES", "2")
+    monkeypatch.setenv("PASA_ARXIV_INTERVAL", "0")
+    args = ServiceArgs(http_timeout=5.0)
+    assert args.serper_url == "http://127.0.0.1:9/search"
+    assert args.ar5iv_url == "http://mirror.local/html/{arxiv_id}"
+    assert args.arxiv_url == "https://export.arxiv.org/api/query" and args.llm_timeout == 120.0
+    config = args.http_config(cache=False)
+    assert (config.timeout, config.max_wait, config.max_retries, config.cache) == (5.0, 15.0, 2, False)
+    assert config.min_interval["export.arxiv.org"] == 0.0 and config.min_interval["mirror.local"] == 0.0
+    monkeypatch.setenv("PASA_HTTP_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="PASA_HTTP_TIMEOUT"):
+        ServiceArgs()
+    with pytest.raises(ValueError, match="http_retries"):
+        ServiceArgs(http_timeout=1.0, http_retries=-1)
+
+
+def test_service_args_parse_with_hf_argument_parser():
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(ServiceArgs).parse_args_into_dataclasses(
+        ["--serper_url", "http://x/search", "--http_max_wait", "0", "--llm_timeout", "30"]
+    )
+    assert args.serper_url == "http://x/search" and args.llm_timeout == 30.0
+    assert args.http_config().max_wait is None  # 0 = no cap

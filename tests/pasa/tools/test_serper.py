@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pasa.tools.http import MissingAPIKeyError, ServiceError
-from pasa.tools.serper import build_serper_query, parse_serper_response, search_arxiv_ids
+from pasa.tools.serper import MAX_QUERY_CHARS, build_serper_query, parse_serper_response, search_arxiv_ids
 from tests.pasa.tools.test_http import Reply, Script, make_client, serve
 
 SEARCH_IDS = ["1810.04805", "1802.05365", "1801.06146", "1706.03762", "1511.01432", "hep-th/9901001", "1905.05950"]
@@ -40,7 +40,7 @@ def test_parse_matches_released_id_set_on_new_style_ids(fixtures_dir):
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"organic": []}, {"organic": [{"title": "no link"}]}, {"organic": [{"link": None}, "junk"]}],
+    [{"organic": []}, {"organic": [{"title": "no link"}]}, {"organic": [{"link": None}, "junk"]}],
 )
 def test_parse_tolerates_results_without_links(payload):
     assert parse_serper_response(payload) == []
@@ -50,9 +50,26 @@ def test_parse_no_results_payload(fixtures_dir):
     assert parse_serper_response(json.loads((fixtures_dir / "serper_no_results.json").read_text())) == []
 
 
-def test_parse_rejects_non_object():
+@pytest.mark.parametrize("payload", [["not", "an", "object"], {}, {"message": "Unauthorized"}, {"organic": "x"}])
+def test_parse_rejects_what_is_not_a_serper_answer(payload):
     with pytest.raises(ServiceError):
-        parse_serper_response(["not", "an", "object"])
+        parse_serper_response(payload)
+
+
+def test_released_parse_keeps_new_style_ids_as_a_set(fixtures_dir):
+    payload = json.loads((fixtures_dir / "serper_search.json").read_text())
+    ids = parse_serper_response(payload, released=True)
+    assert sorted(ids) == sorted(i for i in SEARCH_IDS if "/" not in i)
+
+
+def test_long_query_is_capped_at_the_connector(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SERPER_API_KEY", "k")
+    script = Script({"/search": Reply(200, {"organic": []})})
+    with serve(script) as url, make_client(tmp_path) as http:
+        search_arxiv_ids(http, "word " * 30_000, url=f"{url}/search")
+    sent = json.loads(script.requests[0]["body"])["q"]
+    assert len(sent) <= MAX_QUERY_CHARS + len(" site:arxiv.org") and sent.endswith("word site:arxiv.org")
+    assert "cut to" in caplog.text
 
 
 def test_missing_key_names_the_variable(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """pasa.tools.sources: the online source over loopback Serper/arXiv/ar5iv servers (each failure one warning and a
-skip, not-found quiet), the released lookup order (local DB first), the factory's choices, and a whole agent run
+a raise, not-found quiet), the released lookup order (local DB first), the factory's choices, and a whole agent run
 against services that partly fail."""
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from pasa.agent import AgentConfig, PaperAgent
 from pasa.crawler import Crawler
 from pasa.paper import Paper
 from pasa.selector import Selector
+from pasa.tools.http import HTTPStatusError, MissingAPIKeyError, ServiceError
 from pasa.tools.paper_db import build_paper_db
 from pasa.tools.sources import (
     NO_SOURCE_HELP,
+    ChainedPaperSource,
     CompositePaperSource,
     OnlinePaperSource,
     PaperDBSource,
+    SourceFailedError,
     build_paper_source,
     default_index_dir,
 )
@@ -93,23 +96,52 @@ def test_not_found_is_quiet_none(tmp_path, fixture_bytes, caplog):
     assert caplog.records == []
 
 
-def test_each_failure_is_one_warning_and_a_skip(tmp_path, fixture_bytes, caplog, monkeypatch):
+def test_failed_calls_raise_typed_errors_without_the_key(tmp_path, fixture_bytes, caplog, monkeypatch):
+    """Contract 2: a failed call raises (the agent logs and counts it); nothing is logged at WARNING here."""
     script = services(fixture_bytes, arxiv_down=True, serper_status=500)
     with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
         source = online(url, http)
-        with caplog.at_level(logging.WARNING, logger="pasa.tools.sources"):
-            assert source.search("bert", 5) == []
-            assert source.get_by_id("1810.04805") is None
-            assert source.get_by_title(ELMO) is None
+        with caplog.at_level(logging.WARNING, logger="pasa.tools"):
+            with pytest.raises(HTTPStatusError, match="500") as search_err:
+                source.search("bert", 5)
+            with pytest.raises(HTTPStatusError, match="503"):
+                source.get_by_id("1810.04805")
+            with pytest.raises(HTTPStatusError, match="503"):
+                source.get_by_title(ELMO)
             monkeypatch.delenv("SERPER_API_KEY")
-            assert source.search("bert", 5) == []
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 4 and all(r.levelno == logging.WARNING for r in caplog.records)
-    assert "HTTPStatusError" in messages[0] and "500" in messages[0]
-    assert "503" in messages[1] and "503" in messages[2]
-    assert "SERPER_API_KEY" in messages[3]
-    assert "test-key" not in caplog.text  # the key is never logged
-    assert script.count("/search") == 2 and script.count("/api/query") == 4  # one retry each, then the skip
+            with pytest.raises(MissingAPIKeyError, match="SERPER_API_KEY"):
+                source.search("bert", 5)
+    assert "test-key" not in str(search_err.value) and "test-key" not in caplog.text
+    assert caplog.records == []
+    assert script.count("/search") == 2 and script.count("/api/query") == 4  # one retry each, then the raise
+
+
+class _Failing:
+    def __init__(self, err):
+        self.err = err
+
+    def get_by_id(self, arxiv_id):
+        raise self.err
+
+
+class _Answers:
+    def __init__(self, paper):
+        self.paper = paper
+
+    def get_by_id(self, arxiv_id):
+        return self.paper
+
+
+def test_chain_falls_through_failures_and_raises_only_without_an_answer():
+    paper = Paper("1802.05365", ELMO)
+    down = ServiceError("arXiv down")
+    assert ChainedPaperSource(_Failing(down), _Answers(paper)).get_by_id("x") is paper  # next source answered
+    assert ChainedPaperSource(_Answers(None), _Answers(None)).get_by_id("x") is None  # not found anywhere
+    with pytest.raises(ServiceError, match="arXiv down"):  # DB: not found, arXiv: failed -> unknown, raise
+        ChainedPaperSource(_Answers(None), _Failing(down)).get_by_id("x")
+    with pytest.raises(SourceFailedError, match="every source failed") as info:
+        ChainedPaperSource(_Failing(down), _Failing(TimeoutError("slow"))).get_by_id("x")
+    assert len(info.value.errors) == 2
 
 
 def test_local_db_is_consulted_first(tmp_path, fixture_bytes):
@@ -173,8 +205,10 @@ def test_agent_run_survives_failing_services(tmp_path, fixture_bytes, caplog):
     assert bert.source.endswith("SearchFrom:arxiv")
     assert list(bert.child) == ["1 Introduction"]
     assert [(n.title, n.arxiv_id) for n in bert.child["1 Introduction"]] == [(GPT, "1806.00001")]
-    failed = [r for r in caplog.records if "arXiv lookup" in r.getMessage()]
+    failed = [r for r in caplog.records if "get_by_id" in r.getMessage()]
     assert len(failed) == 5  # 1801.06146, 1706.03762, 1511.01432, hep-th/9901001, 1905.05950
+    assert all(r.levelno == logging.WARNING and "503" in r.getMessage() for r in failed)
+    assert root.extra["failures"]["lookup"] == 5  # counted by the agent: the tree is marked degraded
 
 
 # -- factory -------------------------------------------------------------------------------------------------------
