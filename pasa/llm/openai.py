@@ -43,7 +43,10 @@ class OpenAILLMConfig:
     top_logprobs: int = field(default=20, metadata={"help": "Top logprobs requested for the first token."})
     true_token: str = field(default="True", metadata={"help": "Token whose probability is the selector score."})
     concurrency: int = field(default=8, metadata={"help": "Requests in flight at once for a batch of prompts."})
-    timeout: float = field(default=120.0, metadata={"help": "Seconds per request."})
+    timeout: float = field(
+        default_factory=lambda: float(os.environ.get("PASA_LLM_TIMEOUT") or 120.0),
+        metadata={"help": "Seconds per request (env PASA_LLM_TIMEOUT; ServiceArgs.llm_timeout)."},
+    )
 
 
 # -- pure payload handling ------------------------------------------------------------------------------------
