@@ -15,10 +15,12 @@ class Crawler:
         # greedy at inference (released); sampling (released RL settings) makes two runs differ for the ensemble
         self.sample = sample
 
-    def search_queries(self, user_query: str, limit: int | None = None) -> tuple[list[str], str]:
-        """Returns (queries, raw reply)."""
+    def search_queries(
+        self, user_query: str, limit: int | None = None, keep_empty: bool = False
+    ) -> tuple[list[str], str]:
+        """Returns (queries, raw reply). ``keep_empty``: keep empty ``[Search]`` arguments (released)."""
         (reply,) = self.llm.generate([render_search_prompt(user_query)], chat=True, sample=self.sample)
-        return parse_search_queries(reply, limit), reply
+        return parse_search_queries(reply, limit, keep_empty), reply
 
     def expand_sections(
         self, user_query: str, papers: list[tuple[str, str, list[str]]]

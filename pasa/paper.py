@@ -53,12 +53,17 @@ class Paper:
     arxiv_id: str
     title: str
     abstract: str = ""
-    # None: not fetched yet (the released code used ""); {} : fetched, nothing citable.
+    # None: no sections known (a record from the arXiv API; the released code used ""). A dict, even {}, is what
+    # the record carries: a paper DB entry with {} has no citable section. The agent fetches sections (ar5iv) for
+    # None, and for {} too unless ``AgentConfig.refetch_empty_sections`` is off (released: only "" was fetched).
     sections: Sections | None = None
     # Where the record came from, e.g. "SearchFrom:local_paper_db" or "SearchFrom:arxiv" (released names).
     source: str = ""
     # Publication date as YYYYMMDD when known (used for the end-date rule).
     published: str | None = None
+    # Parallel to ``sections`` (same keys, same order): the arXiv id of each cited title, or None where unknown
+    # (issue 14: a database built from unarXive resolves citations by id). None: the record has no ids.
+    section_ids: dict[str, list[str | None]] | None = None
 
 
 @dataclass
@@ -74,6 +79,8 @@ class PaperNode:
     source: str = "Root"
     select_score: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Cited arXiv ids parallel to ``sections`` (``Paper.section_ids``); used by expansion, not part of the JSON.
+    section_ids: dict[str, list[str | None]] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def root(cls, user_query: str) -> PaperNode:
@@ -91,6 +98,7 @@ class PaperNode:
             source=source,
             select_score=score,
             extra={},
+            section_ids=paper.section_ids,
         )
 
     @property
@@ -143,6 +151,29 @@ def dumps_tree(root: PaperNode, indent: int | None = 2) -> str:
 
 def loads_tree(text: str) -> PaperNode:
     return PaperNode.from_dict(json.loads(text))
+
+
+# The keys of ``root.extra["failures"]``: failed source calls by kind, and crawler replies with no action.
+FAILURE_KINDS = ("search", "lookup", "title", "sections", "crawler_no_action")
+
+
+def empty_failures() -> dict[str, int]:
+    """A failure count of 0 for every kind (``root.extra["failures"]`` always has all keys)."""
+    return dict.fromkeys(FAILURE_KINDS, 0)
+
+
+def is_degraded(tree: dict[str, Any]) -> bool:
+    """True when a result tree (``to_dict`` JSON) records a failed tool call or a crawler reply with no action.
+
+    Trees written before failures were recorded (and released trees) have no counts: not degraded.
+
+    >>> is_degraded({"extra": {"failures": {"search": 0, "lookup": 2}}})
+    True
+    >>> is_degraded({"extra": {"touch_ids": []}})
+    False
+    """
+    failures = (tree.get("extra") or {}).get("failures") or {}
+    return any(isinstance(n, int | float) and n > 0 for n in failures.values())
 
 
 def sort_by_score(nodes: list[PaperNode]) -> list[PaperNode]:

@@ -25,6 +25,7 @@ TEMPLATES = {
 # action tag to the next "[" -- an action that is not followed by another "[" (a truncated reply) is dropped.
 SEARCH_RE = re.compile(r"Search\](.*?)\[", flags=re.DOTALL)
 EXPAND_RE = re.compile(r"Expand\](.*?)\[", flags=re.DOTALL)
+STOP_RE = re.compile(r"\[Stop\w*\]")
 
 
 def format_section_names(names: Iterable[str], style: str = "dict_keys") -> str:
@@ -71,18 +72,22 @@ def render_value_prompt(user_query: str, title: str, abstract: str) -> str:
     return GET_VALUE.format(title=title, abstract=abstract, user_query=user_query)
 
 
-def parse_search_queries(reply: str, limit: int | None = None) -> list[str]:
+def parse_search_queries(reply: str, limit: int | None = None, keep_empty: bool = False) -> list[str]:
     """Search queries in a Crawler reply: the stripped text after each ``Search]`` up to the next ``[``.
 
-    Empty queries are dropped; order is kept; ``limit`` keeps the first ones (released ``[:search_queries]``).
+    Empty queries are dropped before the limit unless ``keep_empty`` (released: kept, counted against the limit
+    and searched); order is kept; ``limit`` keeps the first ones (released ``[:search_queries]``).
 
     >>> parse_search_queries("[Search] graph neural networks\\n[Search] GNN survey\\n[StopSearch]")
     ['graph neural networks', 'GNN survey']
     >>> parse_search_queries("no actions here")
     []
+    >>> parse_search_queries("[Search] [Search] a [StopSearch]", keep_empty=True)
+    ['', 'a']
     """
     queries = [q.strip() for q in SEARCH_RE.findall(reply)]
-    queries = [q for q in queries if q]
+    if not keep_empty:
+        queries = [q for q in queries if q]
     return queries[:limit] if limit is not None else queries
 
 
@@ -103,3 +108,14 @@ def parse_expand_sections(reply: str, section_names: Iterable[str] | None = None
             continue
         sections.append(s)
     return sections
+
+
+def has_action(reply: str) -> bool:
+    """Whether a Crawler reply holds any parseable action (a ``Search]``/``Expand]`` argument or a ``[Stop...]``).
+
+    A reply without one (garbage, empty, truncated before the closing ``[``) is a failure the agent records.
+
+    >>> has_action("[Search] a\\n[StopSearch]"), has_action("[StopExpand]"), has_action("[Search] truncated")
+    (True, True, False)
+    """
+    return bool(SEARCH_RE.search(reply) or EXPAND_RE.search(reply) or STOP_RE.search(reply))
