@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +26,13 @@ LOCK_SUFFIX = ".lock"
 # A temporary or takeover file whose writer cannot be identified is removed only after this long.
 UNKNOWN_OWNER_STALE_S = 3600.0
 
+# json.loads recurses once per nesting level (three per tree level: node, "child", list), so a tree deeper than
+# ~330 levels hits the default recursion limit; such files are parsed again in a thread with a larger stack.
+DEEP_JSON_RECURSION_LIMIT = 200_000
+DEEP_JSON_STACK_BYTES = 512 * 1024 * 1024
+
 _umask_lock = threading.Lock()
+_deep_json_lock = threading.Lock()
 
 
 # -- modes ------------------------------------------------------------------------------------------------------
@@ -107,6 +114,45 @@ def write_text_atomic(path: str, text: str) -> None:
 
 def write_json_atomic(path: str, obj: Any, indent: int | None = 2) -> None:
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False))
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that also parses deeply nested documents (a 3,000-level result tree) instead of raising
+    ``RecursionError``; a document too deep even for that raises ``ValueError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        pass
+    out: dict[str, Any] = {}
+
+    def parse() -> None:
+        try:
+            out["value"] = json.loads(text)
+        except BaseException as err:  # handed back to the caller's thread
+            out["error"] = err
+
+    with _deep_json_lock:  # the recursion limit and the thread stack size are process-wide settings
+        old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
+        try:
+            threading.stack_size(DEEP_JSON_STACK_BYTES)
+            sys.setrecursionlimit(max(old_limit, DEEP_JSON_RECURSION_LIMIT))
+            worker = threading.Thread(target=parse, name="deep-json")
+            worker.start()
+            worker.join()
+        finally:
+            sys.setrecursionlimit(old_limit)
+            threading.stack_size(old_stack)
+    if "error" in out:
+        if isinstance(out["error"], RecursionError):
+            raise ValueError("JSON nested too deeply to parse") from out["error"]
+        raise out["error"]
+    return out["value"]
+
+
+def load_json(path: str) -> Any:
+    """Read a JSON file (UTF-8) with :func:`loads_json`."""
+    with open(path, encoding="utf-8") as f:
+        return loads_json(f.read())
 
 
 def _temp_owner(name: str) -> tuple[str, int] | None:

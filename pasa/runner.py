@@ -3,19 +3,31 @@
 Launch lines::
 
     # one query, released checkpoints, Google through Serper (SERPER_API_KEY set)
-    pasa run --query "Give me papers about ..." --crawler checkpoints/pasa-7b-crawler --selector checkpoints/pasa-7b-selector
+    pasa run --query "Give me papers about ..." \\
+        --crawler_path checkpoints/pasa-7b-crawler --selector_path checkpoints/pasa-7b-selector
     # a benchmark file (AutoScholarQuery / RealScholarQuery format), resumable, one JSON per query
-    pasa run --input_file data/RealScholarQuery/test.jsonl --output_folder results/real \\
-        --crawler checkpoints/pasa-7b-crawler --selector checkpoints/pasa-7b-selector
+    pasa run --input_file data/RealScholarQuery/test.jsonl --output_dir results/real \\
+        --crawler_path checkpoints/pasa-7b-crawler --selector_path checkpoints/pasa-7b-selector
     # models served elsewhere (vLLM / SGLang / OpenAI-compatible)
-    pasa run --query "..." --crawler http://localhost:8000/v1#pasa-7b-crawler --selector http://localhost:8001/v1
+    pasa run --query "..." --crawler_path http://localhost:8000/v1#pasa-7b-crawler --selector_path http://localhost:8001/v1
+    # the released entry point and flags work as well
+    python run_paper_agent.py --input_file q.jsonl --output_folder results/real --crawler_path ... --selector_path ...
     # no checkpoints, no key, no network: the whole loop on a tiny model and an embedded paper set
     pasa demo
 
 Input records: ``question`` (required), ``answer`` (list of titles, optional, copied into the root's ``extra``),
 ``source_meta.published_time`` (``YYYYMMDD``; the end date is that minus 7 days, as released). Output: one
-``<line index>.json`` per query (released naming: 0-based line index), written atomically; existing files are
-skipped, so a killed batch resumes where it stopped.
+``<line index>.json`` per query (released naming: 0-based line index), written atomically.
+
+Resuming and sharing a folder: a query whose file exists is skipped, so a killed batch resumes where it stopped;
+a *degraded* result (one that records failed tool calls, ``root.extra["failures"]``) counts as done unless
+``--redo_degraded`` is given. Each query is computed under a lock file (``<index>.json.lock``, O_EXCL, holding
+the pid and host), so two ``pasa run`` on one output folder (or two machines on a shared disk) split the queries;
+a lock left by a killed process on the same host is taken over.
+
+Input is checked before any work (``pasa.checks``): bad flags, a missing checkpoint, an unreachable model server, an
+output folder that is a file or read-only each give one line and exit status 2 (1 for a server down). A batch
+stops after ``--max_consecutive_failures`` queries in a row failed with the same error.
 """
 
 from __future__ import annotations
@@ -23,17 +35,51 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from pasa.agent import AgentConfig, PaperAgent
-from pasa.io import iter_jsonl, write_text_atomic
+from pasa.checks import (
+    CheckError,
+    check_agent_knobs,
+    check_end_date,
+    check_index_dir,
+    check_input_file,
+    check_int_range,
+    check_model_path,
+    check_model_server,
+    check_output_dir,
+    check_selector_endpoint,
+    is_http_url,
+)
+from pasa.io import ItemLock, iter_jsonl, load_json, remove_stale_temp_files, write_text_atomic
 from pasa.paper import PaperNode, dumps_tree
+
+try:
+    from pasa.paper import is_degraded
+except ImportError:  # contract 2 of the session (helper A adds it to paper.py): the same rule until it lands
+
+    def is_degraded(tree: dict[str, Any]) -> bool:
+        failures = (tree.get("extra") or {}).get("failures") or {}
+        return any(isinstance(n, int | float) and n > 0 for n in failures.values())
+
+
+try:
+    from pasa.tools.http import ServiceArgs
+except ImportError:  # helper D's service settings (contract 5)
+    ServiceArgs = None
 
 logger = logging.getLogger(__name__)
 
 END_DATE_OFFSET_DAYS = 7  # released run_paper_agent.py: published_time - 7 days
+RUN_EXAMPLE = (
+    'pasa run --query "Give me papers about retrieval-augmented generation" '
+    "--crawler_path checkpoints/pasa-7b-crawler --selector_path checkpoints/pasa-7b-selector"
+)
 
 
 @dataclass
@@ -53,10 +99,15 @@ class BatchArgs:
     query: str | None = field(default=None, metadata={"help": "One user query (instead of --input_file)."})
     input_file: str | None = field(default=None, metadata={"help": "jsonl of queries (AutoScholarQuery format)."})
     end_date: str | None = field(default=None, metadata={"help": "YYYYMMDD cut-off for --query (default: none)."})
-    output_folder: str = field(default="results", metadata={"help": "One JSON tree per query is written here."})
+    output_dir: str = field(
+        default="results",
+        metadata={"help": "One JSON tree per query is written here (released name --output_folder accepted)."},
+    )
     paper_db: str | None = field(default=None, metadata={"help": "Released paper DB zip (cs_paper_2nd.zip)."})
     id2paper: str | None = field(default=None, metadata={"help": "Released id2paper.json beside the zip."})
-    index: str | None = field(default=None, metadata={"help": "Offline search index folder (`pasa index`)."})
+    search_index: str | None = field(
+        default=None, metadata={"help": "Offline search index folder (`pasa index`; old name --index)."}
+    )
     online: bool | None = field(
         default=None, metadata={"help": "Use Serper/arXiv/ar5iv. Default: online iff SERPER_API_KEY is set."}
     )
@@ -65,20 +116,44 @@ class BatchArgs:
     )
     cache_dir: str | None = field(default=None, metadata={"help": "HTTP cache folder (default ~/.cache/pasa)."})
     limit: int | None = field(default=None, metadata={"help": "Only the first N queries of --input_file."})
+    redo_degraded: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute results on disk that record failed tool calls (extra.failures), instead of "
+            "skipping them as done."
+        },
+    )
+    max_consecutive_failures: int = field(
+        default=3,
+        metadata={"help": "Stop the batch when this many queries in a row failed with the same error; 0 = never."},
+    )
     log_level: str = field(default="INFO", metadata={"help": "Logging level."})
+
+    # Old attribute names, for code written against them (the flags are aliased in pasa.flags).
+    @property
+    def output_folder(self) -> str:
+        return self.output_dir
+
+    @output_folder.setter
+    def output_folder(self, value: str) -> None:
+        self.output_dir = value
+
+    @property
+    def index(self) -> str | None:
+        return self.search_index
 
 
 @dataclass
 class RunArgs(BatchArgs):
     """Arguments of ``pasa run``: the batch, the two models (the released knobs are in ``AgentConfig``)."""
 
-    crawler: str = field(
+    crawler_path: str = field(
         default="checkpoints/pasa-7b-crawler",
-        metadata={"help": "Crawler: checkpoint directory or OpenAI-compatible URL (http://host:port/v1#model)."},
+        metadata={"help": "Crawler: checkpoint folder or OpenAI-compatible URL (http://host:port/v1#model)."},
     )
-    selector: str = field(
+    selector_path: str = field(
         default="checkpoints/pasa-7b-selector",
-        metadata={"help": "Selector: checkpoint directory or OpenAI-compatible URL (http://host:port/v1#model)."},
+        metadata={"help": "Selector: checkpoint folder or OpenAI-compatible URL (http://host:port/v1#model)."},
     )
     selector_endpoint: str = field(
         default="completions",
@@ -98,6 +173,26 @@ class RunArgs(BatchArgs):
         },
     )
     seed: int | None = field(default=None, metadata={"help": "Random seed (torch) for sampled runs."})
+    progress: bool | None = field(
+        default=None,
+        metadata={"help": "Show each stage's counts while a query runs (default: on for --query, off for a batch)."},
+    )
+
+    @property
+    def crawler(self) -> str:
+        return self.crawler_path
+
+    @crawler.setter
+    def crawler(self, value: str) -> None:
+        self.crawler_path = value
+
+    @property
+    def selector(self) -> str:
+        return self.selector_path
+
+    @selector.setter
+    def selector(self, value: str) -> None:
+        self.selector_path = value
 
 
 # -- pure helpers -----------------------------------------------------------------------------------------------
@@ -114,7 +209,8 @@ def end_date_from_published(published_time: str | None, offset_days: int = END_D
 
 
 def load_queries(path: str, limit: int | None = None) -> list[QueryItem]:
-    """Read a query jsonl; malformed lines, records without ``question`` and bad dates are logged and skipped."""
+    """Read a query jsonl; malformed lines (bad UTF-8 included), records without ``question`` and bad dates are
+    logged with their line number and skipped."""
     items: list[QueryItem] = []
     for lineno, record in iter_jsonl(path, required=("question",)):
         question = record["question"]
@@ -146,12 +242,17 @@ def output_path(folder: str, item: QueryItem) -> str:
 @dataclass
 class QueryResult:
     item: QueryItem
-    status: str  # "done", "skipped" (already on disk), "failed"
+    status: str  # "done", "skipped" (already on disk), "locked" (another run is on it), "failed"
     seconds: float = 0.0
     crawled: int = 0
     selected: int = 0
     actions: int = 0
     error: str | None = None
+    failures: dict[str, int] | None = None  # the tree's extra.failures (done and skipped results)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.failures) and any(n > 0 for n in self.failures.values())
 
 
 def summarize_tree(root: PaperNode) -> tuple[int, int, int]:
@@ -160,53 +261,161 @@ def summarize_tree(root: PaperNode) -> tuple[int, int, int]:
     return len(root.extra.get("crawler_recall_papers", [])), len(root.extra.get("recall_papers", [])), actions
 
 
+def tree_failures(tree: dict[str, Any]) -> dict[str, int]:
+    """The failure counts a result tree records (``{}`` for trees written without them)."""
+    failures = (tree.get("extra") or {}).get("failures") if isinstance(tree, dict) else None
+    if not isinstance(failures, dict):
+        return {}
+    counts = {k: v for k, v in failures.items() if isinstance(v, int) and not isinstance(v, bool)}
+    # is_degraded is the contract's rule; a tree it calls degraded always shows a count > 0 here
+    if is_degraded(tree) and not any(counts.values()):
+        counts["other"] = 1
+    return counts
+
+
+def read_done_result(path: str) -> dict[str, int] | None:
+    """The failure counts of a finished result on disk, or None when the file is absent or unreadable (then the
+    query is computed again; the atomic write never leaves half a file, so this is a file damaged by other means)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        tree = load_json(path)
+    except (OSError, ValueError) as err:
+        logger.warning("%s: unreadable result (%s), computing it again", path, err)
+        return None
+    if not isinstance(tree, dict):
+        logger.warning("%s: not a result tree, computing it again", path)
+        return None
+    return tree_failures(tree)
+
+
+def format_failures(failures: dict[str, int] | None) -> str:
+    """``search 1, lookup 3`` (kinds with a count > 0)."""
+    return ", ".join(f"{k} {n}" for k, n in (failures or {}).items() if n)
+
+
+def _failure_signature(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
 def run_queries(
-    agent: PaperAgent, items: list[QueryItem], output_folder: str, progress: bool = True
+    agent: PaperAgent,
+    items: list[QueryItem],
+    output_folder: str,
+    progress: bool = True,
+    redo_degraded: bool = False,
+    max_consecutive_failures: int = 0,
 ) -> list[QueryResult]:
-    """Run the agent on each item not yet on disk; a failed query is logged and the batch goes on."""
+    """Run the agent on each item not yet done; a failed query is logged and the batch goes on.
+
+    Done means a result file exists (and, with ``redo_degraded``, records no failed tool call). Each query runs
+    under an :class:`pasa.io.ItemLock`, so concurrent runs on one folder split the items; an item locked by
+    another live run is reported as ``locked``. After ``max_consecutive_failures`` queries in a row failed with
+    the same error (a model server gone, a full disk), the batch stops (0: never).
+    """
     from tqdm.auto import tqdm
 
     os.makedirs(output_folder, exist_ok=True)
+    remove_stale_temp_files(output_folder)
     results: list[QueryResult] = []
+    last_error, same_errors = None, 0
     bar = tqdm(items, desc="queries", unit="query", disable=not progress)
     for item in bar:
         path = output_path(output_folder, item)
-        if os.path.exists(path):
-            results.append(QueryResult(item, "skipped"))
+        failures = read_done_result(path)
+        if failures is not None and not (redo_degraded and any(failures.values())):
+            results.append(QueryResult(item, "skipped", failures=failures))
             continue
-        start = time.perf_counter()
+        lock = ItemLock(path)
+        if not lock.acquire():
+            logger.info("query %d: computed by another run (%s), skipped", item.index, lock.describe_owner())
+            results.append(QueryResult(item, "locked", error=f"locked by {lock.describe_owner()}"))
+            continue
         try:
-            root = agent.run(item.question, end_date=item.end_date, answer=item.answer)
-        except Exception as err:  # one bad query must not end the batch
-            logger.exception("query %d failed: %s", item.index, err)
-            results.append(
-                QueryResult(item, "failed", time.perf_counter() - start, error=f"{type(err).__name__}: {err}")
-            )
-            continue
-        write_text_atomic(path, dumps_tree(root))
+            failures = read_done_result(path)  # another run may have finished it meanwhile
+            if failures is not None and not (redo_degraded and any(failures.values())):
+                results.append(QueryResult(item, "skipped", failures=failures))
+                continue
+            if failures is not None:
+                logger.info("query %d: redoing a degraded result (%s)", item.index, format_failures(failures))
+            start = time.perf_counter()
+            try:
+                root = agent.run(item.question, end_date=item.end_date, answer=item.answer)
+            except Exception as err:  # one bad query must not end the batch
+                signature = _failure_signature(err)
+                logger.error("query %d failed: %s", item.index, signature)
+                logger.debug("query %d traceback", item.index, exc_info=True)
+                results.append(QueryResult(item, "failed", time.perf_counter() - start, error=signature))
+                same_errors = same_errors + 1 if signature == last_error else 1
+                last_error = signature
+                if max_consecutive_failures and same_errors >= max_consecutive_failures:
+                    logger.error(
+                        "stopping the batch: the last %d queries failed with the same error (%s); fix it and run "
+                        "again (finished queries are kept)",
+                        same_errors,
+                        signature,
+                    )
+                    break
+                continue
+            last_error, same_errors = None, 0
+            write_text_atomic(path, dumps_tree(root))
+        finally:
+            lock.release()
         crawled, selected, actions = summarize_tree(root)
-        results.append(QueryResult(item, "done", time.perf_counter() - start, crawled, selected, actions))
+        failures = tree_failures({"extra": root.extra})
+        if any(failures.values()):
+            logger.warning("query %d: degraded result (%s)", item.index, format_failures(failures))
+        results.append(
+            QueryResult(item, "done", time.perf_counter() - start, crawled, selected, actions, failures=failures)
+        )
         bar.set_postfix(crawled=crawled, selected=selected)
     return results
 
 
-def print_summary(results: list[QueryResult], output_folder: str) -> None:
+def count_results(results: list[QueryResult]) -> dict[str, int]:
+    counts = Counter(r.status for r in results)
+    out = {s: counts.get(s, 0) for s in ("done", "skipped", "locked", "failed")}
+    out["degraded"] = sum(r.degraded for r in results)
+    return out
+
+
+def summary_line(results: list[QueryResult], total: int | None = None) -> str:
+    """``done 3, already on disk 2, failed 0, degraded 1`` (+ ``, running elsewhere N``, ``, not run N``)."""
+    c = count_results(results)
+    line = f"done {c['done']}, already on disk {c['skipped']}, failed {c['failed']}, degraded {c['degraded']}"
+    if c["locked"]:
+        line += f", running elsewhere {c['locked']}"
+    if total is not None and total > len(results):
+        line += f", not run {total - len(results)} (batch stopped)"
+    if c["degraded"]:
+        line += " (rerun with --redo_degraded to recompute degraded results)"
+    return line
+
+
+def print_summary(results: list[QueryResult], output_folder: str, total: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"PaSa run -> {output_folder}")
-    for col in ("#", "status", "crawled", "selected", "actions", "seconds", "query"):
+    for col in ("#", "status", "crawled", "selected", "actions", "failures", "seconds", "query"):
         table.add_column(col)
     for r in results:
         q = r.item.question if len(r.item.question) < 60 else r.item.question[:57] + "..."
-        status = r.status if r.error is None else f"failed: {r.error[:40]}"
+        status = r.status if r.error is None else f"{r.status}: {r.error[:40]}"
+        if r.degraded:
+            status += " (degraded)"
         table.add_row(
-            str(r.item.index), status, str(r.crawled), str(r.selected), str(r.actions), f"{r.seconds:.1f}", q
+            str(r.item.index),
+            status,
+            str(r.crawled),
+            str(r.selected),
+            str(r.actions),
+            format_failures(r.failures),
+            f"{r.seconds:.1f}",
+            q,
         )
-    console = Console()
-    console.print(table)
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    console.print(f"done {counts['done']}, already on disk {counts['skipped']}, failed {counts['failed']}")
+    Console().print(table)
+    print(summary_line(results, total))  # plain: one unwrapped line, for logs and scripts
 
 
 def print_selected(root: PaperNode, top: int = 20) -> None:
@@ -222,41 +431,225 @@ def print_selected(root: PaperNode, top: int = 20) -> None:
     Console().print(table)
 
 
-# -- entry points -----------------------------------------------------------------------------------------------
-def make_parser():
-    from transformers import HfArgumentParser
+# -- stage progress of one query (issue 12 item 7) ---------------------------------------------------------------
+class StageProgress:
+    """Counts of the agent's stages while one query runs: ``search`` (crawler queries, searches, lookups, selector)
+    then ``layer N`` (sections, crawler, title lookups, selector). Fed by the wrappers below, which sit between the
+    agent and its crawler, selector and paper source, so the agent needs no callback; each finished stage is one
+    line (``write``), and ``on_update`` (a live status line) sees the running counts."""
 
-    return HfArgumentParser((RunArgs, AgentConfig))
+    def __init__(self, write=None, on_update=None):
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.on_update = on_update
+        self.stage: str | None = None
+        self.layer = 0
+        self.counts: Counter = Counter()
+        self.started = 0.0
+        self._lock = threading.Lock()
+
+    def begin(self, stage: str) -> None:
+        with self._lock:
+            self._flush()
+            self.stage, self.counts, self.started = stage, Counter(), time.perf_counter()
+        self._update()
+
+    def begin_layer_if_new(self) -> None:
+        """A layer starts at its first section fetch or crawler call after the search, or after the previous
+        layer's crawler call or scoring (within a layer: sections, then one crawler call, lookups, scoring)."""
+        with self._lock:
+            if not (self.stage in (None, "search") or self.counts["crawler"] or self.counts["scored"]):
+                return
+            self._flush()
+            self.layer += 1
+            self.stage, self.counts, self.started = f"layer {self.layer}", Counter(), time.perf_counter()
+        self._update()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+        self._update()
+
+    def finish(self) -> None:
+        with self._lock:
+            self._flush()
+            self.stage = None
+
+    def text(self) -> str:
+        c, stage = self.counts, self.stage or ""
+        parts = []
+        if stage == "search":
+            parts.append(f"crawler {c['queries']} queries")
+            parts.append(f"search {c['search']} calls -> {c['ids']} ids")
+            parts.append(f"lookups {c['lookup']}")
+        else:
+            parts.append(f"sections {c['sections']} fetched")
+            parts.append(f"crawler {c['crawler']} papers -> {c['chosen']} sections")
+            parts.append(f"title lookups {c['title']} -> {c['found']} found")
+        parts.append(f"selector {c['scored']} scored, {c['selected']} selected")
+        if c["failed"]:
+            parts.append(f"{c['failed']} failed calls")
+        return f"{stage}: " + ", ".join(parts) + f" [{time.perf_counter() - self.started:.1f}s]"
+
+    def _flush(self) -> None:
+        if self.stage is not None:
+            self.write(self.text())
+
+    def _update(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self.text())
 
 
-def build_source(args: BatchArgs):
-    """The paper source of a batch (``build_paper_source``), with the HTTP cache settings of the command line."""
-    from pasa.tools.sources import build_paper_source
+class _Delegate:
+    def __init__(self, inner, progress: StageProgress):
+        self._inner, self._progress = inner, progress
 
-    http = None
-    if args.no_cache or args.cache_dir:
-        from pasa.tools.http import HttpClient, HttpConfig
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
-        http = HttpClient(HttpConfig(cache=not args.no_cache, cache_dir=args.cache_dir))
-    return build_paper_source(
-        paper_db=args.paper_db, id2paper=args.id2paper, index=args.index, online=args.online, http=http
+
+class _ProgressCrawler(_Delegate):
+    def search_queries(self, *args, **kwargs):
+        self._progress.begin("search")
+        out = self._inner.search_queries(*args, **kwargs)
+        self._progress.add("queries", len(out[0]) if isinstance(out, tuple) else len(out))
+        return out
+
+    def expand_sections(self, user_query, papers, *args, **kwargs):
+        self._progress.begin_layer_if_new()
+        out = self._inner.expand_sections(user_query, papers, *args, **kwargs)
+        self._progress.add("crawler", len(papers))
+        self._progress.add("chosen", sum(len(chosen) for chosen, *_ in out))
+        return out
+
+
+class _ProgressSelector(_Delegate):
+    def score(self, user_query, papers, *args, **kwargs):
+        scores = self._inner.score(user_query, papers, *args, **kwargs)
+        self._progress.add("scored", len(scores))
+        self._progress.add("selected", sum(bool(self._inner.is_selected(s)) for s in scores))
+        return scores
+
+
+class _ProgressSource(_Delegate):
+    def _call(self, key: str, method: str, *args, **kwargs):
+        try:
+            out = getattr(self._inner, method)(*args, **kwargs)
+        except Exception:
+            self._progress.add("failed")
+            raise
+        self._progress.add(key)
+        return out
+
+    def search(self, *args, **kwargs):
+        ids = self._call("search", "search", *args, **kwargs)
+        self._progress.add("ids", len(ids or []))
+        return ids
+
+    def get_by_id(self, *args, **kwargs):
+        return self._call("lookup", "get_by_id", *args, **kwargs)
+
+    def get_sections(self, *args, **kwargs):
+        self._progress.begin_layer_if_new()
+        return self._call("sections", "get_sections", *args, **kwargs)
+
+    def get_by_title(self, *args, **kwargs):
+        paper = self._call("title", "get_by_title", *args, **kwargs)
+        if paper is not None:
+            self._progress.add("found")
+        return paper
+
+
+def with_stage_progress(agent: PaperAgent, progress: StageProgress) -> PaperAgent:
+    """A copy of ``agent`` whose crawler, selector and source report to ``progress`` (same results)."""
+    return PaperAgent(
+        _ProgressCrawler(agent.crawler, progress),
+        _ProgressSelector(agent.selector, progress),
+        _ProgressSource(agent.source, progress),
+        agent.config,
     )
 
 
-def build_agent(args: RunArgs, config: AgentConfig, source=None) -> PaperAgent:
+def run_with_progress(agent: PaperAgent, item: QueryItem, output_folder: str, **kwargs) -> list[QueryResult]:
+    """``run_queries`` for one query, showing the stages live (a rich status line on a terminal, and one line
+    per finished stage on stderr)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    progress = StageProgress(write=lambda line: console.print(line, highlight=False, markup=False))
+    traced = with_stage_progress(agent, progress)
+    if not console.is_terminal:
+        try:
+            return run_queries(traced, [item], output_folder, progress=False, **kwargs)
+        finally:
+            progress.finish()
+    with console.status("starting") as status:
+        progress.on_update = lambda text: status.update(text)
+        try:
+            return run_queries(traced, [item], output_folder, progress=False, **kwargs)
+        finally:
+            progress.finish()
+
+
+# -- entry points -----------------------------------------------------------------------------------------------
+def make_parser(prog: str = "pasa run"):
+    from pasa.flags import make_parser as make_flag_parser
+
+    types = [RunArgs, AgentConfig] + ([ServiceArgs] if ServiceArgs is not None else [])
+    return make_flag_parser(
+        tuple(types),
+        prog=prog,
+        example=RUN_EXAMPLE,
+        description="Run the PaSa agent (crawler + selector) on one query or a jsonl of queries.",
+    )
+
+
+def build_source(args: BatchArgs, released_behaviour: bool = False, service=None):
+    """The paper source of a batch (``build_paper_source``), with the HTTP settings of the command line."""
+    import inspect
+
+    from pasa.tools.sources import build_paper_source
+
+    http = None
+    if service is not None:
+        from pasa.tools.http import HttpClient
+
+        http = HttpClient(service.http_config(cache=not args.no_cache, cache_dir=args.cache_dir))
+    elif args.no_cache or args.cache_dir:
+        from pasa.tools.http import HttpClient, HttpConfig
+
+        http = HttpClient(HttpConfig(cache=not args.no_cache, cache_dir=args.cache_dir))
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(build_paper_source).parameters
+    if "released_behaviour" in params:  # helper D's switch for the tools layer (contract 1)
+        kwargs["released_behaviour"] = released_behaviour
+    if service is not None and "service" in params:
+        kwargs["service"] = service
+    return build_paper_source(
+        paper_db=args.paper_db,
+        id2paper=args.id2paper,
+        index=args.search_index,
+        online=args.online,
+        http=http,
+        **kwargs,
+    )
+
+
+def build_agent(args: RunArgs, config: AgentConfig, source=None, service=None) -> PaperAgent:
     """Load the two models (one instance when both specs are the same) and the paper source."""
     from pasa.crawler import Crawler
     from pasa.llm import load_llm
     from pasa.selector import Selector
 
     if source is None:
-        source = build_source(args)
-    opts = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
+        source = build_source(args, getattr(config, "released_behaviour", False), service)
+    opts: dict[str, Any] = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
     opts["selector_endpoint"] = args.selector_endpoint  # load_llm keeps only what the backend's config has
+    if service is not None and getattr(service, "llm_timeout", None):
+        opts["timeout"] = service.llm_timeout
     if args.attn_implementation:
         opts["attn_implementation"] = args.attn_implementation
-    crawler_llm = load_llm(args.crawler, **opts)
-    selector_llm = crawler_llm if args.selector == args.crawler else load_llm(args.selector, **opts)
+    crawler_llm = load_llm(args.crawler_path, **opts)
+    selector_llm = crawler_llm if args.selector_path == args.crawler_path else load_llm(args.selector_path, **opts)
     if args.seed is not None:
         import torch
 
@@ -270,36 +663,108 @@ def setup_logging(level: str) -> None:
     )
 
 
-def load_items(args: BatchArgs, parser) -> list[QueryItem]:
-    """The queries of ``--query`` or ``--input_file`` (exactly one); usage errors go through ``parser.error``."""
+def check_batch_args(args: BatchArgs) -> None:
+    """The checks every batch command shares (``pasa run``, ``pasa baseline``); raises ``CheckError``."""
     if bool(args.query) == bool(args.input_file):
-        parser.error("pass exactly one of --query or --input_file")
+        raise CheckError("pass exactly one of --query or --input_file")
     if args.input_file:
-        if not os.path.exists(args.input_file):
-            parser.error(f"--input_file {args.input_file!r} does not exist")
+        check_input_file(args.input_file)
+    check_end_date(args.end_date)
+    if args.limit is not None:
+        check_int_range(args.limit, "--limit", 1)
+    check_int_range(args.max_consecutive_failures, "--max_consecutive_failures", 0)
+    if args.search_index:
+        check_index_dir(args.search_index)
+    for flag, path in (("--paper_db", args.paper_db), ("--id2paper", args.id2paper)):
+        if path and not os.path.isfile(path):
+            raise CheckError(f"{flag} {path!r} is not a file; run `pasa download --only data`")
+    check_output_dir(args.output_dir)
+
+
+def check_run_args(args: RunArgs, config: AgentConfig) -> None:
+    """Everything ``pasa run`` can check before loading a model or computing a query; raises ``CheckError``."""
+    check_batch_args(args)
+    check_agent_knobs(config)
+    check_int_range(args.batch_size, "--batch_size", 1)
+    check_selector_endpoint(args.selector_endpoint)
+    for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
+        check_model_path(spec, flag, allow_url=True)
+
+
+def check_model_servers(args: RunArgs, timeout: float = 10.0) -> None:
+    """One request to each model server named by URL, before the batch."""
+    seen = set()
+    for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
+        if is_http_url(spec) and spec not in seen:
+            seen.add(spec)
+            check_model_server(spec, flag, timeout=timeout)
+
+
+def load_items(args: BatchArgs, parser=None) -> list[QueryItem]:
+    """The queries of ``--query`` or ``--input_file`` (exactly one); raises ``CheckError`` on bad input, or,
+    given the command's ``parser``, prints it as one line and exits with status 2."""
+    try:
+        if bool(args.query) == bool(args.input_file):
+            raise CheckError("pass exactly one of --query or --input_file")
+        if not args.input_file:
+            return [QueryItem(index=0, question=args.query, end_date=args.end_date)]
+        check_input_file(args.input_file)
         items = load_queries(args.input_file, args.limit)
         print(f"{len(items)} queries from {args.input_file}")
+        if not items:
+            raise CheckError(f"--input_file {args.input_file!r} has no usable query (see the warnings above)")
         return items
-    return [QueryItem(index=0, question=args.query, end_date=args.end_date)]
+    except CheckError as err:
+        if parser is None:
+            raise
+        from pasa.checks import exit_with
+
+        exit_with(err, parser.prog)
 
 
-def main(argv: list[str] | None = None, source=None) -> int:
-    parser = make_parser()
-    args, config = parser.parse_args_into_dataclasses(args=argv)
-    setup_logging(args.log_level)
-    items = load_items(args, parser)
+def parse_args(argv: list[str] | None, prog: str = "pasa run"):
+    """``(RunArgs, AgentConfig, ServiceArgs | None)`` from a command line with old flag names rewritten; a bad
+    value of a dataclass field (``ServiceArgs``' checks) is one line and exit status 2."""
+    from pasa.checks import exit_with
+    from pasa.flags import rewrite_argv
+
+    parser = make_parser(prog)
+    argv = rewrite_argv(argv, parser, prog=prog)
     try:
-        agent = build_agent(args, config, source)
-    except ValueError as err:  # no usable paper source, missing key, bad model spec
-        parser.error(str(err))
-    results = run_queries(agent, items, args.output_folder, progress=len(items) > 1)
-    print_summary(results, args.output_folder)
-    if args.query and results[0].status != "failed":
-        with open(output_path(args.output_folder, items[0]), encoding="utf-8") as f:
-            from pasa.paper import loads_tree
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # a dataclass __post_init__ refusing a value
+        exit_with(CheckError(str(err).splitlines()[0] if str(err) else type(err).__name__), prog)
+    args, config = parsed[0], parsed[1]
+    return args, config, (parsed[2] if len(parsed) > 2 else None)
 
-            print_selected(loads_tree(f.read()))
-    return 1 if any(r.status == "failed" for r in results) else 0
+
+def main(argv: list[str] | None = None, source=None, prog: str = "pasa run") -> int:
+    from pasa.checks import exit_with
+
+    args, config, service = parse_args(argv, prog)
+    setup_logging(args.log_level)
+    try:
+        check_run_args(args, config)
+        items = load_items(args)
+        check_model_servers(args)
+        agent = build_agent(args, config, source, service)
+    except CheckError as err:
+        exit_with(err, prog)
+    except (ValueError, OSError) as err:  # no usable paper source, missing key, damaged index
+        exit_with(CheckError(str(err).splitlines()[0] if str(err) else type(err).__name__), prog)
+    show_stages = args.progress if args.progress is not None else bool(args.query)
+    batch = {"redo_degraded": args.redo_degraded, "max_consecutive_failures": args.max_consecutive_failures}
+    if show_stages and len(items) == 1:
+        results = run_with_progress(agent, items[0], args.output_dir, **batch)
+    else:
+        results = run_queries(agent, items, args.output_dir, progress=len(items) > 1, **batch)
+    print_summary(results, args.output_dir, total=len(items))
+    if args.query and results and results[0].status in ("done", "skipped"):
+        from pasa.paper import PaperNode
+
+        print_selected(PaperNode.from_dict(load_json(output_path(args.output_dir, items[0]))))
+    stopped = len(results) < len(items)
+    return 1 if stopped or any(r.status == "failed" for r in results) else 0
 
 
 DEMO_QUERY = "Give me papers about retrieval-augmented generation for language models"

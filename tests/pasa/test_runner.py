@@ -106,11 +106,11 @@ def test_cli_batch_end_to_end_on_tiny_model(tmp_path, tiny_checkpoint, capsys):
     argv = [
         "--input_file",
         path,
-        "--output_folder",
+        "--output_dir",
         str(out),
-        "--crawler",
+        "--crawler_path",
         tiny_checkpoint,
-        "--selector",
+        "--selector_path",
         tiny_checkpoint,
         "--device",
         "cpu",
@@ -123,14 +123,17 @@ def test_cli_batch_end_to_end_on_tiny_model(tmp_path, tiny_checkpoint, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["0.json", "2.json"]
     assert json.loads((out / "0.json").read_text())["extra"]["answer"] == ["T1"]
     printed = capsys.readouterr().out
-    assert "2 queries from" in printed and "done 2, already on disk 0, failed 0" in printed
+    # the random tiny crawler replies without an action: counted as a failure, so both trees are degraded
+    assert "2 queries from" in printed and "done 2, already on disk 0, failed 0, degraded 2" in printed
     assert main(argv, source=source) == 0
-    assert "done 0, already on disk 2, failed 0" in capsys.readouterr().out
+    assert "done 0, already on disk 2, failed 0, degraded 2" in capsys.readouterr().out
 
 
-def test_cli_requires_exactly_one_input(tiny_checkpoint):
-    with pytest.raises(SystemExit):
-        main(["--crawler", tiny_checkpoint])
+def test_cli_requires_exactly_one_input(tiny_checkpoint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "pasa run: error: pass exactly one of --query or --input_file\n"
 
 
 def test_demo_runs_the_loop(tmp_path, capsys):
@@ -152,8 +155,8 @@ def test_no_cache_flag_reaches_the_online_source(monkeypatch, tmp_path, tiny_che
     monkeypatch.setenv("SERPER_API_KEY", "dummy-key-for-test")
     args = RunArgs(
         query="q",
-        crawler=tiny_checkpoint,
-        selector=tiny_checkpoint,
+        crawler_path=tiny_checkpoint,
+        selector_path=tiny_checkpoint,
         device="cpu",
         no_cache=True,
         cache_dir=str(tmp_path),
@@ -162,3 +165,230 @@ def test_no_cache_flag_reaches_the_online_source(monkeypatch, tmp_path, tiny_che
     assert isinstance(agent.source, CompositePaperSource)
     assert agent.source.searcher.http.config.cache is False
     assert not any(tmp_path.iterdir())  # no cache file created
+
+
+# -- degraded results (issue 11 point 2) ---------------------------------------------------------------------------
+class DegradedAgent(CountingAgent):
+    """Records failed tool calls in ``extra["failures"]`` (contract 2) for the questions in ``degraded``."""
+
+    def __init__(self, degraded=(), **kwargs):
+        super().__init__(**kwargs)
+        self.degraded = set(degraded)
+
+    def run(self, question, end_date=None, answer=None):
+        root = super().run(question, end_date, answer)
+        failures = {"search": 0, "lookup": 0, "title": 0, "sections": 0, "crawler_no_action": 0}
+        if question in self.degraded:
+            failures["lookup"] = 2
+        root.extra["failures"] = failures
+        return root
+
+
+def test_degraded_results_are_counted_and_redone_on_request(tmp_path, capsys):
+    from pasa.runner import print_summary, summary_line
+
+    results = run_queries(DegradedAgent(degraded={"q1", "q3"}), ITEMS, str(tmp_path), progress=False)
+    assert [r.degraded for r in results] == [False, True, False, True]
+    assert json.loads((tmp_path / "1.json").read_text())["extra"]["failures"]["lookup"] == 2
+    print_summary(results, str(tmp_path))
+    printed = capsys.readouterr().out
+    assert "done 4, already on disk 0, failed 0, degraded 2" in printed and "lookup 2" in printed
+
+    agent = DegradedAgent()
+    results = run_queries(agent, ITEMS, str(tmp_path), progress=False)  # degraded results count as done ...
+    assert agent.ran == [] and summary_line(results).startswith("done 0, already on disk 4, failed 0, degraded 2")
+    results = run_queries(agent, ITEMS, str(tmp_path), progress=False, redo_degraded=True)  # ... unless asked
+    assert agent.ran == ["q1", "q3"] and [r.status for r in results] == ["skipped", "done", "skipped", "done"]
+    assert summary_line(results) == "done 2, already on disk 2, failed 0, degraded 0"
+    assert json.loads((tmp_path / "1.json").read_text())["extra"]["failures"]["lookup"] == 0
+
+
+def test_unreadable_result_on_disk_is_computed_again(tmp_path):
+    (tmp_path / "0.json").write_text("{trunc")
+    agent = CountingAgent()
+    run_queries(agent, ITEMS[:1], str(tmp_path), progress=False)
+    assert agent.ran == ["q0"] and json.loads((tmp_path / "0.json").read_text())["title"] == "q0"
+
+
+# -- locks and temporaries (issue 11 point 5) ----------------------------------------------------------------------
+def test_query_locked_by_a_live_run_is_left_to_it_and_stale_lock_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from pasa.io import ItemLock, this_host
+
+    held = ItemLock(str(tmp_path / "1.json"))
+    assert held.acquire()  # "another run" (this process, another lock object) is on query 1
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    (tmp_path / "2.json.lock").write_text(json.dumps({"pid": proc.pid, "host": this_host()}))  # killed run
+    (tmp_path / f".tmp-{this_host().replace('-', '_')}-{proc.pid}-x3.json").write_text("{")  # killed mid-write
+    agent = CountingAgent()
+    results = run_queries(agent, ITEMS, str(tmp_path), progress=False)
+    assert [r.status for r in results] == ["done", "locked", "done", "done"] and agent.ran == ["q0", "q2", "q3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.json", "1.json.lock", "2.json", "3.json"]
+    held.release()
+
+
+RUN_WORKER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[3])
+from pasa.runner import QueryItem, run_queries
+from tests.pasa.test_runner import CountingAgent
+
+class Slow(CountingAgent):
+    def run(self, *args, **kwargs):
+        time.sleep(0.05)
+        return super().run(*args, **kwargs)
+
+agent = Slow()
+items = [QueryItem(i, f"q{i}", None, [f"a{i}"]) for i in range(int(sys.argv[2]))]
+run_queries(agent, items, sys.argv[1], progress=False)
+print(json.dumps(agent.ran))
+"""
+
+
+def test_two_runs_on_one_folder_split_the_queries(tmp_path):
+    """Two `pasa run` processes on one output folder: every query is computed exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cmd = [sys.executable, "-c", RUN_WORKER, str(tmp_path / "out"), "12", root]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root) for _ in range(2)]
+    ran = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(ran[0] + ran[1]) == sorted(f"q{i}" for i in range(12))  # no query twice, none lost
+    assert ran[0] and ran[1]  # both did some work
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{i}.json" for i in range(12))
+
+
+# -- a batch that keeps failing the same way stops (issue 11 point 8) ---------------------------------------------
+def test_batch_stops_after_consecutive_identical_failures(tmp_path, caplog):
+    from pasa.runner import summary_line
+
+    items = [QueryItem(i, f"q{i}") for i in range(10)]
+    agent = CountingAgent(fail={f"q{i}" for i in range(1, 10)})
+    with caplog.at_level(logging.ERROR):
+        results = run_queries(agent, items, str(tmp_path), progress=False, max_consecutive_failures=3)
+    assert agent.ran == ["q0", "q1", "q2", "q3"] and [r.status for r in results] == ["done"] + ["failed"] * 3
+    assert "stopping the batch: the last 3 queries failed with the same error (RuntimeError" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert summary_line(results, total=10).endswith("not run 6 (batch stopped)")
+
+
+# -- command line: flags, checks before any work, progress (issue 11 point 8, issue 12 items 2, 4, 7, 8) --------
+def run_cli(argv, capsys, source=None):
+    """(exit status, stdout, stderr) of ``pasa run argv``."""
+    try:
+        code = main(argv, source=source)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--crawler_path", "checkpoints/pasa-7b-crawler"], "checkpoint not found: checkpoints/pasa-7b-crawler"),
+        (["--selector_path", "ftp://host/m"], "--selector_path 'ftp://host/m': ftp:// is not supported"),
+        (["--selector_path", "{q}"], "is a file; pass the checkpoint folder"),
+        (["--selector_path", "{tmp}"], "is not a model checkpoint: no config.json"),
+        (["--expand_layers", "-3"], "--expand_layers must be between 0 and 20, got -3"),
+        (["--search_papers", "-5"], "--search_papers must be between 1 and 100, got -5"),
+        (["--expand_layers", "1000000000"], "--expand_layers must be between 0 and 20, got 1000000000"),
+        (["--selector_endpoint", "chatty"], "--selector_endpoint must be one of completions, chat, not 'chatty'"),
+        (["--output_dir", "{q}"], "is a file; pass a folder"),
+        (["--output_dir", "{q}/sub"], "is not writable"),
+        (["--search_index", "{tmp}/no-index"], "does not exist; build it with `pasa index"),
+        (["--index", "{tmp}/no-index"], "--search_index"),
+        (["--end_date", "2024-01-01"], "--end_date must be YYYYMMDD"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, tiny_checkpoint, capsys, extra, message):
+    q = write_jsonl(tmp_path / "q.jsonl", [json.dumps(GOOD)])
+    base = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
+    base += ["--output_dir", str(tmp_path / "out")]
+    argv = base + [a.format(q=q, tmp=tmp_path) for a in extra]
+    code, out, err = run_cli(argv, capsys, source=InMemoryPaperSource([]))
+    assert code == 2
+    lines = [line for line in err.splitlines() if not line.startswith("WARNING pasa.flags")]
+    assert (
+        len(lines) == 1 and lines[0].startswith("pasa run: error: ") and message.format(q=q, tmp=tmp_path) in lines[0]
+    )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing computed
+
+
+def test_input_file_folder_and_non_utf8_line(tmp_path, tiny_checkpoint, capsys, caplog):
+    models = ["--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint, "--device", "cpu"]
+    code, _, err = run_cli(["--input_file", str(tmp_path)] + models, capsys)
+    assert code == 2 and "is a folder; pass a .jsonl file" in err
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b'\n{"question": "caf\xe9"}\n' + json.dumps(GOOD).encode() + b"\n")
+    argv = ["--input_file", str(path), "--output_dir", str(tmp_path / "out"), "--expand_layers", "0"]
+    argv += ["--log_level", "WARNING"]
+    with caplog.at_level(logging.WARNING):
+        code, out, _ = run_cli(argv + models, capsys, source=InMemoryPaperSource([paper("2401.00001", "A title")]))
+    assert code == 0 and "2 queries from" in out and "q.jsonl:2: not UTF-8" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.json", "2.json"]
+
+
+def test_unreachable_model_server_stops_before_the_batch(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    code, _, err = run_cli(["--query", "q", "--crawler_path", url, "--selector_path", url], capsys)
+    assert code == 1 and err.count("\n") == 1 and "cannot reach the model server of --crawler_path" in err
+
+
+def test_released_flags_are_accepted(tmp_path, tiny_checkpoint, capsys, caplog):
+    """The released run_paper_agent.py spelling (--crawler_path --selector_path --output_folder) runs silently."""
+    from pasa.runner import parse_args
+
+    argv = ["--query", "q", "--crawler_path", "c", "--selector_path", "s", "--output_folder", "o"]
+    with caplog.at_level(logging.WARNING):
+        args, _, _ = parse_args(argv)
+    assert (args.crawler_path, args.selector_path, args.output_dir, args.output_folder) == ("c", "s", "o", "o")
+    assert caplog.text == ""
+    args, config, _ = parse_args(["--query", "q", "--crawler", "c", "--index", "i", "--released_behaviour"])
+    assert args.crawler_path == "c" and args.search_index == "i" and "deprecated" in caplog.text
+    assert config.released_behaviour is True
+
+
+def test_help_names_the_command_and_shows_an_example(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: pasa run") and "example:\n  pasa run --query" in help_text
+    assert "(default: " not in help_text.replace("(default: none)", "") or help_text.count("default: ") < 200
+    for line in help_text.splitlines():
+        assert line.count("default") <= 1, line
+
+
+def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys):
+    source = InMemoryPaperSource([paper("2401.00001", "A title")])
+    argv = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
+    argv += ["--device", "cpu", "--expand_layers", "1", "--output_dir", str(tmp_path), "--log_level", "ERROR"]
+    code, out, err = run_cli(argv, capsys, source=source)
+    assert code == 0
+    stages = [line.split(":")[0] for line in err.splitlines() if line.startswith(("search:", "layer"))]
+    assert stages[0] == "search" and "crawler " in err and "selector " in err and "Top papers" in out
+
+
+def test_stage_progress_counts_a_scripted_run():
+    from pasa.runner import StageProgress, with_stage_progress
+
+    crawler = Crawler(ScriptedLLM(default_reply="[Search] s\n[StopSearch]"))
+    papers = [paper("2401.00001", "A title", sections={"Intro": ["Cited"]}), paper("2401.00002", "Cited")]
+    source = InMemoryPaperSource(papers, {"s": ["2401.00001"]})
+    agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=1))
+    lines = []
+    progress = StageProgress(write=lines.append)
+    with_stage_progress(agent, progress).run("q")
+    progress.finish()
+    assert lines[0].startswith("search: crawler 1 queries, search 1 calls -> 1 ids, lookups 1, selector 1 scored")
+    assert lines[1].startswith("layer 1: ") and "title lookups" in lines[1]
