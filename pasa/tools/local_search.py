@@ -56,6 +56,12 @@ BM25_DIR = "bm25"
 PUBLISHED = "published.npy"
 INDEX_SOURCE = "SearchFrom:local_index"  # source tag of papers indexed from a jsonl without their own tag
 MAX_SKIP_WARNINGS = 20  # one warning per skipped record up to this many, then a summary
+INDEX_FILES = frozenset({MANIFEST, RECORDS, BM25_DIR, PUBLISHED})  # everything an index folder holds
+
+
+class SearchIndexError(ValueError):
+    """A search index folder is missing, damaged (truncated records, lost files) or not an index; one line."""
+
 
 # Lucene's English stopwords plus common connectives of search queries ("... for ...", "... via ...").
 STOPWORDS = frozenset(
@@ -144,11 +150,16 @@ def paper_from_record(record: dict) -> Paper:
 def load_papers_jsonl(path: str, skipped: list[str] | None = None) -> Iterator[Paper]:
     """Papers from a jsonl of ``arxiv_id, title, abstract, sections, published`` records.
 
-    Malformed lines (bad JSON, missing id or title, wrong types, bad dates) are logged with their line number,
-    appended to ``skipped`` when given, and skipped.
+    Malformed lines (bad JSON, not UTF-8, missing id or title, wrong types, bad dates) are logged with their line
+    number, appended to ``skipped`` when given, and skipped.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:  # one bad byte skips its line, not the build
+                _note_skip(skipped, f"{path}:{lineno}: not UTF-8 ({err.reason} at byte {err.start}); skipped")
+                continue
             if not line.strip():
                 continue
             try:
@@ -220,17 +231,35 @@ def _compatible(manifest: dict | None) -> bool:
     )
 
 
-def _looks_like_index(path: str) -> bool:
-    """An index folder, even a damaged one (manifest unreadable or missing), as opposed to someone's data."""
+def _not_ours(path: str) -> str | None:
+    """Why ``path`` may not be replaced by an index, or ``None`` when it is an index this module wrote.
+
+    Ours: an empty folder; a folder holding only index files whose manifest carries our format marker; or, for a
+    damaged index whose manifest is lost or unreadable, only index files including the records and the BM25
+    matrix. Anything else (someone's ``manifest.json``, an index folder with other files in it) is refused.
+    """
+    if not os.path.isdir(path):
+        return "it is a file"
     names = set(os.listdir(path))
-    return not names or MANIFEST in names or {RECORDS, BM25_DIR} <= names
+    if not names:
+        return None
+    others = sorted(names - INDEX_FILES)
+    if others:
+        return f"it holds files an index does not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    manifest = _read_manifest(path)
+    if manifest is not None:
+        return None if manifest.get("format") == FORMAT else f"its {MANIFEST} is not a {FORMAT} manifest"
+    if {RECORDS, BM25_DIR} <= names:
+        return None  # a damaged index of ours (manifest lost or cut short)
+    return "it has no index manifest"
 
 
 def _replace_dir(tmp_dir: str, index_dir: str) -> None:
-    """Move a finished index folder into place; an existing index there is replaced, anything else refused."""
+    """Move a finished index folder into place; an index this module wrote is replaced, anything else refused."""
     if os.path.lexists(index_dir):
-        if not os.path.isdir(index_dir) or not _looks_like_index(index_dir):
-            raise FileExistsError(f"{index_dir} exists and is not a search index; refusing to overwrite it")
+        why = _not_ours(index_dir)
+        if why is not None:
+            raise FileExistsError(f"{index_dir} is not a search index ({why}); refusing to overwrite it")
         trash = tempfile.mkdtemp(dir=os.path.dirname(index_dir), prefix=".old-index-")
         os.replace(index_dir, os.path.join(trash, "index"))
         os.replace(tmp_dir, index_dir)
@@ -261,27 +290,58 @@ class LocalSearchIndex:
         """Open ``index_dir``; prefer ``load``."""
         import bm25s
 
+        rebuild = f"rebuild it with `pasa index --output {index_dir} ...`"
+        if not os.path.exists(index_dir):
+            raise SearchIndexError(f"search index {index_dir} does not exist; build it with `pasa index`")
+        if not os.path.isdir(index_dir):
+            raise SearchIndexError(f"search index {index_dir} is a file; pass the folder `pasa index` wrote")
         manifest = _read_manifest(index_dir)
         if manifest is None:
-            raise FileNotFoundError(
-                f"{index_dir} is not a search index (no readable {MANIFEST}); build it with `pasa index`"
-            )
+            raise SearchIndexError(f"{index_dir} is not a search index (no readable {MANIFEST}); {rebuild}")
         if not _compatible(manifest):
-            raise ValueError(
+            raise SearchIndexError(
                 f"the index in {index_dir} was built by another version (format {manifest.get('format_version')}, "
-                f"tokenizer {manifest.get('tokenizer')!r}); rebuild it with `pasa index`"
+                f"tokenizer {manifest.get('tokenizer')!r}); {rebuild}"
             )
         self.index_dir = index_dir
         self.manifest = manifest
-        self._bm25 = bm25s.BM25.load(os.path.join(index_dir, BM25_DIR), mmap=True)
-        self._vocab: dict[str, int] = self._bm25.vocab_dict
-        self._published = np.load(os.path.join(index_dir, PUBLISHED), mmap_mode="r")
         self._db_uri = f"file:{os.path.abspath(os.path.join(index_dir, RECORDS))}?mode=ro"
+        try:
+            self._bm25 = bm25s.BM25.load(os.path.join(index_dir, BM25_DIR), mmap=True)
+            self._vocab: dict[str, int] = self._bm25.vocab_dict
+            self._published = np.load(os.path.join(index_dir, PUBLISHED), mmap_mode="r")
+            rows = self._count_records()
+        except SearchIndexError:
+            raise
+        except Exception as err:  # a lost or cut file: one line naming it, not a traceback or 0 results
+            raise SearchIndexError(
+                f"the index in {index_dir} is damaged ({type(err).__name__}: {err}); {rebuild}"
+            ) from err
+        expected = int(manifest.get("records", -1))
+        if rows != expected or len(self._published) != expected:
+            raise SearchIndexError(
+                f"the index in {index_dir} is damaged ({RECORDS} has {rows} records, {PUBLISHED} "
+                f"{len(self._published)}, the manifest says {expected}); {rebuild}"
+            )
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         if _owned_tmp:  # an index built without a folder lives in a temporary one until garbage-collected
             self._finalizer = weakref.finalize(self, shutil.rmtree, index_dir, True)
+
+    def _count_records(self) -> int:
+        """Rows in ``records.sqlite`` (a truncated or empty file raises: it has no readable ``papers`` table)."""
+        if not os.path.isfile(os.path.join(self.index_dir, RECORDS)):
+            raise SearchIndexError(f"the index in {self.index_dir} has no {RECORDS}")
+        con = sqlite3.connect(self._db_uri, uri=True)
+        try:
+            (rows,) = con.execute("SELECT count(*) FROM papers").fetchone()
+            con.execute("SELECT max(row), min(row) FROM papers").fetchone()
+        except sqlite3.DatabaseError as err:
+            raise SearchIndexError(f"the index in {self.index_dir} is damaged ({RECORDS}: {err})") from err
+        finally:
+            con.close()
+        return int(rows)
 
     # -- construction -----------------------------------------------------------------------------------------------
     @classmethod

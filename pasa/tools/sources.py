@@ -333,7 +333,7 @@ def build_paper_source(
     Args:
         paper_db, id2paper: the released local paper database (consulted first for lookups, as released).
         index: a persisted offline search index (``pasa index``). A missing or damaged folder raises
-            ``pasa.tools.local_search.IndexError`` with a one-line message.
+            ``pasa.tools.local_search.SearchIndexError`` with a one-line message.
         online: search Google via Serper and resolve through arXiv/ar5iv. ``None``: online iff ``SERPER_API_KEY``
             is set. Offline with a paper DB but no index: the index is built once (or loaded) beside the zip.
         http: the ``HttpClient`` for online services (default: one built from ``services``).

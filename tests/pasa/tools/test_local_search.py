@@ -17,7 +17,9 @@ from pasa.paper import Paper
 from pasa.selector import Selector
 from pasa.tools.local_search import (
     MANIFEST,
+    RECORDS,
     LocalSearchIndex,
+    SearchIndexError,
     load_papers_jsonl,
     normalize_date,
     tokenize,
@@ -142,8 +144,64 @@ def test_save_replaces_an_index_but_refuses_other_folders(tmp_path, demo_index):
     with pytest.raises(FileExistsError, match="not a search index"):
         demo_index.save(str(precious))
     assert (precious / "notes.txt").read_text() == "keep me"
-    with pytest.raises(FileNotFoundError, match="pasa index"):
+    with pytest.raises(SearchIndexError, match="pasa index"):
         LocalSearchIndex.load(str(precious))
+
+
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        ({"manifest.json": '{"name": "my web app"}'}, "not a pasa-local-search manifest"),
+        ({"manifest.json": '{"format": "pasa-local-search"}', "thesis.tex": "keep"}, "thesis.tex"),
+        ({"manifest.json": "{broken"}, "no index manifest"),
+    ],
+)
+def test_pasa_index_never_deletes_a_folder_it_did_not_write(tmp_path, capsys, setup, reason):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name, text in setup.items():
+        (folder / name).write_text(text)
+    path = tmp_path / "papers.jsonl"
+    path.write_text("\n".join(JSONL_LINES) + "\n")
+    assert cli_main(["index", "--jsonl", str(path), "--output", str(folder)]) == 2
+    assert reason in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in folder.iterdir()} == setup  # untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_missing_truncated_or_damaged_index_is_one_clear_error(tmp_path):
+    with pytest.raises(SearchIndexError, match="does not exist"):
+        LocalSearchIndex.load(str(tmp_path / "nowhere"))
+    folder = tmp_path / "idx"
+    LocalSearchIndex.build(demo_papers(), str(folder))
+    records = folder / RECORDS
+    data = records.read_bytes()
+    records.write_bytes(data[: len(data) // 3])  # cut short: not "0 papers for every query"
+    with pytest.raises(SearchIndexError, match="damaged"):
+        LocalSearchIndex.load(str(folder))
+    records.write_bytes(b"")
+    with pytest.raises(SearchIndexError, match="damaged"):
+        LocalSearchIndex.load(str(folder))
+    records.write_bytes(data)
+    assert len(LocalSearchIndex.load(str(folder))) == 16
+    (folder / "published.npy").unlink()
+    with pytest.raises(SearchIndexError, match="damaged"):
+        LocalSearchIndex.load(str(folder))
+
+
+def test_non_utf8_byte_skips_that_line_only(tmp_path, caplog):
+    path = tmp_path / "papers.jsonl"
+    good = '{"arxiv_id": "2401.00001", "title": "Sparse retrieval at scale", "abstract": "x"}'
+    path.write_bytes(
+        good.encode()
+        + b"\n"
+        + b'{"arxiv_id": "2401.00002", "title": "Bad \xff byte"}\n'
+        + good.replace("00001", "00003").encode()
+        + b"\n"
+    )
+    skipped = []
+    assert [p.arxiv_id for p in load_papers_jsonl(str(path), skipped)] == ["2401.00001", "2401.00003"]
+    assert len(skipped) == 1 and "papers.jsonl:2: not UTF-8" in caplog.text
 
 
 def test_incompatible_manifest_is_a_clear_error(tmp_path):
