@@ -1,4 +1,4 @@
-"""The ``pasa`` command: ``pasa run | demo | eval | baseline | index``.
+"""The ``pasa`` command: ``pasa run | demo | eval | baseline | index | download | reproduce | tiny``.
 
 Each subcommand lives in its own module with a ``main(argv) -> int``; this file only dispatches, so
 ``pasa eval`` never imports torch.
@@ -15,20 +15,43 @@ COMMANDS = {
     "eval": ("pasa.evaluate:main", "score a results folder with the paper's metrics"),
     "baseline": ("pasa.baselines:main", "run a baseline (Google, Google + LLM paraphrase) into a results folder"),
     "index": ("pasa.tools.local_search:main", "build the offline search index over a paper database"),
+    "build-db": ("pasa.build_db:main", "build a paper database (+ search/title indexes) from unarXive and arXiv metadata"),
+    "download": ("pasa.download:main", "download the released checkpoints, base model and data (Hugging Face)"),
+    "reproduce": ("pasa.reproduce:main", "run RealScholarQuery + AutoScholarQuery test, table beside the paper's"),
+    "tiny": ("pasa.tiny:main", "build tiny checkpoints, paper DB and data files (CPU smoke runs, docs tests)"),
 }
 
 
+def version() -> str:
+    """The installed package's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("pasa")
+    except PackageNotFoundError:
+        from pasa import __version__
+
+        return __version__
+
+
 def usage() -> str:
-    lines = ["usage: pasa <command> [options]", "", "commands:"]
+    lines = ["usage: pasa <command> [options]", "       pasa --version", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`pasa <command> --help` for the options of one command."]
+    lines += ["", "`pasa <command> --help` for the options of one command, e.g. `pasa run --help`."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"pasa {version()}")
         return 0
     if argv[0] not in COMMANDS:
         print(f"pasa: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
