@@ -62,10 +62,12 @@ ALIASES: tuple[FlagAlias, ...] = (
     # agent models
     _alias("--crawler", "--crawler_path"),
     _alias("--selector", "--selector_path"),
-    _alias("--reward_model_path", "--selector_path", released=True),  # released PPO: the selector
     # SFT
     _alias("--max_seq_length", "--max_length", released=True),  # released trl SFTConfig
     # released PPO config (hyc2026/trl trl/trainer/ppo_config.py) -> SessionPPOConfig
+    # released examples/scripts/ppo/ppo_tldr.py loads the VALUE model (fresh scalar head) from reward_model_path;
+    # its call_selector is a stub, so it never named the selector (DESIGN §1.4)
+    _alias("--reward_model_path", "--value_model_path", released=True),
     _alias("--paper_id", "--id2paper", released=True),
     _alias("--use_vm", "--use_value_bootstrap", released=True),
     _alias("--search_select_score", "--alpha_search", released=True),
