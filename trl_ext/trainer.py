@@ -14,14 +14,17 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 from accelerate import Accelerator
-from transformers import Trainer
+from transformers import GenerationConfig, Trainer
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, propagate_args_to_deepspeed
 from transformers.integrations import get_reporting_integration_callbacks
 from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
 from transformers.trainer_callback import CallbackHandler, PrinterCallback, TrainerControl, TrainerState
@@ -36,6 +39,85 @@ from trl_ext.env import Episode, PaperSearchEnv, Session, SessionOutcome
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE_DIR = "train_state"  # inside a checkpoint: accelerate state (policy + value + optimizer) for resume
+
+
+def gathered_params(params, modifier_rank: int | None = None):
+    """``deepspeed.zero.GatheredParameters`` when ZeRO-3 partitions the models, else a no-op context.
+
+    Under ``accelerate launch`` with ZeRO-3, ``from_pretrained`` loads inside ``deepspeed.zero.Init``: every
+    parameter is an empty shard until gathered. Writes inside the context need ``modifier_rank`` (that rank's values
+    are broadcast on exit).
+    """
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
+
+
+def init_value_head(value_model: nn.Module, std: float, seed: int) -> None:
+    """Fresh scalar head ~ N(0, std), bias 0 (released ppo_tldr.py), the same on every process and every stage.
+
+    Under ZeRO-3 the head is partitioned at load time, so it is gathered, initialised on rank 0 and broadcast
+    (issue 9 item 10: an init outside the gather acts on an empty shard and does nothing).
+    """
+    head = [m for m in value_model.score.modules() if isinstance(m, nn.Linear)]
+    params = [p for m in head for p in m.parameters()]
+    with gathered_params(params, modifier_rank=0):
+        torch.manual_seed(seed)
+        for m in head:
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def rollout_generation_config(args: SessionPPOConfig, tokenizer, max_new_tokens: int) -> GenerationConfig:
+    """The complete sampling configuration of a rollout: temperature only, no other logits processor.
+
+    Set as the policy's ``generation_config`` during sampling (not merged with it): transformers fills every unset
+    field of a passed config from the model's own, so a checkpoint's ``repetition_penalty``, ``top_k``,
+    ``bad_words_ids`` ... would change the behaviour policy while the old log-probs are recomputed without them
+    (issue 9 item 5). With this config the sampling distribution is softmax(logits / temperature), exactly the one
+    ``_response_logprobs`` scores.
+    """
+    return GenerationConfig(
+        do_sample=True,
+        temperature=args.temperature + 1e-7,
+        top_k=0,
+        top_p=1.0,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        length_penalty=1.0,
+        min_length=0,
+        num_beams=1,
+        num_return_sequences=1,
+        renormalize_logits=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+
+
+def masked_std(x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Standard deviation of ``x`` over ``mask`` (population), for logging."""
+    mean = R.masked_mean(x, mask)
+    return R.masked_mean((x - mean) ** 2, mask).sqrt().item()
+
+
+@contextmanager
+def generation_config_of(model: nn.Module, config: GenerationConfig) -> Iterator[nn.Module]:
+    """Temporarily replace ``model.generation_config`` (restored on exit)."""
+    saved = model.generation_config
+    model.generation_config = config
+    try:
+        yield model
+    finally:
+        model.generation_config = saved
 
 
 class PolicyAndValueWrapper(nn.Module):
@@ -172,13 +254,21 @@ class SessionPPOTrainer(Trainer):
         self.train_dataset = train_dataset
         self.env = env
 
-        # 1. accelerator and batch sizes (an update = local_queries_per_update user queries on every process)
+        # 1. accelerator and batch sizes (an update = local_queries_per_update user queries on every process).
+        # Under `accelerate launch` with a DeepSpeed config, TrainingArguments built the DeepSpeed plugin (and, for
+        # ZeRO-3, made from_pretrained load partitioned); the accelerator must use that plugin, as transformers'
+        # Trainer does, and DeepSpeed's micro-batch / accumulation / clipping come from these arguments.
+        plugin = getattr(args, "deepspeed_plugin", None)
         self.accelerator = accelerator = Accelerator(
-            cpu=args.use_cpu,
+            cpu=args.use_cpu and plugin is None,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision="bf16" if args.bf16 else ("fp16" if args.fp16 else None),
+            deepspeed_plugin=plugin,
         )
         self.is_deepspeed_enabled = getattr(accelerator.state, "deepspeed_plugin", None) is not None
+        self.zero_stage = accelerator.state.deepspeed_plugin.zero_stage if self.is_deepspeed_enabled else 0
+        if self.is_deepspeed_enabled:
+            propagate_args_to_deepspeed(accelerator, args)
         self.is_fsdp_enabled = False
         self.world_size = accelerator.num_processes
         self.episodes_per_update = args.local_queries_per_update * self.world_size
@@ -199,8 +289,16 @@ class SessionPPOTrainer(Trainer):
         self.model = PolicyAndValueWrapper(policy, value_model)
         self.model.config = policy.config
 
-        # 3. optimizer (policy + value parameters) and a scheduler stepped once per update (released)
-        self.optimizer = torch.optim.AdamW(
+        # 3. optimizer (policy + value parameters) and a scheduler stepped once per update (released). With ZeRO
+        # optimizer offload on GPUs, DeepSpeed's CPU Adam (same AdamW math, vectorised on the host); on CPU-only
+        # runs torch's AdamW, which DeepSpeed accepts once told not to force its own.
+        offload = self.is_deepspeed_enabled and self._offload_device("offload_optimizer") not in (None, "none")
+        optimizer_cls = torch.optim.AdamW
+        if offload and accelerator.device.type != "cpu":
+            from deepspeed.ops.adam import DeepSpeedCPUAdam as optimizer_cls  # noqa: N813
+        elif offload:
+            accelerator.state.deepspeed_plugin.deepspeed_config["zero_force_ds_cpu_optimizer"] = False
+        self.optimizer = optimizer_cls(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=args.learning_rate,
             betas=(args.adam_beta1, args.adam_beta2),
@@ -216,9 +314,6 @@ class SessionPPOTrainer(Trainer):
             num_training_steps=self.num_updates,
             scheduler_specific_kwargs=args.lr_scheduler_kwargs,
         )
-        if self.is_deepspeed_enabled:
-            ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
-            ds_config["train_micro_batch_size_per_gpu"] = args.per_device_train_batch_size
         torch.manual_seed(args.seed)
         self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
         accelerator.register_for_checkpointing(self.lr_scheduler)
@@ -244,6 +339,11 @@ class SessionPPOTrainer(Trainer):
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
 
+    def _offload_device(self, key: str) -> str | None:
+        """``zero_optimization.<key>.device`` of the DeepSpeed config (``offload_optimizer`` / ``offload_param``)."""
+        zero = self.accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+        return (zero.get(key) or {}).get("device")
+
     # -- data -------------------------------------------------------------------------------------------------------
     def _episodes_for_update(self, update: int) -> list[Episode]:
         """This process's user queries for an update: a seeded permutation per pass over the data (resumable)."""
@@ -252,10 +352,12 @@ class SessionPPOTrainer(Trainer):
         local = self.args.local_queries_per_update
         first = start + self.accelerator.process_index * local
         episodes = []
+        self._episode_index = {}
         for k in range(first, first + local):
             perm = np.random.default_rng(self.args.seed + k // n).permutation(n)
             r = self.train_dataset[int(perm[k % n])]
             episodes.append(Episode.from_titles(r["question"], r.get("answer", []), r.get("end_date")))
+            self._episode_index[id(episodes[-1])] = k
         return episodes
 
     # -- tokenisation -----------------------------------------------------------------------------------------------
@@ -299,29 +401,36 @@ class SessionPPOTrainer(Trainer):
         return selective_log_softmax(logits, responses)
 
     # -- rollout ----------------------------------------------------------------------------------------------------
+    def _sampling_seed(self, session: Session, update: int, round_index: int) -> int:
+        """Seed of the generate call that starts with ``session``: from the run seed, the update, the round, the
+        global index of the session's user query and its prompt, so a rollout does not depend on how the queries
+        are split over processes (with ``local_rollout_forward_batch_size=1``) nor on where a run was resumed."""
+        k = getattr(self, "_episode_index", {}).get(id(session.episode), -1)
+        key = f"{self.args.seed}|{update}|{round_index}|{k}|{session.prompt}"
+        return zlib.crc32(key.encode("utf-8"))
+
     @torch.no_grad()
-    def _generate(self, unwrapped, sessions: list[Session]) -> tuple[list[list[int]], list[list[int]], list[str]]:
-        """Sample one reply per session; returns prompt ids, reply ids (through EOS) and decoded replies."""
+    def _generate(
+        self, unwrapped, sessions: list[Session], update: int = 0, round_index: int = 0
+    ) -> tuple[list[list[int]], list[list[int]], list[str]]:
+        """Sample one reply per session; returns prompt ids, reply ids (through EOS) and decoded replies.
+
+        ``unwrapped`` holds full weights (gathered under ZeRO-3), so calls are local: processes may make
+        different numbers of them.
+        """
         args, tok = self.args, self.processing_class
         prompts, replies, texts = [], [], []
         bs = args.local_rollout_forward_batch_size
         for i in range(0, len(sessions), bs):
             chunk = [self._chat_ids(s.prompt, args.max_prompt_length) for s in sessions[i : i + bs]]
             ids, mask = self._left_pad(chunk)
-            budget = {"max_new_tokens": args.response_length}
+            budget = args.response_length
             if args.response_length_is_total:  # released: GenerationConfig(max_length=response_length)
-                budget = {"max_new_tokens": max(1, args.response_length - ids.shape[1])}
-            out = unwrapped.policy.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=True,
-                temperature=args.temperature + 1e-7,
-                top_k=0,
-                top_p=1.0,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                **budget,
-            )
+                budget = max(1, args.response_length - ids.shape[1])
+            torch.manual_seed(self._sampling_seed(sessions[i], update, round_index))
+            config = rollout_generation_config(args, tok, budget)
+            with generation_config_of(unwrapped.policy, config) as policy:
+                out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             for p, row in zip(chunk, out[:, ids.shape[1] :].tolist(), strict=True):
                 if tok.eos_token_id in row:
                     row = row[: row.index(tok.eos_token_id) + 1]
@@ -356,8 +465,14 @@ class SessionPPOTrainer(Trainer):
         return int(self.accelerator.gather(t).max().item())
 
     @torch.no_grad()
-    def _rollout(self, episodes: list[Episode]) -> RolloutBatch:
-        """Steps 1-3: multi-round rollout, selector/value scores, per-token environment rewards."""
+    def _rollout(self, episodes: list[Episode], update: int = 0) -> RolloutBatch:
+        """Steps 1-3: multi-round rollout, selector/value scores, per-token environment rewards.
+
+        Generation, the value bootstrap and the rollout's policy/value forwards run inside
+        ``unwrap_model_for_generation``, which under ZeRO-3 gathers the whole policy+value wrapper once (one
+        collective on entry and exit; local forwards in between). The reference model stays partitioned, so its
+        forwards are collective and every process runs the same number of them.
+        """
         args, tok, accelerator = self.args, self.processing_class, self.accelerator
         prompts, replies, kinds, rounds, outcomes = [], [], [], [], []
         sessions = [self.env.search_session(e) for e in episodes]
@@ -366,7 +481,7 @@ class SessionPPOTrainer(Trainer):
             for r in range(args.rounds):
                 # 1. rollout sessions
                 if sessions:
-                    p, rep, texts = self._generate(unwrapped, sessions)
+                    p, rep, texts = self._generate(unwrapped, sessions, update, r)
                     # 2. selector scores (inside the env) and value bootstrap of the sessions each action opens
                     outs, next_sessions = self.env.step(sessions, texts, lambda s: self._session_values(unwrapped, s))
                     prompts += p
@@ -409,11 +524,21 @@ class SessionPPOTrainer(Trainer):
                 )
         batch.logprobs = torch.cat(logprobs).masked_fill(~action_mask, 0.0)
         batch.ref_logprobs = torch.cat(ref_logprobs).masked_fill(~action_mask, 0.0)
-        batch.values = torch.cat(values).masked_fill(~action_mask, 0.0)
+        batch.values = torch.cat(values).masked_fill(~R.value_mask(action_mask, args.bootstrap_after_eos), 0.0)
 
         # 3. rewards: each action's reward on the token holding the `[` that ends it, the stop bonus on its `]`
         scores = torch.zeros((n, width))
         for i, (row, outcome) in enumerate(zip(replies, outcomes, strict=True)):
+            if args.reward_on_bracket_ids:  # released: by the token ids of `[` / `]` (Qwen 58 / 60)
+                scores[i] = R.place_rewards_on_bracket_ids(
+                    torch.tensor(row, dtype=torch.long),
+                    torch.tensor([a.reward for a in outcome.actions]),
+                    outcome.stop_reward if outcome.stop_char is not None else None,
+                    tok.convert_tokens_to_ids("["),
+                    tok.convert_tokens_to_ids("]"),
+                    length=width,
+                )
+                continue
             chars, vals = outcome.reward_positions()
             ends = torch.tensor(token_char_ends(tok, row), dtype=torch.long)
             scores[i] = R.place_rewards_on_tokens(ends, torch.tensor(chars), torch.tensor(vals), length=width)
@@ -445,15 +570,24 @@ class SessionPPOTrainer(Trainer):
         for update in range(start_update, self.num_updates + 1):
             episodes = self._episodes_for_update(update)
             # 1-3. rollout, scores, environment rewards
-            batch = self._rollout(episodes)
+            batch = self._rollout(episodes, update)
             # 4. returns and advantages: KL-penalised token rewards, GAE over the generated tokens
             mask = batch.action_mask
             batch.rewards = R.token_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, args.kl_coef, mask)
-            batch.advantages, batch.returns = R.masked_gae(batch.rewards, batch.values, mask, args.gamma, args.lam)
+            vmask = R.value_mask(mask, args.bootstrap_after_eos)  # released: + the state after EOS
+            batch.advantages, batch.returns = R.masked_gae(batch.rewards, batch.values, vmask, args.gamma, args.lam)
+            batch.advantages = batch.advantages.masked_fill(~mask, 0.0)
+            spread = {
+                "val/returns_mean": R.masked_mean(batch.returns, mask).item(),
+                "val/returns_std": masked_std(batch.returns, mask),
+                "val/advantages_mean": R.masked_mean(batch.advantages, mask).item(),  # before whitening
+                "val/advantages_std": masked_std(batch.advantages, mask),
+            }
             if args.whiten_advantages:
                 batch.advantages = R.masked_whiten(batch.advantages, mask)
             # 5. PPO epochs
             stats = self._ppo_epochs(batch, policy_on=update > args.value_warmup_updates)
+            stats.update(spread)
             # 6. log, schedule, save
             self.lr_scheduler.step()
             self.state.global_step = update
@@ -510,7 +644,11 @@ class SessionPPOTrainer(Trainer):
                         args.cliprange,
                     )
                     vf_loss, vf_stats = R.ppo_value_loss(
-                        vpred, batch.values[idx].to(dev), batch.returns[idx].to(dev), mb_mask, args.cliprange_value
+                        vpred,
+                        batch.values[idx].to(dev),
+                        batch.returns[idx].to(dev),
+                        R.value_mask(mb_mask, args.bootstrap_after_eos),
+                        args.cliprange_value,
                     )
                     loss = weight * (pg_coef * pg_loss + args.vf_coef * vf_loss)
                     accelerator.backward(loss)
@@ -546,6 +684,7 @@ class SessionPPOTrainer(Trainer):
             "objective/scores": batch.scores.sum(1).sum().item(),
             "env/reward_per_session": sum(o.total_reward for o in outs),
             "env/actions": sum(len(o.actions) for o in outs),
+            "env/failed_calls": sum(sum(o.failures.values()) for o in outs),
             "env/stops": sum(o.stop_char is not None for o in outs),
             "env/new_papers": sum(len(a.new_papers) for o in outs for a in o.actions),
             "env/relevant_papers": sum(a.n_relevant for o in outs for a in o.actions),
