@@ -47,7 +47,7 @@ from pasa.paper import Paper, Sections, normalize_arxiv_id, title_key
 logger = logging.getLogger(__name__)
 
 FORMAT = "pasa-local-search"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records carry section_ids (cited arXiv ids, `pasa build-db`)
 TOKENIZER = "words-stopwords-sstem-v1"  # bump when tokenize() changes: cached indexes are then rebuilt
 TITLE_WEIGHT = 2  # the title's words count this many times (a title match outranks an abstract match)
 MANIFEST = "manifest.json"
@@ -392,7 +392,7 @@ class LocalSearchIndex:
         con.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
             "CREATE TABLE papers(row INTEGER PRIMARY KEY, arxiv_id TEXT NOT NULL, title TEXT NOT NULL,"
-            " abstract TEXT NOT NULL, sections TEXT, published TEXT, source TEXT, tkey TEXT NOT NULL);"
+            " abstract TEXT NOT NULL, sections TEXT, published TEXT, source TEXT, tkey TEXT NOT NULL, section_ids TEXT);"
         )
         vocab: dict[str, int] = {}
         doc_tokens: list[array] = []
@@ -420,11 +420,11 @@ class LocalSearchIndex:
             sections = json.dumps(paper.sections, ensure_ascii=False) if paper.sections is not None else None
             row = len(doc_tokens) - 1  # the BM25 document number
             batch.append((row, arxiv_id, title, paper.abstract or "", sections, date, paper.source or INDEX_SOURCE,
-                          title_key(title)))  # fmt: skip
+                          title_key(title), json.dumps(paper.section_ids) if paper.section_ids else None))  # fmt: skip
             if len(batch) >= 10_000:
-                con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
                 batch.clear()
-        con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
         if not doc_tokens:
             con.close()
             raise ValueError(f"no valid records to index ({len(skipped)} skipped)")
@@ -538,14 +538,15 @@ class LocalSearchIndex:
         row = (
             self._db()
             .execute(
-                f"SELECT arxiv_id, title, abstract, sections, source, published FROM papers WHERE {where}", (arg,)
+                f"SELECT arxiv_id, title, abstract, sections, source, published, section_ids FROM papers WHERE {where}", (arg,)
             )
             .fetchone()
         )
         if row is None:
             return None
-        arxiv_id, title, abstract, sections, source, published = row
-        return Paper(arxiv_id, title, abstract, json.loads(sections) if sections else None, source, published)
+        arxiv_id, title, abstract, sections, source, published, section_ids = row
+        return Paper(arxiv_id, title, abstract, json.loads(sections) if sections else None, source, published,
+                     section_ids=json.loads(section_ids) if section_ids else None)  # fmt: skip
 
     def get_by_id(self, arxiv_id: str) -> Paper | None:
         """The paper with this arXiv id (any version, ``arXiv:`` prefix allowed)."""
