@@ -193,8 +193,8 @@ class CompositePaperSource:
 
 
 class TitleLookupSource:
-    """A title-only lookup (``pasa.tools.title_index.TitleIndex``) as a ``PaperSource``: searches nothing, knows
-    no ids, answers ``get_by_title``."""
+    """A metadata lookup (``pasa.tools.title_index.TitleIndex``) as a ``PaperSource``: searches nothing, has no
+    sections, answers ``get_by_title`` (and ``get_by_id`` when the index has it)."""
 
     def __init__(self, index):
         self.index = index
@@ -203,7 +203,8 @@ class TitleLookupSource:
         return []
 
     def get_by_id(self, arxiv_id: str) -> Paper | None:
-        return None
+        get = getattr(self.index, "get_by_id", None)
+        return get(arxiv_id) if get is not None else None
 
     def get_by_title(self, title: str) -> Paper | None:
         return self.index.get_by_title(title)
@@ -321,7 +322,7 @@ def build_paper_source(
     index: str | None = None,
     online: bool | None = None,
     http=None,
-    services=None,
+    service=None,
     title_index: str | None = None,
     released_behaviour: bool = False,
     released_serper: bool = False,
@@ -336,8 +337,8 @@ def build_paper_source(
             ``pasa.tools.local_search.SearchIndexError`` with a one-line message.
         online: search Google via Serper and resolve through arXiv/ar5iv. ``None``: online iff ``SERPER_API_KEY``
             is set. Offline with a paper DB but no index: the index is built once (or loaded) beside the zip.
-        http: the ``HttpClient`` for online services (default: one built from ``services``).
-        services: ``pasa.tools.http.ServiceArgs`` (service URLs, timeouts, retries); default from the environment.
+        http: the ``HttpClient`` for online services (default: one built from ``service``).
+        service: ``pasa.tools.http.ServiceArgs`` (service URLs, timeouts, retries); default from the environment.
         title_index: a ``pasa.tools.title_index.TitleIndex`` folder, asked for titles before the arXiv API.
         released_behaviour: set every tools-layer released flag below (COORD contract 1).
         released_serper, released_cite_split, released_title_match: see ``OnlinePaperSource``.
@@ -371,14 +372,14 @@ def build_paper_source(
     if online:
         from pasa.tools.http import HttpClient, ServiceArgs
 
-        services = services if services is not None else ServiceArgs()
+        service = service if service is not None else ServiceArgs()
         if http is None:
-            http = HttpClient(services.http_config())
+            http = HttpClient(service.http_config())
         remote = OnlinePaperSource(
             http,
-            serper_url=services.serper_url,
-            arxiv_url=services.arxiv_url,
-            ar5iv_url=services.ar5iv_url,
+            serper_url=service.serper_url,
+            arxiv_url=service.arxiv_url,
+            ar5iv_url=service.ar5iv_url,
             released_serper=released_serper,
             released_cite_split=released_cite_split,
             released_title_match=released_title_match,

@@ -4,7 +4,7 @@ multi-cite slip behind its flag, bibliography titles (parse_metadata table), pag
 import pytest
 
 from pasa.tools.ar5iv import Reference, fetch_ar5iv_html, fetch_section_citations, parse_ar5iv_html, parse_metadata
-from pasa.tools.http import PaperNotFoundError
+from pasa.tools.http import BadAnswerError, PaperNotFoundError
 from tests.pasa.tools.test_http import Reply, Script, make_client, serve
 
 SEMI = "Semi-supervised sequence learning."
@@ -180,3 +180,30 @@ def test_fetch_page_with_nothing_citable_returns_empty(tmp_path, fixtures_dir):
     script = Script({"/html/2101.00001": Reply(200, (fixtures_dir / "ar5iv_no_sections.html").read_text())})
     with serve(script) as url, make_client(tmp_path) as http:
         assert fetch_section_citations(http, "2101.00001", url_template=f"{url}/html/{{arxiv_id}}") == {}
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        ("", "empty answer"),
+        ("<html><body>Service temporarily unavailable</body></html>", "not a LaTeXML page"),
+        ("cut", "cut short"),  # replaced below by the first half of the real page
+    ],
+)
+def test_bad_pages_are_bad_answers_never_cached(tmp_path, bert_html, body, error):
+    if body == "cut":
+        body = bert_html[: len(bert_html) // 2]
+    script = Script({"/html/1810.04805": [Reply(200, body), Reply(200, bert_html)]})
+    with serve(script) as url, make_client(tmp_path, max_retries=0) as http:
+        template = f"{url}/html/{{arxiv_id}}"
+        with pytest.raises(BadAnswerError, match=error):
+            fetch_section_citations(http, "1810.04805", url_template=template)
+        assert fetch_section_citations(http, "1810.04805", url_template=template) == EXPECTED  # not replayed
+        assert fetch_section_citations(http, "1810.04805", url_template=template) == EXPECTED  # cached now
+    assert script.count() == 2
+
+
+def test_abstract_page_without_redirect_is_not_found(tmp_path, fixtures_dir):
+    script = Script({"/html/2101.00002": Reply(200, (fixtures_dir / "ar5iv_not_latexml.html").read_text())})
+    with serve(script) as url, make_client(tmp_path) as http, pytest.raises(PaperNotFoundError):
+        fetch_section_citations(http, "2101.00002", url_template=f"{url}/html/{{arxiv_id}}")

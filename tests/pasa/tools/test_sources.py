@@ -13,7 +13,7 @@ from pasa.agent import AgentConfig, PaperAgent
 from pasa.crawler import Crawler
 from pasa.paper import Paper
 from pasa.selector import Selector
-from pasa.tools.http import HTTPStatusError, MissingAPIKeyError, ServiceError
+from pasa.tools.http import BadAnswerError, HTTPStatusError, MissingAPIKeyError, ServiceError
 from pasa.tools.paper_db import build_paper_db
 from pasa.tools.sources import (
     NO_SOURCE_HELP,
@@ -260,3 +260,73 @@ def test_factory_offline_builds_then_reuses_the_index(tmp_path, monkeypatch, cap
     # the persisted index alone is a complete offline source
     alone = build_paper_source(index=index_dir, online=False)
     assert alone.search("sparse attention", 5) == ["2401.00002"] and alone.get_by_id("2401.00001") is not None
+
+
+def test_factory_service_settings_and_released_switch(tmp_path, fixture_bytes):
+    from pasa.tools.http import ServiceArgs
+
+    script = services(fixture_bytes)
+    with serve(script) as url:
+        service = ServiceArgs(
+            serper_url=f"{url}/search", arxiv_url=f"{url}/api/query", ar5iv_url=f"{url}/html", arxiv_interval=0.0
+        )
+        with make_client(tmp_path) as http:
+            source = build_paper_source(http=http, service=service)
+            remote = source.searcher
+            assert not (remote.released_serper or remote.released_cite_split or remote.released_title_match)
+            assert source.search("bert", 3) == ["1810.04805", "1802.05365", "1801.06146"]  # Google's order
+            assert source.get_sections("1810.04805")  # ar5iv base URL + "/{arxiv_id}"
+            released = build_paper_source(http=http, service=service, released_behaviour=True).searcher
+            assert released.released_serper and released.released_cite_split and released.released_title_match
+            assert sorted(released.search("bert", 10)) == sorted(i for i in SEARCH_IDS_NEW_STYLE)
+        # no http passed: one is built from the service settings
+        built = build_paper_source(service=service)
+        assert built.searcher.http.config.min_interval["127.0.0.1"] == 0.0
+
+
+SEARCH_IDS_NEW_STYLE = ["1810.04805", "1802.05365", "1801.06146", "1706.03762", "1511.01432", "1905.05950"]
+
+
+def test_factory_title_index_answers_before_the_arxiv_api(tmp_path, fixture_bytes):
+    from pasa.tools.title_index import MetadataRecord, build_title_index
+
+    build_title_index(
+        [MetadataRecord("1802.05365", ELMO, "ELMo from the snapshot.", "20180215", "cs.CL")], str(tmp_path / "ti")
+    )
+    script = services(fixture_bytes)
+    with serve(script) as url, make_client(tmp_path) as http:
+        source = build_paper_source(http=http, title_index=str(tmp_path / "ti"))
+        source.searcher.arxiv_url = f"{url}/api/query"
+        assert source.get_by_title(ELMO.upper()).abstract == "ELMo from the snapshot."
+        assert script.count() == 0  # answered by the title index
+        assert source.get_by_id("1810.04805").title == BERT  # not in the index: arXiv
+        assert script.count("/api/query") == 1
+
+
+def test_garbled_answers_then_good_ones_through_the_source(tmp_path, fixture_bytes):
+    """Each service first answers 200 with garbage: the call raises (BadAnswerError), nothing bad is cached, and
+    the same calls after the fault is gone get the good answers."""
+    script = Script(
+        {
+            "/search": Reply(200, "{not json"),
+            "/api/query": Reply(200, "<html>rate limited</html>"),
+            "/html/1810.04805": Reply(200, ""),
+        }
+    )
+    with serve(script) as url:
+        with make_client(tmp_path, max_retries=0) as http:
+            source = online(url, http)
+            for call, arg in (
+                ("search", ("bert", 3)),
+                ("get_by_id", ("1810.04805",)),
+                ("get_sections", ("1810.04805",)),
+            ):
+                with pytest.raises(BadAnswerError):
+                    getattr(source, call)(*arg)
+        good = services(fixture_bytes)
+        script.routes = good.routes
+        with make_client(tmp_path, max_retries=0) as http:  # same cache file
+            source = online(url, http)
+            assert source.search("bert", 3) == ["1810.04805", "1802.05365", "1801.06146"]
+            assert source.get_by_id("1810.04805").title == BERT
+            assert "1 Introduction" in source.get_sections("1810.04805")
