@@ -72,12 +72,13 @@ def test_cli_prints_table_latex_and_markdown(run_a, capsys):
     # the released metrics.py lines (its run on this folder prints exactly these)
     assert "0.5625 & 0.1667 & 0.125 & 0.5625 & 0.5625 & 0.4375\n0.5625 & 1.75 & 0.4268 & 0.1667  & 0.125" in out
     assert "| run_a | 0.5625 | 0.1667 | 0.125 | 0.5625 | 0.5625 | 0.4375 | 1.75 | 0.4268 |" in out
-    assert "4 queries averaged, 0 files skipped, 1 without answers (counted with 0)" in out
+    assert "4 queries averaged, 0 files skipped, 1 without answers (counted with 0), 0 degraded" in out
 
 
 def test_cli_ensemble_and_output_json(run_a, run_b, tmp_path, capsys):
     out_json = tmp_path / "out" / "summary.json"
-    assert cli_main(["eval", run_a, "--ensemble", run_b, "--format", "latex", "--output", str(out_json)]) == 0
+    argv = ["eval", run_a, "--output_folder_ensemble", run_b, "--format", "latex", "--output", str(out_json)]
+    assert cli_main(argv) == 0  # the released --output_folder_ensemble and the old --output are accepted
     out = capsys.readouterr().out
     assert out.startswith("0.625 & 0.4 & 0.4375 & 0.625 & 0.625 & 0.5\n0.625 & 1.75 & 0.4268 & 0.4  & 0.4375\n")
     data = json.loads(out_json.read_text())
@@ -151,3 +152,64 @@ def test_scripts_eval_launcher(run_a):
     script = Path(__file__).resolve().parents[2] / "scripts" / "eval.py"
     res = subprocess.run([sys.executable, str(script), run_a, "--format", "latex"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("0.5625 & 0.1667 & 0.125")
+
+
+def test_degraded_trees_are_counted(run_a, tmp_path, capsys):
+    folder = tmp_path / "res"
+    shutil.copytree(run_a, folder)
+    for name, lookups in (("0.json", 2), ("1.json", 0)):
+        tree = json.loads((folder / name).read_text())
+        tree["extra"]["failures"] = {"search": 0, "lookup": lookups, "title": 0, "sections": 0, "crawler_no_action": 0}
+        (folder / name).write_text(json.dumps(tree))
+    ev = evaluate_folder(str(folder))
+    assert ev.degraded == ["0.json"] and ev.summary == evaluate_folder(run_a).summary  # same metrics
+    out_json = tmp_path / "s.json"
+    assert cli_main(["eval", str(folder), "--format", "markdown", "--per_query", "--output_file", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "4 queries averaged, 0 files skipped, 1 without answers (counted with 0), 1 degraded (" in out
+    assert "| 0.json * | 4 |" in out and "| 1.json | 1 |" in out  # per-query rows of the markdown table
+    assert json.loads(out_json.read_text())["degraded"] == ["0.json"]
+
+
+def test_per_query_rows_in_each_format(run_a, capsys):
+    assert cli_main(["eval", run_a, "--per_query", "--format", "latex"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("0.json & 4 & ") and lines[3].startswith("3.json & 2 & ") and lines[3].endswith("\\\\")
+    assert cli_main(["eval", run_a, "--per_query", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| file | answers | crawled |" in out and out.count("| 2.json |") == 1
+
+
+def deep_tree_text(depth: int) -> str:
+    """A chain of ``depth`` nodes under the root, answer = the deepest title (built as text: no recursion)."""
+    opens, closes = ['{"title": "q", "extra": {"answer": ["leaf"]}, "child": {"s": ['], ["]}}"]
+    for i in range(1, depth):
+        node = {"title": f"t{i}", "arxiv_id": "x", "depth": i, "select_score": 0.1}
+        opens.append(json.dumps(node)[:-1] + ', "child": {"s": [')
+        closes.append("]}}")
+    leaf = json.dumps({"title": "leaf", "arxiv_id": "x", "depth": depth, "select_score": 0.9, "child": {}})
+    return "".join(opens) + leaf + "".join(reversed(closes))
+
+
+def test_deep_tree_is_scored_and_unparseable_one_skipped(tmp_path, capsys):
+    """Issue 11 point 10: a 3,000-level tree is scored (no RecursionError); one nested beyond parsing is skipped."""
+    (tmp_path / "0.json").write_text(deep_tree_text(3000))
+    (tmp_path / "1.json").write_text("[" * 400_000 + "]" * 400_000)
+    ev = evaluate_folder(str(tmp_path))
+    assert [n for n, _ in ev.per_query] == ["0.json"] and ev.skipped[0][0] == "1.json"
+    m = ev.per_query[0][1]
+    assert m.num_selected == 1 and m.recall == 1.0 and m.actions == 3000
+    assert cli_main(["eval", str(tmp_path), "--format", "latex"]) == 0
+    assert "skipped 1.json: cannot parse" in capsys.readouterr().err
+
+
+def test_eval_help_and_bad_output_file(run_a, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["eval", "--help"])
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: pasa eval") and "example:\n  pasa eval results/real" in help_text
+    assert all(line.count("default") <= 1 for line in help_text.splitlines())
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["eval", run_a, "--output_file", str(tmp_path / "f" / "s.json")])
+    assert exc.value.code == 2 and capsys.readouterr().err.startswith("pasa eval: error: --output_file's folder")
