@@ -42,6 +42,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from pasa.io import make_temp_dir
 from pasa.paper import Paper, Sections, normalize_arxiv_id, title_key
 
 logger = logging.getLogger(__name__)
@@ -372,7 +373,7 @@ class LocalSearchIndex:
         parent = os.path.dirname(os.path.abspath(index_dir)) if index_dir else None
         if parent:
             os.makedirs(parent, exist_ok=True)
-        tmp_dir = tempfile.mkdtemp(dir=parent, prefix=".index-tmp-" if parent else "pasa-index-")
+        tmp_dir = make_temp_dir(parent, prefix=".index-tmp-" if parent else "pasa-index-")  # umask, not 0700
         try:
             cls._write(papers, tmp_dir, source, skipped)
             if index_dir is None:
@@ -482,7 +483,7 @@ class LocalSearchIndex:
             return
         parent = os.path.dirname(os.path.abspath(index_dir))
         os.makedirs(parent, exist_ok=True)
-        tmp_dir = tempfile.mkdtemp(dir=parent, prefix=".index-tmp-")
+        tmp_dir = make_temp_dir(parent, prefix=".index-tmp-")  # the user's umask, not 0700
         try:
             shutil.copytree(self.index_dir, tmp_dir, dirs_exist_ok=True)
             _replace_dir(tmp_dir, index_dir)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import zipfile
 from collections.abc import Iterable
 
+from pasa.io import make_temp_file
 from pasa.paper import Paper, normalize_arxiv_id, title_key
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def build_paper_db(papers: Iterable[Paper], zip_path: str, id2paper_path: str) -
     """Write papers in the released format (atomically). Returns the number written."""
     id2title: dict[str, str] = {}
     os.makedirs(os.path.dirname(os.path.abspath(zip_path)), exist_ok=True)
-    fd, tmp_zip = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(zip_path)), suffix=".zip.tmp")
+    fd, tmp_zip = make_temp_file(os.path.dirname(os.path.abspath(zip_path)), suffix=".zip.tmp")  # umask, not 0600
     os.close(fd)
     with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for p in papers:

@@ -128,3 +128,21 @@ def test_two_processes_split_the_items(tmp_path):
     ]
     done = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     assert sorted(done[0] + done[1]) == list(range(40))
+
+
+def test_paper_db_and_search_index_follow_the_umask(tmp_path):
+    """Issue 11 point 11: the outputs renamed into place from mkstemp/mkdtemp temporaries get the umask's mode."""
+    from pasa.paper import Paper
+    from pasa.tools.local_search import LocalSearchIndex
+    from pasa.tools.paper_db import build_paper_db
+
+    papers = [Paper("2401.00001", "A title", "An abstract.", {}, "SearchFrom:test", "20240101")]
+    old = os.umask(0o002)
+    try:
+        build_paper_db(papers, str(tmp_path / "db.zip"), str(tmp_path / "id2paper.json"))
+        LocalSearchIndex.build(papers, str(tmp_path / "index"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "db.zip").st_mode) == 0o664
+    assert stat.S_IMODE(os.stat(tmp_path / "id2paper.json").st_mode) == 0o664
+    assert stat.S_IMODE(os.stat(tmp_path / "index").st_mode) == 0o775
