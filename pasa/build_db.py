@@ -70,7 +70,7 @@ REPORT_NAME = "build_report.json"
 PROBLEMS_NAME = "problems.log"
 WORK_DIR = ".build"
 SHARD_FORMAT = 1  # bump when a shard's content changes: finished shards of an older format are rebuilt
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+INPUT_SUFFIXES = (".jsonl", ".jsonl.gz")  # what a folder contributes (unarXive: arXiv_src_YYMM_NNN.jsonl)
 MAX_WARNINGS = 20  # problems logged as warnings before the rest go to problems.log only
 
 # Counted events (build_report.json "counts"); the ones marked * are logged with file:line in problems.log.
@@ -385,12 +385,15 @@ def _settings(title_index: str | None, categories: list[str]) -> dict:
     return {"title_index": manifest, "categories": sorted(categories)}
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    """Input files: files as given, folders walked for ``*.jsonl[.gz]``/``*.json[.gz]``; sorted, unique."""
+def expand_inputs(inputs: Iterable[str], skip: str | None = None) -> list[str]:
+    """Input files: files as given, folders walked for ``*.jsonl[.gz]`` (hidden folders and ``skip``, the output
+    folder, left out); sorted, unique."""
     files: list[str] = []
+    skip = os.path.abspath(skip) if skip else None
     for item in inputs:
         if os.path.isdir(item):
-            for root, _, names in os.walk(item):
+            for root, dirs, names in os.walk(item):
+                dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.abspath(os.path.join(root, d)) != skip]
                 files += [os.path.join(root, n) for n in names if n.endswith(INPUT_SUFFIXES)]
         elif os.path.isfile(item):
             files.append(item)
@@ -464,7 +467,7 @@ def build_database(
     if metadata:
         title_index = title_index or os.path.join(output_dir, TITLE_INDEX_DIR)
         _ensure_title_index(metadata, title_index)
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, skip=output_dir)
     counts: Counter = Counter()
     report = {"inputs": files, "metadata": metadata, "categories": categories, "title_index": title_index}
     if not files:
