@@ -173,16 +173,13 @@ class GoogleBaseline:
 # -- command line -------------------------------------------------------------------------------------------
 @dataclass
 class BaselineArgs(BatchArgs):
-    """Input/output of ``pasa baseline google`` and ``google-llm`` (the batch flags mean what they do in ``pasa run``;
-    the output folder defaults to ``results/baseline``)."""
+    """Input/output of ``pasa baseline google`` and ``google-llm`` (the batch flags mean what they do in ``pasa run``)."""
 
+    output_dir: str = field(default="results/baseline", metadata={"help": "One JSON tree per query is written here."})
     llm: str | None = field(
         default=None,
         metadata={"help": "google-llm: the paraphrasing model, an OpenAI-compatible URL (https://host/v1#model)."},
     )
-
-
-DEFAULT_OUTPUT_DIR = "results/baseline"
 
 
 @dataclass
@@ -216,12 +213,8 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
         prog=f"pasa baseline {name}",
         example=f"pasa baseline {name} --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_{name}",
     )
-    argv = rewrite_argv(argv, parser)
-    args, config = parser.parse_args_into_dataclasses(args=argv)
-    output_key = _renamed(args, "output_dir", "output_folder")
-    if not any(a.split("=")[0] == f"--{output_key}" for a in argv):
-        setattr(args, output_key, DEFAULT_OUTPUT_DIR)
-    output_dir = getattr(args, output_key)
+    args, config = parser.parse_args_into_dataclasses(args=rewrite_argv(argv, parser))
+    output_dir = args.output_dir
     setup_logging(args.log_level)
     items = load_items(args, parser)
     if name == "google-llm" and llm is None:
@@ -240,11 +233,6 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _renamed(args, new: str, old: str) -> str:
-    # RunArgs (pasa/runner.py) moves to the COORD vocabulary (crawler -> crawler_path ...); accept both meanwhile
-    return new if hasattr(args, new) else old
-
-
 def _run_pasa_llm(argv: list[str], source=None) -> int:
     from pasa.agent import AgentConfig
     from pasa.flags import make_parser, rewrite_argv
@@ -261,12 +249,10 @@ def _run_pasa_llm(argv: list[str], source=None) -> int:
     setup_logging(args.log_level)
     if not any(a.startswith("--selector_endpoint") for a in argv):
         args.selector_endpoint = "chat"  # OpenAI models (the PaSa-GPT-4o row) have no /completions endpoint
-    crawler_key, selector_key = _renamed(args, "crawler_path", "crawler"), _renamed(args, "selector_path", "selector")
-    output_dir = getattr(args, _renamed(args, "output_dir", "output_folder"))
+    output_dir = args.output_dir
     if llm_args.llm:
-        setattr(args, crawler_key, llm_args.llm)
-        setattr(args, selector_key, llm_args.llm)
-    crawler, selector = getattr(args, crawler_key), getattr(args, selector_key)
+        args.crawler_path = args.selector_path = llm_args.llm
+    crawler, selector = args.crawler_path, args.selector_path
     for spec in (crawler, selector):
         if not spec.startswith(("http://", "https://")):
             parser.error(f"pasa-llm runs on an OpenAI-compatible server; {spec!r} is not a URL (use `pasa run`)")
