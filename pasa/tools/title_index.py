@@ -9,8 +9,8 @@ lookup (``pasa.tools.arxiv_api.match_title``: ``title_key`` equality, letters on
 ``build_paper_source(..., title_index=DIR)`` asks it before the arXiv API.
 
 Storage, chosen by measurement (``bench/title_index.py``, ``docs/build_db.md``): one SQLite file with two
-``WITHOUT ROWID`` tables, ``papers(arxiv_id PRIMARY KEY, title, abstract, published, categories)`` and
-``titles(tkey PRIMARY KEY, arxiv_id)``. A lookup is one B-tree probe per table; nothing is loaded at open time,
+tables, ``papers(arxiv_id PRIMARY KEY, title, abstract, published, categories)`` and ``titles(tkey PRIMARY KEY,
+arxiv_id) WITHOUT ROWID``. A lookup is one B-tree probe per table; nothing is loaded at open time,
 so any number of processes share the file through the OS page cache. When several papers share a title key the
 first one in the snapshot (the earliest id) keeps it, and the others are counted (``manifest.json``).
 
@@ -140,7 +140,7 @@ def build_title_index(records: Iterable[MetadataRecord], out_dir: str, source: o
     con.executescript(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
         "CREATE TABLE papers(arxiv_id TEXT PRIMARY KEY, title TEXT NOT NULL, abstract TEXT NOT NULL,"
-        " published TEXT, categories TEXT NOT NULL) WITHOUT ROWID;"
+        " published TEXT, categories TEXT NOT NULL);"  # rowid table: WITHOUT ROWID packs ~1 KB rows badly (4x size)
         "CREATE TABLE titles(tkey TEXT PRIMARY KEY, arxiv_id TEXT NOT NULL) WITHOUT ROWID;"
     )
     papers_batch: list[tuple] = []
