@@ -30,6 +30,7 @@ RELEASED_PPO_FLAGS = {
     "reward_on_bracket_ids": True,
     "cited_by_title_only": True,
     "query_from_reply": True,
+    "truncate_prompts_right": True,
 }
 
 
@@ -240,6 +241,15 @@ class SessionPPOConfig(TrainingArguments):
             "help": "Released: the user query written into the value and next-round expand prompts is parsed back "
             "from the decoded search text (`User Query:(.*?)assistant\\n\\[`), so it is empty when the reply does "
             "not start with `[`. Default: the episode's query."
+        },
+    )
+    truncate_prompts_right: bool = field(
+        default=False,
+        metadata={
+            "help": "Released: expand prompts are cut on the right at value_max_length (992) tokens, and a session's "
+            "value is read at index −2 of chat(user, assistant `[`) cut on the right at value_max_length; the cut "
+            "can drop the `[` or the generation prompt. Default: prompts are cut on the left (max_prompt_length; "
+            "value_max_length for value prompts) and the value is read at the `[`."
         },
     )
 

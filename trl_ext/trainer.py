@@ -361,12 +361,31 @@ class SessionPPOTrainer(Trainer):
         return episodes
 
     # -- tokenisation -----------------------------------------------------------------------------------------------
-    def _chat_ids(self, prompt: str, limit: int) -> list[int]:
+    def _chat_ids(self, prompt: str, limit: int, right: bool = False) -> list[int]:
         tok = self.processing_class
         text = tok.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
-        return tok(text, add_special_tokens=False)["input_ids"][-limit:]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return ids[:limit] if right else ids[-limit:]
+
+    def _prompt_ids(self, session: Session) -> list[int]:
+        """A session's chat prompt; released ``truncate_prompts_right``: expand prompts cut right at 992 tokens."""
+        args = self.args
+        if args.truncate_prompts_right and session.kind == "expand":
+            return self._chat_ids(session.prompt, args.value_max_length, right=True)
+        return self._chat_ids(session.prompt, args.max_prompt_length)
+
+    def _value_ids(self, session: Session) -> tuple[list[int], int]:
+        """The value prompt of a session and the index the value is read at (released ``call_vm``: −2 of the
+        chat(user, assistant `[`) cut right at ``value_max_length``; default: the left-cut prompt + `[`, at −1)."""
+        args, tok = self.args, self.processing_class
+        if args.truncate_prompts_right:
+            turns = [{"role": "user", "content": session.prompt}, {"role": "assistant", "content": "["}]
+            text = tok.apply_chat_template(turns, tokenize=False)
+            return tok(text, add_special_tokens=False)["input_ids"][: args.value_max_length], -2
+        bracket = tok("[", add_special_tokens=False)["input_ids"]
+        return (self._chat_ids(session.prompt, args.max_prompt_length) + bracket)[-args.value_max_length :], -1
 
     def _left_pad(self, seqs: list[list[int]] | list[torch.Tensor]):
         pad = self.processing_class.pad_token_id
@@ -422,7 +441,7 @@ class SessionPPOTrainer(Trainer):
         prompts, replies, texts = [], [], []
         bs = args.local_rollout_forward_batch_size
         for i in range(0, len(sessions), bs):
-            chunk = [self._chat_ids(s.prompt, args.max_prompt_length) for s in sessions[i : i + bs]]
+            chunk = [self._prompt_ids(s) for s in sessions[i : i + bs]]
             ids, mask = self._left_pad(chunk)
             budget = args.response_length
             if args.response_length_is_total:  # released: GenerationConfig(max_length=response_length)
@@ -442,19 +461,15 @@ class SessionPPOTrainer(Trainer):
     @torch.no_grad()
     def _session_values(self, unwrapped, sessions: list[Session]) -> list[float]:
         """V of each expand session: the value head at the ``[`` opening the reply (released ``call_vm``)."""
-        args, tok = self.args, self.processing_class
-        bracket = tok("[", add_special_tokens=False)["input_ids"]
+        args = self.args
         out: list[float] = []
         bs = args.local_rollout_forward_batch_size
         for i in range(0, len(sessions), bs):
-            seqs = [
-                (self._chat_ids(s.prompt, args.max_prompt_length) + bracket)[-args.value_max_length :]
-                for s in sessions[i : i + bs]
-            ]
-            ids, mask = self._left_pad(seqs)
+            seqs, reads = zip(*(self._value_ids(s) for s in sessions[i : i + bs]), strict=True)
+            ids, mask = self._left_pad(list(seqs))
             pos = (mask.cumsum(1) - 1).clamp(min=0)
             values = unwrapped.values(ids, mask, pos)
-            out.extend(values[:, -1].float().cpu().tolist())
+            out.extend(values[:, reads[0]].float().cpu().tolist())  # one read index for the whole run
         return out
 
     def _same_count_on_all_ranks(self, n: int) -> int:
