@@ -28,7 +28,7 @@ RELEASED_PPO_FLAGS = {
     "clip_floor_search_cost": True,
     "fill_sessions": True,
     "reward_on_bracket_ids": True,
-    "cited_by_title_only": True,
+    "resolve_citations_by_id": False,
     "query_from_reply": True,
     "truncate_prompts_right": True,
 }
@@ -228,11 +228,12 @@ class SessionPPOConfig(TrainingArguments):
             "bonus on the last `]` (60), scanning from the end. Default: from character offsets."
         },
     )
-    cited_by_title_only: bool = field(
-        default=False,
+    resolve_citations_by_id: bool = field(
+        default=True,
         metadata={
-            "help": "Released: resolve every cited title of an expanded section by title. Default: a citation with "
-            "an arXiv id in the database (Paper.section_ids) is resolved by id, the others by title."
+            "help": "Resolve a citation the database links to an arXiv id (Paper.section_ids) by that id, an unknown "
+            "id falling back to the title; the others by title (AgentConfig's flag of the same name). Released "
+            "(false): every cited title by title."
         },
     )
     query_from_reply: bool = field(

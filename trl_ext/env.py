@@ -198,11 +198,12 @@ class PaperSearchEnv:
     def _expand(self, paper: Paper | None, section: str, failures: dict[str, int]) -> list[Paper]:
         # Released get_expand_papers: sections match by letters-only key; every cited title found is a paper.
         # A citation the database links to an arXiv id (Paper.section_ids, parallel to sections) is resolved by
-        # that id; released (cited_by_title_only) and unlinked citations by title.
+        # that id (an unknown id falls back to the title); released (resolve_citations_by_id false) and unlinked
+        # citations by title.
         if paper is None or not paper.sections:
             return []
         key = title_key(section)
-        section_ids = None if self.config.cited_by_title_only else getattr(paper, "section_ids", None)
+        section_ids = getattr(paper, "section_ids", None) if self.config.resolve_citations_by_id else None
         papers = []
         for name, titles in paper.sections.items():
             if title_key(name) != key:
@@ -210,9 +211,8 @@ class PaperSearchEnv:
             ids = list((section_ids or {}).get(name) or [])
             ids += [None] * (len(titles) - len(ids))
             for title, cited_id in zip(titles, ids, strict=False):
-                if cited_id:
-                    cited = self._safe(self.source.get_by_id, cited_id, failures, "lookup")
-                else:
+                cited = self._safe(self.source.get_by_id, cited_id, failures, "lookup") if cited_id else None
+                if cited is None:
                     cited = self._safe(self.source.get_by_title, title, failures, "title")
                 if cited is not None:
                     papers.append(cited)

@@ -362,10 +362,10 @@ def test_failed_calls_are_counted_and_logged_once(cfg, caplog):
 @pytest.mark.parametrize("fork", [False, True])
 def test_cited_paper_resolved_by_id(cfg, fork):
     # the citation's string is garbled; the database linked it to C's id (Paper.section_ids, parallel to sections)
-    hub = Paper("0003.00001", "Linked Hub", "hub", {"1 Intro": ["C: a paper (garbled)", "Paper X"]})
-    hub.section_ids = {"1 Intro": [C.arxiv_id, None]}
+    hub = Paper("0003.00001", "Linked Hub", "hub", {"1 Intro": ["C: a paper (garbled)", "Paper X", "Paper Y"]})
+    hub.section_ids = {"1 Intro": [C.arxiv_id, None, "9999.99999"]}  # an id the database lacks: by title
     config = released(cfg, use_value_bootstrap=False) if fork else make_env(cfg, use_value_bootstrap=False).config
     env = PaperSearchEnv(InMemoryPaperSource([*PAPERS, hub]), None, config)
     (out,), _ = env.step([env.expand_session(episode(), hub)], ["[Expand] 1 Intro\n[StopExpand]"])
     found = [p.title for p in out.actions[0].new_papers]
-    assert found == (["Paper X"] if fork else ["Paper C", "Paper X"])  # released: by title only
+    assert found == (["Paper X", "Paper Y"] if fork else ["Paper C", "Paper X", "Paper Y"])  # released: by title
