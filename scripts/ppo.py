@@ -101,7 +101,11 @@ def build_source(cfg):
 
     try:
         return build_paper_source(
-            paper_db=cfg.paper_db, id2paper=cfg.id2paper, index=cfg.search_index, online=cfg.online
+            paper_db=cfg.paper_db,
+            id2paper=cfg.id2paper,
+            index=cfg.search_index,
+            online=cfg.online,
+            released_behaviour=cfg.released_behaviour,  # the tools-layer released flags (COORD contract 1)
         )
     except ValueError as err:  # no usable source, or --online without SERPER_API_KEY
         raise SystemExit(str(err)) from err
