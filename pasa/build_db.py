@@ -248,6 +248,7 @@ def convert_paper(
         resolved[ref_id] = result
         return result
 
+    seen_keys: dict[str, set[str]] = {}  # section -> title keys already listed (no repeats inside a section)
     for key, para in section_keys(body):
         if key is None:
             continue
@@ -261,12 +262,13 @@ def convert_paper(
             if hit is None:
                 continue
             cited_title, cited_id = hit
-            titles = paper.sections.setdefault(key, [])
-            ids = paper.section_ids.setdefault(key, [])
-            if any(title_key(t) == title_key(cited_title) for t in titles):
+            cited_key = title_key(cited_title)
+            seen = seen_keys.setdefault(key, set())
+            if cited_key in seen:
                 continue
-            titles.append(cited_title)
-            ids.append(cited_id)
+            seen.add(cited_key)
+            paper.sections.setdefault(key, []).append(cited_title)
+            paper.section_ids.setdefault(key, []).append(cited_id)
     counts["cited_with_id"] += sum(i is not None for v in paper.section_ids.values() for i in v)
     if not paper.sections:
         counts["no_cited_sections"] += 1
@@ -439,6 +441,7 @@ class BuildResult:
     seconds: float
     files: int
     files_resumed: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 def _log_problem(problems_file, message: str, shown: list[int]) -> None:
@@ -476,6 +479,8 @@ def build_database(
         return BuildResult(output_dir, counts, 0, time.perf_counter() - t0, 0, 0)
 
     # 1. one shard per input file, in parallel, skipping finished ones
+    timings = {"title_index": time.perf_counter() - t0}
+    t_stage = time.perf_counter()
     work = os.path.join(output_dir, WORK_DIR)
     os.makedirs(work, exist_ok=True)
     settings = _settings(title_index, categories)
@@ -519,6 +524,8 @@ def build_database(
         bar.close()
 
     # 2. assembly: stream the shards in input order into the zip; first paper wins an id or a title key
+    timings["convert"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     shown = [0]
     problems_path = os.path.join(output_dir, PROBLEMS_NAME)
     zip_path = os.path.join(output_dir, ZIP_NAME)
@@ -582,17 +589,21 @@ def build_database(
     counts["papers_written"] = written
 
     # 3. the offline search index, cached for exactly these files (LocalSearchIndex.from_paper_db reuses it)
+    timings["assemble"] = time.perf_counter() - t_stage
+    t_stage = time.perf_counter()
     if search_index and written:
         from pasa.tools.local_search import LocalSearchIndex
 
         index = LocalSearchIndex.from_paper_db(zip_path, id2paper_path, os.path.join(output_dir, SEARCH_INDEX_DIR))
         index.close()
+    timings["search_index"] = time.perf_counter() - t_stage
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.perf_counter() - t0
-    _write_json(report_path, {**report, "counts": dict(counts), "seconds": round(seconds, 3),
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    _write_json(report_path, {**report, "counts": dict(counts), "seconds": round(seconds, 3), "timings": timings,
                               "count_help": COUNT_HELP})  # fmt: skip
-    return BuildResult(output_dir, counts, shown[0], seconds, len(files), resumed)
+    return BuildResult(output_dir, counts, shown[0], seconds, len(files), resumed, timings)
 
 
 def _ensure_title_index(metadata: str, out_dir: str) -> None:
