@@ -15,8 +15,10 @@ RELEASED_GPUS, RELEASED_LOCAL_QUERIES, RELEASED_EXPAND = 16, 4, 6  # DESIGN §1.
 
 
 def parse_recipe(name: str, *extra: str) -> SessionPPOConfig:
-    _, cfg = load_script("ppo").make_parser().parse_args_and_config(
-        args=["--config", str(ROOT / "configs" / "recipes" / name), "--bf16", "false", *extra]
+    _, cfg = (
+        load_script("ppo")
+        .make_parser()
+        .parse_args_and_config(args=["--config", str(ROOT / "configs" / "recipes" / name), "--bf16", "false", *extra])
     )
     return cfg
 

@@ -281,9 +281,7 @@ Q_NUMBER = {q.title: k for k, q in QS.items()}
 def test_which_papers_are_valued_and_open_next_sessions(cfg, fork):
     overrides = {"alpha_expand": 0.1, "expand_top_k": 6}
     config = released(cfg, **overrides) if fork else SessionPPOConfig(**{**cfg.to_dict(), **overrides})
-    env = PaperSearchEnv(
-        InMemoryPaperSource([HUB, *QS.values()]), Selector(ScriptedLLM(scores=Q_SCORES)), config
-    )
+    env = PaperSearchEnv(InMemoryPaperSource([HUB, *QS.values()]), Selector(ScriptedLLM(scores=Q_SCORES)), config)
     valued = []
 
     def value_fn(sessions):  # V(S_Qk) = k

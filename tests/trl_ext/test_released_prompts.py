@@ -38,7 +38,7 @@ def trainer(tok, tmp_path, **overrides):
 
 def session(abstract_words: int) -> Session:
     paper = Paper("0001.00001", "A Paper", " ".join(["word"] * abstract_words), {"1 Intro": []})
-    prompt = f"You are conducting research on `q`. Abstract: {paper.abstract}\nSections: [\"1 Intro\"]"
+    prompt = f'You are conducting research on `q`. Abstract: {paper.abstract}\nSections: ["1 Intro"]'
     return Session("expand", Episode("q"), prompt, paper)
 
 
