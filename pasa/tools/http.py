@@ -230,6 +230,10 @@ class HttpConfig:
     )
     default_min_interval: float = field(default=0.0, metadata={"help": "Minimum interval for other hosts."})
     user_agent: str = field(default=USER_AGENT, metadata={"help": "User-Agent header."})
+    pool_size: int = field(
+        default=32,
+        metadata={"help": "Connections kept per host (the agent's tool threads and the LLM's concurrency share it)."},
+    )
 
     def __post_init__(self):
         if os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true", "yes"):
@@ -454,7 +458,9 @@ class HttpClient:
             self.network_requests += 1
 
     def _mount(self, session: requests.Session) -> requests.Session:
-        adapter = _RateLimitedAdapter(self.limiter, self._count)
+        adapter = _RateLimitedAdapter(
+            self.limiter, self._count, pool_connections=self.config.pool_size, pool_maxsize=self.config.pool_size
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["User-Agent"] = self.config.user_agent
