@@ -1,39 +1,48 @@
-"""PaperAgent: the Crawler/Selector loop of DESIGN §1.1 over a PaperSource.
+"""PaperAgent: the Crawler/Selector loop of DESIGN §1.1 over a PaperSource, streamed.
 
-The loop is the released ``paper_agent.py`` made deterministic and batched:
+The algorithm is the released ``paper_agent.py``:
 
-1. **Search.** One Crawler call on the ``generate_query`` prompt; the first ``search_queries`` queries go to the
-   source concurrently; ids are deduplicated against ``touch_ids`` in query order, resolved concurrently, scored
-   by the Selector in one batch, and added as depth-0 children of the root under their query.
+1. **Search.** One Crawler call on the ``generate_query`` prompt; the first ``search_queries`` queries are
+   searched; ids are deduplicated against ``touch_ids`` in query order, resolved to papers, scored by the
+   Selector, and added as depth-0 children of the root under their query.
 2. **Expand**, for ``depth`` in ``0..expand_layers-1``: the papers added since the last layer, sorted by score
-   (stable), all of them at depth 0 and the top ``expand_papers`` later; their sections are fetched
-   concurrently, the Crawler answers all ``select_section`` prompts in one batch, the cited titles of the chosen
-   sections are resolved concurrently, deduplicated by arXiv id, scored in one Selector batch, and added as
-   children (depth + 1) of the expanded paper under the section.
+   (stable), all of them at depth 0 and the top ``expand_papers`` later; for each, its sections (record, else
+   fetched), the Crawler's ``select_section`` choice, the cited papers of the chosen sections resolved (by arXiv id
+   when known, else by title), deduplicated by arXiv id, scored and added as children (depth + 1) under the
+   section.
 
-Unlike the released threads, results are merged in a fixed order (query order, queue order, section order,
-reference order), so a run is reproducible. Source failures are logged and skipped; model errors propagate to
-the caller (the batch runner logs them and goes on with the next query).
+It runs as a stream (issue 13): each paper moves through its stages (sections -> crawler -> citation lookups ->
+selector -> queue) as soon as its own inputs are ready. The only barriers are the algorithm's: a layer is sorted
+by score before it is expanded (and cut to the top ``expand_papers`` after depth 0). Depth-0 papers are all
+expanded, so their sections and crawler calls start while search papers are still being scored. Model calls go
+through one ``MicroBatcher`` per model; tool calls run in per-service pools (``threads_num`` for search,
+``lookup_concurrency`` for lookups and sections).
+
+All bookkeeping happens on the thread that called ``run``: workers only call the source or the model and hand
+the result back through one event queue. Results are merged in a fixed order (query order, queue order, section
+order, reference order), the same order as the layer-by-layer loop, so a run is reproducible and the tree does not
+depend on timing. Source failures are logged, counted in ``root.extra["failures"]`` and skipped; model errors
+propagate to the caller (the batch runner logs them and goes on with the next query).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from pasa.crawler import Crawler
+from pasa.llm.batcher import MicroBatcher
 from pasa.paper import Paper, PaperNode, empty_failures, normalize_arxiv_id, sort_by_score, title_key
 from pasa.prompts import has_action
 from pasa.selector import Selector
 from pasa.tools.sources import PaperSource, published_before
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # The individual released-compat flags and their released values (``released_behaviour`` sets all of them).
@@ -62,7 +71,42 @@ class AgentConfig:
     search_queries: int = field(default=5, metadata={"help": "Crawler search queries kept (the first ones)."})
     search_papers: int = field(default=10, metadata={"help": "Search results requested per query."})
     expand_papers: int = field(default=20, metadata={"help": "Papers expanded per layer at depth > 0 (top by score)."})
-    threads_num: int = field(default=20, metadata={"help": "Concurrent tool calls (search, lookups, sections)."})
+    threads_num: int = field(
+        default=20,
+        metadata={
+            "help": "Concurrent search calls (the released name; released: one thread pool for every tool call). "
+            "Lookups and section fetches have their own limit, lookup_concurrency."
+        },
+    )
+    lookup_concurrency: int = field(
+        default=256,
+        metadata={
+            "help": "Concurrent paper lookups (by id or title) and section fetches. Local lookups answer at once; "
+            "the web services behind them (arXiv, ar5iv) are rate-limited per host by the HTTP layer, so extra "
+            "threads only wait there."
+        },
+    )
+    max_concurrency: int = field(
+        default=0,
+        metadata={
+            "help": "Model calls in flight at once, per model. 0 = the backend's own figure: 1 for a local model "
+            "(calls would queue on the device), OpenAILLM's `concurrency` for a server (vLLM, SGLang, OpenAI)."
+        },
+    )
+    model_batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "Most prompts per model call. 0 = the backend's batch_size for a local model (so results of one "
+            "chunk flow on while the next is generated), no limit for a server or a scripted model."
+        },
+    )
+    batch_wait_s: float = field(
+        default=0.25,
+        metadata={
+            "help": "Longest a prompt waits for more prompts while tool calls are still running; when no tool call "
+            "is running the waiting prompts go at once."
+        },
+    )
     released_behaviour: bool = field(
         default=False,
         metadata={
@@ -149,15 +193,226 @@ class AgentConfig:
         return self.expand_papers if self.search_queries_from_expand_papers else self.search_queries
 
 
-@dataclass
-class _RunState:
-    user_query: str
-    end_date: str | None
-    root: PaperNode
-    queue: list[PaperNode] = field(default_factory=list)
-    expand_start: int = 0
-    touched: set[str] = field(default_factory=set)
+# PaperSource method -> the failure kind it counts as (``root.extra["failures"]``).
+_FAILURE_KIND = {"search": "search", "get_by_id": "lookup", "get_by_title": "title", "get_sections": "sections"}
 
+
+@dataclass
+class _Ref:
+    """One citation to resolve: the section, the cited string, its arXiv id if known, and the answer."""
+
+    section: str
+    cited: str
+    arxiv_id: str | None = None
+    paper: Paper | None = None
+    resolved_by: str = "title"
+    done: bool = False
+
+
+@dataclass
+class _Expansion:
+    """A paper's way through one expansion: sections -> crawler -> citation lookups -> ready to merge."""
+
+    node: PaperNode
+    depth: int
+    started: bool = False
+    ready: bool = False
+    refs: list[_Ref] = field(default_factory=list)
+    unresolved: int = 0
+
+
+@dataclass
+class StageSpan:
+    """First start and last end of one kind of call in a run (``time.perf_counter``), and how many calls."""
+
+    start: float = float("inf")
+    end: float = 0.0
+    calls: int = 0
+
+
+class PaperAgent:
+    """Run the PaSa loop for one user query: ``PaperAgent(crawler, selector, source, config).run(query)``.
+
+    After a run, ``last_spans`` holds the per-stage spans (tool kinds, crawler, selector) for benchmarks.
+    """
+
+    def __init__(self, crawler: Crawler, selector: Selector, source: PaperSource, config: AgentConfig | None = None):
+        self.crawler = crawler
+        self.selector = selector
+        self.source = source
+        self.config = config or AgentConfig()
+        self.last_spans: dict[str, StageSpan] = {}
+
+    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None) -> PaperNode:
+        """Search, then ``expand_layers`` expansion layers. ``end_date``: ``YYYYMMDD`` or None."""
+        run = _Run(self, user_query, end_date, answer)
+        try:
+            run.search()
+            for depth in range(self.config.expand_layers):
+                run.expand(depth)
+        finally:
+            run.close()
+            self.last_spans = run.spans()
+        return run.root
+
+
+def _model_limits(llm, batch_size: int, max_concurrency: int) -> tuple[int, int]:
+    """(prompts per call, calls in flight) for one model: the config's figures, else the backend's."""
+    if max_concurrency <= 0:
+        max_concurrency = int(getattr(llm, "max_concurrency", 1) or 1)
+    if batch_size <= 0:
+        batch_size = int(getattr(llm, "preferred_batch_size", 0) or 0)
+    return batch_size, max_concurrency
+
+
+class _Run:
+    """The state of one run. Every method runs on the caller's thread; workers only hand results back."""
+
+    def __init__(self, agent: PaperAgent, user_query: str, end_date: str | None, answer: list[str] | None):
+        self.agent, self.cfg, self.source = agent, agent.config, agent.source
+        self.user_query, self.end_date = user_query, end_date
+        self.root = PaperNode.root(user_query)
+        self.root.extra["failures"] = empty_failures()
+        self.root.extra["crawler_raw_replies"] = []
+        if answer is not None:
+            self.root.extra["answer"] = list(answer)
+        self.queue: list[PaperNode] = []
+        self.expand_start = 0
+        self.touched: set[str] = set()
+
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.tools_inflight = 0
+        self._tool_spans: dict[str, StageSpan] = {}
+        cfg = self.cfg
+        lookups = max(1, cfg.lookup_concurrency)
+        self.pools = {
+            "search": ThreadPoolExecutor(max(1, cfg.threads_num), thread_name_prefix="pasa-search"),
+            "get_by_id": ThreadPoolExecutor(lookups, thread_name_prefix="pasa-lookup"),
+            "get_by_title": ThreadPoolExecutor(lookups, thread_name_prefix="pasa-title"),
+            "get_sections": ThreadPoolExecutor(lookups, thread_name_prefix="pasa-sections"),
+        }
+        c_size, c_conc = _model_limits(agent.crawler.llm, cfg.model_batch_size, cfg.max_concurrency)
+        s_size, s_conc = _model_limits(agent.selector.llm, cfg.model_batch_size, cfg.max_concurrency)
+        self.crawler_batcher = MicroBatcher(
+            lambda items: agent.crawler.expand_sections(user_query, items),
+            self.emit,
+            c_size,
+            c_conc,
+            cfg.batch_wait_s,
+            "crawler",
+        )
+        self.selector_batcher = MicroBatcher(
+            lambda items: agent.selector.score(user_query, items),
+            self.emit,
+            s_size,
+            s_conc,
+            cfg.batch_wait_s,
+            "selector",
+        )
+        self.batchers = (self.crawler_batcher, self.selector_batcher)
+        self.search_crawler_span: tuple[float, float] | None = None
+
+        # one lookup per arXiv id and per title key in a run: key -> (done, paper, waiting callbacks)
+        self.lookups: dict[tuple[str, str], list] = {}
+        self.expansions: dict[int, _Expansion] = {}
+        self.scores_pending = 0
+        self.order: list[PaperNode] | None = None  # the layer being merged, in queue order
+        self.cursor = 0
+        self.merged: list[tuple[PaperNode, str]] = []  # (node, title) of the phase, in merge order
+
+    # -- the event loop ----------------------------------------------------------------------------------------
+    def emit(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Called from worker threads: run ``fn(arg)`` on the loop's thread."""
+        self.events.put((fn, arg))
+
+    def drive(self, finished: Callable[[], bool]) -> None:
+        """Handle events until ``finished()``; dispatch model calls when due."""
+        while not finished():
+            idle = self.events.empty() and self.tools_inflight == 0
+            for batcher in self.batchers:
+                batcher.dispatch(idle)
+            if not self.events.empty():
+                fn, arg = self.events.get()
+                fn(arg)
+                continue
+            if self.tools_inflight == 0 and not any(b.inflight for b in self.batchers):
+                if any(b.pending for b in self.batchers):
+                    continue  # idle: the next pass dispatches them
+                raise RuntimeError("agent loop stalled: nothing in flight and the phase is not finished")
+            deadlines = [d for b in self.batchers if (d := b.deadline()) is not None]
+            timeout = max(0.0, min(deadlines) - time.perf_counter()) if deadlines else None
+            try:
+                fn, arg = self.events.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            fn(arg)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown(wait=True)
+        for batcher in self.batchers:
+            batcher.close()
+
+    def spans(self) -> dict[str, StageSpan]:
+        out = dict(self._tool_spans)
+        if self.search_crawler_span is not None:
+            start, end = self.search_crawler_span
+            out["crawler_search"] = StageSpan(start, end, 1)
+        for name, batcher in (("crawler", self.crawler_batcher), ("selector", self.selector_batcher)):
+            if batcher.spans:
+                out[name] = StageSpan(
+                    min(s.start for s in batcher.spans), max(s.end for s in batcher.spans), len(batcher.spans)
+                )
+        return out
+
+    # -- tool calls --------------------------------------------------------------------------------------------
+    def tool(self, method: str, arg, *rest, then: Callable[[Any], None]) -> None:
+        """Call ``source.<method>(arg, *rest)`` in the method's pool; ``then(result or None)`` runs on this thread."""
+        self.tools_inflight += 1
+        fn = getattr(self.source, method)
+        span = self._tool_spans.setdefault(method, StageSpan())
+
+        def work():
+            start = time.perf_counter()
+            try:
+                result, error = fn(arg, *rest), None
+            except Exception as err:  # one failed tool call is a logged, counted skip, never a crashed run
+                result, error = None, err
+            return result, error, start, time.perf_counter()
+
+        def done(future: Future):
+            self.emit(finish, future)
+
+        def finish(future: Future):
+            self.tools_inflight -= 1
+            result, error, start, end = future.result()
+            span.start, span.end, span.calls = min(span.start, start), max(span.end, end), span.calls + 1
+            if error is not None:
+                logger.warning("paper source %s(%r) failed: %s: %s", method, arg, type(error).__name__, error)
+                self.root.extra["failures"][_FAILURE_KIND[method]] += 1
+            then(result)
+
+        self.pools[method].submit(work).add_done_callback(done)
+
+    def lookup(self, kind: str, key: str, method: str, arg: str, then: Callable[[Paper | None], None]) -> None:
+        """One source call per ``(kind, key)`` in a run; later askers get the same answer."""
+        entry = self.lookups.get((kind, key))
+        if entry is None:
+            entry = self.lookups[(kind, key)] = [False, None, [then]]
+
+            def found(paper, entry=entry):
+                entry[0], entry[1] = True, paper
+                waiting, entry[2] = entry[2], []
+                for callback in waiting:
+                    callback(paper)
+
+            self.tool(method, arg, then=found)
+        elif entry[0]:
+            then(entry[1])
+        else:
+            entry[2].append(then)
+
+    # -- shared steps --------------------------------------------------------------------------------------------
     def touch(self, arxiv_id: str) -> bool:
         """Record a first sighting in ``touch_ids`` (released order); False when already seen in this run."""
         if arxiv_id in self.touched:
@@ -166,208 +421,211 @@ class _RunState:
         self.root.extra["touch_ids"].append(arxiv_id)
         return True
 
-    def fail(self, kind: str) -> None:
-        self.root.extra["failures"][kind] += 1
+    def keep(self, paper: Paper | None) -> bool:
+        if paper is None:
+            return False
+        if self.cfg.filter_by_end_date and not published_before(paper, self.end_date):
+            logger.debug(
+                "dropped %s (published %s, after end date %s)", paper.arxiv_id, paper.published, self.end_date
+            )
+            return False
+        return True
 
-
-# PaperSource method -> the failure kind it counts as (``root.extra["failures"]``).
-_FAILURE_KIND = {"search": "search", "get_by_id": "lookup", "get_by_title": "title", "get_sections": "sections"}
-
-
-@dataclass
-class _Ref:
-    """One citation to resolve: the citing node, the section, the cited string and its arXiv id if known."""
-
-    node: PaperNode
-    section: str
-    cited: str
-    arxiv_id: str | None = None
-
-
-class PaperAgent:
-    """Run the PaSa loop for one user query: ``PaperAgent(crawler, selector, source, config).run(query)``."""
-
-    def __init__(self, crawler: Crawler, selector: Selector, source: PaperSource, config: AgentConfig | None = None):
-        self.crawler = crawler
-        self.selector = selector
-        self.source = source
-        self.config = config or AgentConfig()
-
-    # -- helpers ---------------------------------------------------------------------------------------------
-    def _call_source(self, state: _RunState, method: str, arg, *rest) -> Any:
-        """One source call; a raised error is one WARNING (method, argument, cause), a counted failure and None."""
-        try:
-            return getattr(self.source, method)(arg, *rest)
-        except Exception as err:  # one failed tool call is a logged, counted skip, never a crashed run
-            logger.warning("paper source %s(%r) failed: %s: %s", method, arg, type(err).__name__, err)
-            state.fail(_FAILURE_KIND[method])
-            return None
-
-    def _map(self, pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        return list(pool.map(fn, items))
-
-    def _no_action(self, state: _RunState, session: str, reply: str) -> None:
+    def no_action(self, session: str, reply: str) -> None:
         """A crawler reply with no parseable action: one WARNING naming the session, counted, kept raw."""
-        logger.warning("crawler reply with no action for %s (query %r): %r", session, state.user_query, reply[:200])
-        state.fail("crawler_no_action")
-        state.root.extra["crawler_raw_replies"].append({"session": session, "reply": reply})
+        logger.warning("crawler reply with no action for %s (query %r): %r", session, self.user_query, reply[:200])
+        self.root.extra["failures"]["crawler_no_action"] += 1
+        self.root.extra["crawler_raw_replies"].append({"session": session, "reply": reply})
 
-    def _cap_query(self, query: str) -> str:
-        cap = self.config.max_query_chars
+    def cap_query(self, query: str) -> str:
+        cap = self.cfg.max_query_chars
         if cap and len(query) > cap:
             logger.warning("search query of %d characters cut to %d: %r...", len(query), cap, query[:80])
             return query[:cap].rstrip()
         return query
 
-    def _keep(self, paper: Paper | None, state: _RunState) -> bool:
-        if paper is None:
-            return False
-        if self.config.filter_by_end_date and not published_before(paper, state.end_date):
-            logger.debug(
-                "dropped %s (published %s, after end date %s)", paper.arxiv_id, paper.published, state.end_date
-            )
-            return False
-        return True
+    def attach(self, parent: PaperNode, key: str, paper: Paper, shown: str, depth: int, tag: str) -> PaperNode:
+        """Add a paper to the tree and the queue now; its score arrives from the Selector later."""
+        node = PaperNode.from_paper(paper, depth=depth, source=f"{tag} {paper.source}", score=0.0)
+        parent.child.setdefault(key, []).append(node)
+        if parent is not self.root:
+            parent.extra["expand"] = "success"
+        self.queue.append(node)
+        self.merged.append((node, paper.title))
+        self.scores_pending += 1
 
-    def _add_scored(
-        self, state: _RunState, items: list[tuple[PaperNode, str, Paper, str, str | None]], depth: int, tag: str
-    ) -> None:
-        """Score ``(parent, key, paper, title shown to the selector, resolved_by)`` items in one Selector batch and
-        attach them to the tree and queue."""
-        scores = self.selector.score(state.user_query, [(shown, p.abstract) for _, _, p, shown, _ in items])
-        extra = state.root.extra
-        for (parent, key, paper, _, resolved_by), score in zip(items, scores, strict=True):
-            node = PaperNode.from_paper(paper, depth=depth, source=f"{tag} {paper.source}", score=score)
-            if resolved_by is not None:
-                node.extra["resolved_by"] = resolved_by
-            parent.child.setdefault(key, []).append(node)
-            if parent is not state.root:
-                parent.extra["expand"] = "success"
-            state.queue.append(node)
-            extra["crawler_recall_papers"].append(paper.title)
-            if self.selector.is_selected(score):
-                extra["recall_papers"].append(paper.title)
+        def scored(score: float, node=node):
+            node.select_score = score
+            self.scores_pending -= 1
 
-    # -- the loop ----------------------------------------------------------------------------------------------
-    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None) -> PaperNode:
-        """Search, then ``expand_layers`` expansion layers. ``end_date``: ``YYYYMMDD`` or None."""
-        state = _RunState(user_query=user_query, end_date=end_date, root=PaperNode.root(user_query))
-        state.root.extra["failures"] = empty_failures()
-        state.root.extra["crawler_raw_replies"] = []
-        if answer is not None:
-            state.root.extra["answer"] = list(answer)
-        with ThreadPoolExecutor(max_workers=max(1, self.config.threads_num)) as pool:
-            self._search(state, pool)
-            for depth in range(self.config.expand_layers):
-                self._expand(state, pool, depth)
-        return state.root
+        self.selector_batcher.submit((depth, len(self.merged)), (shown, paper.abstract), scored)
+        return node
 
-    def _search(self, state: _RunState, pool: ThreadPoolExecutor) -> None:
-        cfg = self.config
-        queries, reply = self.crawler.search_queries(
-            state.user_query, limit=cfg.query_limit, keep_empty=cfg.keep_empty_queries
+    def close_phase(self) -> None:
+        """The phase's papers in merge order go to the recall lists (released: appended as they were scored)."""
+        extra = self.root.extra
+        for node, title in self.merged:
+            extra["crawler_recall_papers"].append(title)
+            if self.agent.selector.is_selected(node.select_score):
+                extra["recall_papers"].append(title)
+        self.merged = []
+
+    # -- 1. search -----------------------------------------------------------------------------------------------
+    def search(self) -> None:
+        cfg = self.cfg
+        start = time.perf_counter()
+        queries, reply = self.agent.crawler.search_queries(
+            self.user_query, limit=cfg.query_limit, keep_empty=cfg.keep_empty_queries
         )
+        self.search_crawler_span = (start, time.perf_counter())
         if not has_action(reply):
-            self._no_action(state, "search", reply)
+            self.no_action("search", reply)
         # a repeated query would only find touched ids again (released: searched twice, same tree)
-        queries = list(dict.fromkeys(self._cap_query(q) for q in queries))
+        queries = list(dict.fromkeys(self.cap_query(q) for q in queries))
         for q in queries:
-            state.root.child[q] = []
-        results = self._map(
-            pool, lambda q: self._call_source(state, "search", q, cfg.search_papers, state.end_date) or [], queries
-        )
-        new: list[tuple[str, str]] = []
-        for q, ids in zip(queries, results, strict=True):
-            for arxiv_id in ids:
-                arxiv_id = normalize_arxiv_id(arxiv_id)
-                if state.touch(arxiv_id):
-                    new.append((q, arxiv_id))
-        papers = self._map(pool, lambda item: self._call_source(state, "get_by_id", item[1]), new)
-        items = [
-            (state.root, q, p, p.title, None) for (q, _), p in zip(new, papers, strict=True) if self._keep(p, state)
-        ]
-        self._add_scored(state, items, depth=0, tag="Search")
+            self.root.child[q] = []
+        results: list[list[str] | None] = [None] * len(queries)
+        pending: list[tuple[str, str]] = []  # (query, id) touched in query order, waiting for their paper
+        papers: dict[str, tuple[bool, Paper | None]] = {}
+        state = {"query": 0, "paper": 0}
 
-    def _needs_sections(self, node: PaperNode) -> bool:
+        def merge() -> None:
+            while state["query"] < len(queries) and results[state["query"]] is not None:
+                q = queries[state["query"]]
+                pending.extend((q, i) for i in results[state["query"]] if self.touch(i))
+                state["query"] += 1
+            while state["paper"] < len(pending) and pending[state["paper"]][1] in papers:
+                q, arxiv_id = pending[state["paper"]]
+                paper = papers[arxiv_id][1]
+                if self.keep(paper):
+                    node = self.attach(self.root, q, paper, paper.title, depth=0, tag="Search")
+                    if cfg.expand_layers > 0:  # every depth-0 paper is expanded: start on it now
+                        self.start_expansion(node, depth=0, rank=len(self.queue))
+                state["paper"] += 1
+
+        def searched(ids, i: int) -> None:
+            ids = [normalize_arxiv_id(a) for a in ids or []]
+            results[i] = ids
+            for arxiv_id in ids:
+
+                def found(paper, arxiv_id=arxiv_id):
+                    papers[arxiv_id] = (True, paper)
+                    merge()
+
+                self.lookup("id", arxiv_id, "get_by_id", arxiv_id, found)
+            merge()
+
+        for i, q in enumerate(queries):
+            self.tool("search", q, cfg.search_papers, self.end_date, then=lambda ids, i=i: searched(ids, i))
+        self.drive(
+            lambda: state["query"] == len(queries) and state["paper"] == len(pending) and not self.scores_pending
+        )
+        self.close_phase()
+
+    # -- 2. expand -----------------------------------------------------------------------------------------------
+    def expand(self, depth: int) -> None:
+        layer = sort_by_score(self.queue[self.expand_start :])
+        self.queue[self.expand_start :] = layer
+        if depth > 0:
+            layer = layer[: self.cfg.expand_papers]
+        self.expand_start = len(self.queue)
+        self.order, self.cursor = layer, 0
+        for rank, node in enumerate(layer):
+            self.start_expansion(node, depth, rank)
+        self.merge_layer()
+        self.drive(lambda: self.cursor == len(layer) and not self.scores_pending)
+        self.order = None
+        self.close_phase()
+
+    def needs_sections(self, node: PaperNode) -> bool:
         """Released: fetch only when the record had none (""); the project also fetches for {}."""
         if not isinstance(node.sections, dict):
             return True
-        return not node.sections and self.config.refetch_empty_sections
+        return not node.sections and self.cfg.refetch_empty_sections
 
-    def _expand(self, state: _RunState, pool: ThreadPoolExecutor, depth: int) -> None:
-        cfg = self.config
-        layer = sort_by_score(state.queue[state.expand_start :])
-        state.queue[state.expand_start :] = layer
-        if depth > 0:
-            layer = layer[: cfg.expand_papers]
-        state.expand_start = len(state.queue)
+    def start_expansion(self, node: PaperNode, depth: int, rank: int) -> None:
+        exp = self.expansions.get(id(node))
+        if exp is not None:
+            return  # started early (depth 0)
+        exp = self.expansions[id(node)] = _Expansion(node, depth, started=True)
+        if not self.needs_sections(node):
+            self.sections_ready(exp, rank, fetched=False)
+            return
 
-        # sections: the paper's own (local DB) or fetched (ar5iv); papers without any are not expanded
-        missing = [n for n in layer if self._needs_sections(n)]
-        fetched = self._map(pool, lambda n: self._call_source(state, "get_sections", n.arxiv_id), missing)
-        for node, sections in zip(missing, fetched, strict=True):
+        def fetched(sections) -> None:
             if sections:
                 node.sections = sections
                 node.section_ids = None  # fetched sections carry no ids
-            elif cfg.keep_failed_sections:
+            elif self.cfg.keep_failed_sections:
                 node.sections = sections  # released: null (fetch failed) or {} (nothing citable)
-        asked = {id(n) for n in missing}
-        expandable = []
-        for node in layer:
-            # fetched: expandable when the fetch found sections; not fetched: a dict ({} only when not refetching)
-            if node.has_sections or (id(node) not in asked and isinstance(node.sections, dict)):
-                node.extra["expand"] = "not expand"
-                expandable.append(node)
-            else:
-                node.extra["expand"] = "get full paper error"
-        if not expandable:
+            self.sections_ready(exp, rank, fetched=True)
+
+        self.tool("get_sections", node.arxiv_id, then=fetched)
+
+    def sections_ready(self, exp: _Expansion, rank: int, fetched: bool) -> None:
+        node = exp.node
+        # fetched: expandable when the fetch found sections; not fetched: a dict ({} only when not refetching)
+        if not (node.has_sections or (not fetched and isinstance(node.sections, dict))):
+            node.extra["expand"] = "get full paper error"
+            exp.ready = True
+            self.merge_layer()
             return
+        node.extra["expand"] = "not expand"
+        item = (node.title, node.abstract, list(node.sections))
+        self.crawler_batcher.submit((exp.depth, rank), item, lambda choice: self.replied(exp, choice))
 
-        choices = self.crawler.expand_sections(
-            state.user_query, [(n.title, n.abstract, list(n.sections)) for n in expandable]
-        )
-        refs: list[_Ref] = []
-        for node, (chosen, reply) in zip(expandable, choices, strict=True):
-            if not has_action(reply):
-                self._no_action(state, node.arxiv_id or node.title, reply)
-            for section in chosen:
-                ids = (node.section_ids or {}).get(section) if cfg.resolve_citations_by_id else None
-                for i, cited in enumerate(node.sections[section]):
-                    arxiv_id = ids[i] if ids is not None and i < len(ids) and ids[i] else None
-                    refs.append(_Ref(node, section, cited, normalize_arxiv_id(arxiv_id) if arxiv_id else None))
-        found = self._resolve(state, pool, refs)
+    def replied(self, exp: _Expansion, choice: tuple[list[str], str]) -> None:
+        chosen, reply = choice
+        node, cfg = exp.node, self.cfg
+        if not has_action(reply):
+            self.no_action(node.arxiv_id or node.title, reply)
+        for section in chosen:
+            ids = (node.section_ids or {}).get(section) if cfg.resolve_citations_by_id else None
+            for i, cited in enumerate(node.sections[section]):
+                arxiv_id = ids[i] if ids is not None and i < len(ids) and ids[i] else None
+                exp.refs.append(_Ref(section, cited, normalize_arxiv_id(arxiv_id) if arxiv_id else None))
+        exp.unresolved = len(exp.refs)
+        if not exp.refs:
+            exp.ready = True
+            self.merge_layer()
+            return
+        for ref in exp.refs:
+            self.resolve(exp, ref)
 
-        items: list[tuple[PaperNode, str, Paper, str, str | None]] = []
-        for ref, (paper, resolved_by) in zip(refs, found, strict=True):
-            if paper is None:
-                continue
-            if state.touch(normalize_arxiv_id(paper.arxiv_id)) and self._keep(paper, state):
-                shown = ref.cited if cfg.selector_sees_cited_title else paper.title
-                items.append((ref.node, ref.section, paper, shown, resolved_by))
-        self._add_scored(state, items, depth=depth + 1, tag="Expand")
+    def resolve(self, exp: _Expansion, ref: _Ref) -> None:
+        """The paper behind a citation: by its arXiv id when known (an unknown id falls back to the title)."""
 
-    def _title_lookup_key(self, title: str) -> str:
-        return title_key(title) if self.config.dedup_title_lookups else title
+        def settle(paper: Paper | None, how: str) -> None:
+            ref.paper, ref.resolved_by, ref.done = paper, how, True
+            exp.unresolved -= 1
+            if exp.unresolved == 0:
+                exp.ready = True
+                self.merge_layer()
 
-    def _resolve(self, state: _RunState, pool: ThreadPoolExecutor, refs: list[_Ref]) -> list[tuple[Paper | None, str]]:
-        """The paper behind each citation, and how it was found: by its arXiv id (when known), else by title.
+        def by_title() -> None:
+            key = title_key(ref.cited) if self.cfg.dedup_title_lookups else ref.cited
+            self.lookup("title", key, "get_by_title", ref.cited, lambda p: settle(p, "title"))
 
-        One call per distinct id / lookup key, concurrently. An id the source does not know falls back to the
-        title lookup.
-        """
-        by_id = list(dict.fromkeys(r.arxiv_id for r in refs if r.arxiv_id))
-        id_papers = dict(zip(by_id, self._map(pool, lambda i: self._call_source(state, "get_by_id", i), by_id)))
-        first_title: dict[str, str] = {}
-        for r in refs:
-            if r.arxiv_id is None or id_papers.get(r.arxiv_id) is None:
-                first_title.setdefault(self._title_lookup_key(r.cited), r.cited)
-        titles = self._map(pool, lambda t: self._call_source(state, "get_by_title", t), list(first_title.values()))
-        by_key = dict(zip(first_title, titles, strict=True))
-        out: list[tuple[Paper | None, str]] = []
-        for r in refs:
-            paper = id_papers.get(r.arxiv_id) if r.arxiv_id else None
-            if paper is not None:
-                out.append((paper, "id"))
-            else:
-                out.append((by_key.get(self._title_lookup_key(r.cited)), "title"))
-        return out
+        if ref.arxiv_id:
+            self.lookup("id", ref.arxiv_id, "get_by_id", ref.arxiv_id, lambda p: settle(p, "id") if p else by_title())
+        else:
+            by_title()
+
+    def merge_layer(self) -> None:
+        """Merge ready papers of the current layer in queue order: touch, filter, attach, send to the Selector."""
+        if self.order is None:
+            return
+        cfg = self.cfg
+        while self.cursor < len(self.order):
+            exp = self.expansions[id(self.order[self.cursor])]
+            if not exp.ready:
+                return
+            for ref in exp.refs:
+                paper = ref.paper
+                if paper is None:
+                    continue
+                if self.touch(normalize_arxiv_id(paper.arxiv_id)) and self.keep(paper):
+                    shown = ref.cited if cfg.selector_sees_cited_title else paper.title
+                    child = self.attach(exp.node, ref.section, paper, shown, depth=exp.depth + 1, tag="Expand")
+                    child.extra["resolved_by"] = ref.resolved_by
+            self.cursor += 1
