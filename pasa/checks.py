@@ -227,12 +227,12 @@ def check_output_file(path: str, flag: str = "--output_file") -> str:
     return path
 
 
-def check_index_dir(path: str, flag: str = "--search_index") -> str:
-    """An offline search index folder that exists (its content is checked when it is loaded)."""
+def check_index_dir(path: str, flag: str = "--search_index", command: str = "pasa index") -> str:
+    """An index folder (``pasa index``'s, or the title index) that exists; its content is checked when loaded."""
     if not os.path.exists(path):
-        raise CheckError(f"{flag} {path!r} does not exist; build it with `pasa index --output_dir {path} ...`")
+        raise CheckError(f"{flag} {path!r} does not exist; build it with `{command} --output_dir {path} ...`")
     if not os.path.isdir(path):
-        raise CheckError(f"{flag} {path!r} is a file; pass the folder `pasa index` wrote")
+        raise CheckError(f"{flag} {path!r} is a file; pass the folder `{command}` wrote")
     return path
 
 

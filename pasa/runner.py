@@ -108,6 +108,10 @@ class BatchArgs:
     search_index: str | None = field(
         default=None, metadata={"help": "Offline search index folder (`pasa index`; old name --index)."}
     )
+    title_index: str | None = field(
+        default=None,
+        metadata={"help": "Title index folder (`pasa build-db`): exact-title lookups tried before the arXiv API."},
+    )
     online: bool | None = field(
         default=None, metadata={"help": "Use Serper/arXiv/ar5iv. Default: online iff SERPER_API_KEY is set."}
     )
@@ -433,70 +437,61 @@ def print_selected(root: PaperNode, top: int = 20) -> None:
 
 # -- stage progress of one query (issue 12 item 7) ---------------------------------------------------------------
 class StageProgress:
-    """Counts of the agent's stages while one query runs: ``search`` (crawler queries, searches, lookups, selector)
-    then ``layer N`` (sections, crawler, title lookups, selector). Fed by the wrappers below, which sit between the
-    agent and its crawler, selector and paper source, so the agent needs no callback; each finished stage is one
-    line (``write``), and ``on_update`` (a live status line) sees the running counts."""
+    """Running counts of the agent's stages while one query runs: the crawler's search queries, searches, id
+    lookups, section fetches, crawler expansions, title lookups, selector scores, failed calls.
 
-    def __init__(self, write=None, on_update=None):
+    Fed by the wrappers below, which sit between the agent and its crawler, selector and paper source, so the agent
+    needs no callback. The agent streams (a paper's sections, crawler call, lookups and scoring start as soon as its
+    own inputs are ready), so stages overlap and the counts are cumulative; ``layer`` is the deepest expansion
+    started. ``on_update`` (a live status line) sees every change; ``write`` gets a line at most every
+    ``interval`` seconds while counts change (for logs, where there is no live line) and one at the end.
+    """
+
+    def __init__(self, write=None, on_update=None, interval: float = 10.0):
         self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self.on_update = on_update
-        self.stage: str | None = None
-        self.layer = 0
+        self.interval = interval
         self.counts: Counter = Counter()
-        self.started = 0.0
+        self.started = time.perf_counter()
+        self._last_write = self.started
+        self._written = ""
         self._lock = threading.Lock()
-
-    def begin(self, stage: str) -> None:
-        with self._lock:
-            self._flush()
-            self.stage, self.counts, self.started = stage, Counter(), time.perf_counter()
-        self._update()
-
-    def begin_layer_if_new(self) -> None:
-        """A layer starts at its first section fetch or crawler call after the search, or after the previous
-        layer's crawler call or scoring (within a layer: sections, then one crawler call, lookups, scoring)."""
-        with self._lock:
-            if not (self.stage in (None, "search") or self.counts["crawler"] or self.counts["scored"]):
-                return
-            self._flush()
-            self.layer += 1
-            self.stage, self.counts, self.started = f"layer {self.layer}", Counter(), time.perf_counter()
-        self._update()
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
-        self._update()
+            text = self.text()
+            due = self.interval and time.perf_counter() - self._last_write >= self.interval
+            if due:
+                self._last_write = time.perf_counter()
+        if self.on_update is not None:
+            self.on_update(text)
+        if due:
+            self._emit(text)
 
     def finish(self) -> None:
         with self._lock:
-            self._flush()
-            self.stage = None
+            text = self.text()
+        self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        if text != self._written:
+            self._written = text
+            self.write(text)
 
     def text(self) -> str:
-        c, stage = self.counts, self.stage or ""
-        parts = []
-        if stage == "search":
-            parts.append(f"crawler {c['queries']} queries")
-            parts.append(f"search {c['search']} calls -> {c['ids']} ids")
-            parts.append(f"lookups {c['lookup']}")
-        else:
-            parts.append(f"sections {c['sections']} fetched")
-            parts.append(f"crawler {c['crawler']} papers -> {c['chosen']} sections")
-            parts.append(f"title lookups {c['title']} -> {c['found']} found")
-        parts.append(f"selector {c['scored']} scored, {c['selected']} selected")
+        """``[12.3s] search: 5 queries, 5 calls -> 47 ids, 40 lookups | layer 2: 30 sections, crawler ...``."""
+        c = self.counts
+        parts = [f"search: {c['queries']} queries, {c['search']} calls -> {c['ids']} ids, {c['lookup']} lookups"]
+        if c["layer"]:
+            parts.append(
+                f"layer {c['layer']}: {c['sections']} sections fetched, crawler {c['crawler']} papers -> "
+                f"{c['chosen']} sections, {c['title']} title lookups -> {c['found']} found"
+            )
+        parts.append(f"selector: {c['scored']} scored, {c['selected']} selected")
         if c["failed"]:
             parts.append(f"{c['failed']} failed calls")
-        return f"{stage}: " + ", ".join(parts) + f" [{time.perf_counter() - self.started:.1f}s]"
-
-    def _flush(self) -> None:
-        if self.stage is not None:
-            self.write(self.text())
-
-    def _update(self) -> None:
-        if self.on_update is not None:
-            self.on_update(self.text())
+        return f"[{time.perf_counter() - self.started:.1f}s] " + " | ".join(parts)
 
 
 class _Delegate:
@@ -508,17 +503,30 @@ class _Delegate:
 
 
 class _ProgressCrawler(_Delegate):
+    """Counts the crawler's search queries and expansions; an expansion round's depth comes from its papers."""
+
+    def __init__(self, inner, progress: StageProgress, depths: dict[str, int]):
+        super().__init__(inner, progress)
+        self._depths = depths  # title -> depth of the papers found so far (search: 0)
+
     def search_queries(self, *args, **kwargs):
-        self._progress.begin("search")
         out = self._inner.search_queries(*args, **kwargs)
         self._progress.add("queries", len(out[0]) if isinstance(out, tuple) else len(out))
         return out
 
     def expand_sections(self, user_query, papers, *args, **kwargs):
-        self._progress.begin_layer_if_new()
+        depth = max((self._depths.get(p[0], 0) for p in papers), default=0)
         out = self._inner.expand_sections(user_query, papers, *args, **kwargs)
         self._progress.add("crawler", len(papers))
         self._progress.add("chosen", sum(len(chosen) for chosen, *_ in out))
+        layer = depth + 1  # expanding depth-d papers is layer d + 1
+        if layer > self._progress.counts["layer"]:
+            self._progress.add("layer", layer - self._progress.counts["layer"])
+        for (_, _, sections), (chosen, *_) in zip(papers, out, strict=False):
+            for section in chosen:
+                for cited in (sections or {}).get(section, []) if isinstance(sections, dict) else []:
+                    if isinstance(cited, str):
+                        self._depths.setdefault(cited, layer)
         return out
 
 
@@ -531,6 +539,10 @@ class _ProgressSelector(_Delegate):
 
 
 class _ProgressSource(_Delegate):
+    def __init__(self, inner, progress: StageProgress, depths: dict[str, int]):
+        super().__init__(inner, progress)
+        self._depths = depths
+
     def _call(self, key: str, method: str, *args, **kwargs):
         try:
             out = getattr(self._inner, method)(*args, **kwargs)
@@ -546,48 +558,55 @@ class _ProgressSource(_Delegate):
         return ids
 
     def get_by_id(self, *args, **kwargs):
-        return self._call("lookup", "get_by_id", *args, **kwargs)
+        paper = self._call("lookup", "get_by_id", *args, **kwargs)
+        if paper is not None:
+            self._depths.setdefault(paper.title, 0)
+        return paper
 
     def get_sections(self, *args, **kwargs):
-        self._progress.begin_layer_if_new()
         return self._call("sections", "get_sections", *args, **kwargs)
 
-    def get_by_title(self, *args, **kwargs):
-        paper = self._call("title", "get_by_title", *args, **kwargs)
+    def get_by_title(self, title, *args, **kwargs):
+        paper = self._call("title", "get_by_title", title, *args, **kwargs)
         if paper is not None:
             self._progress.add("found")
+            if title in self._depths:
+                self._depths.setdefault(paper.title, self._depths[title])
         return paper
 
 
 def with_stage_progress(agent: PaperAgent, progress: StageProgress) -> PaperAgent:
     """A copy of ``agent`` whose crawler, selector and source report to ``progress`` (same results)."""
+    depths: dict[str, int] = {}
     return PaperAgent(
-        _ProgressCrawler(agent.crawler, progress),
+        _ProgressCrawler(agent.crawler, progress, depths),
         _ProgressSelector(agent.selector, progress),
-        _ProgressSource(agent.source, progress),
+        _ProgressSource(agent.source, progress, depths),
         agent.config,
     )
 
 
 def run_with_progress(agent: PaperAgent, item: QueryItem, output_folder: str, **kwargs) -> list[QueryResult]:
-    """``run_queries`` for one query, showing the stages live (a rich status line on a terminal, and one line
-    per finished stage on stderr)."""
+    """``run_queries`` for one query, showing the stages' counts live: a status line on a terminal, else a line on
+    stderr every 10 s while they change; the final counts are printed in both cases."""
     from rich.console import Console
 
     console = Console(stderr=True)
-    progress = StageProgress(write=lambda line: console.print(line, highlight=False, markup=False))
+    progress = StageProgress(write=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     traced = with_stage_progress(agent, progress)
     if not console.is_terminal:
         try:
             return run_queries(traced, [item], output_folder, progress=False, **kwargs)
         finally:
             progress.finish()
+    progress.interval = 0  # the live line shows everything; only the final counts stay on screen
     with console.status("starting") as status:
-        progress.on_update = lambda text: status.update(text)
+        progress.on_update = status.update
         try:
             return run_queries(traced, [item], output_folder, progress=False, **kwargs)
         finally:
-            progress.finish()
+            progress.on_update = None
+    progress.finish()
 
 
 # -- entry points -----------------------------------------------------------------------------------------------
@@ -624,6 +643,10 @@ def build_source(args: BatchArgs, released_behaviour: bool = False, service=None
         kwargs["released_behaviour"] = released_behaviour
     if service is not None and "service" in params:
         kwargs["service"] = service
+    if args.title_index:
+        if "title_index" not in params:
+            raise CheckError("--title_index is not supported by this version's paper sources")
+        kwargs["title_index"] = args.title_index
     return build_paper_source(
         paper_db=args.paper_db,
         id2paper=args.id2paper,
@@ -675,6 +698,8 @@ def check_batch_args(args: BatchArgs) -> None:
     check_int_range(args.max_consecutive_failures, "--max_consecutive_failures", 0)
     if args.search_index:
         check_index_dir(args.search_index)
+    if args.title_index:
+        check_index_dir(args.title_index, "--title_index", command="pasa build-db")
     for flag, path in (("--paper_db", args.paper_db), ("--id2paper", args.id2paper)):
         if path and not os.path.isfile(path):
             raise CheckError(f"{flag} {path!r} is not a file; run `pasa download --only data`")
@@ -772,15 +797,20 @@ DEMO_QUERY = "Give me papers about retrieval-augmented generation for language m
 
 def demo_main(argv: list[str] | None = None) -> int:
     """``pasa demo``: the whole loop offline, on a tiny model built on the spot and the embedded paper set."""
-    import argparse
     import re
     import tempfile
 
-    parser = argparse.ArgumentParser(prog="pasa demo", description=demo_main.__doc__)
-    parser.add_argument("--query", default=DEMO_QUERY)
-    parser.add_argument("--output_folder", default=os.path.join(tempfile.gettempdir(), "pasa-demo"))
-    parser.add_argument("--log_level", default="WARNING")
-    args = parser.parse_args(argv)
+    from pasa.flags import make_argparser, rewrite_argv
+
+    parser = make_argparser(prog="pasa demo", example="pasa demo --query '...'", description=demo_main.__doc__)
+    parser.add_argument("--query", default=DEMO_QUERY, help="The user query.")
+    parser.add_argument(
+        "--output_dir",
+        default=os.path.join(tempfile.gettempdir(), "pasa-demo"),
+        help="Tiny checkpoint and result tree go here.",
+    )
+    parser.add_argument("--log_level", default="WARNING", help="Logging level.")
+    args = parser.parse_args(rewrite_argv(argv, parser))
     setup_logging(args.log_level)
 
     from pasa.crawler import Crawler
@@ -791,7 +821,7 @@ def demo_main(argv: list[str] | None = None) -> int:
     from pasa.tools.sources import InMemoryPaperSource
 
     papers = demo_papers()
-    ckpt = os.path.join(args.output_folder, "tiny-qwen2")
+    ckpt = os.path.join(args.output_dir, "tiny-qwen2")
     if not os.path.exists(os.path.join(ckpt, "config.json")):
         build_tiny_checkpoint(ckpt)
     selector_llm = HFLLM(HFLLMConfig(ckpt, device="cpu", max_new_tokens=16))
@@ -819,7 +849,7 @@ def demo_main(argv: list[str] | None = None) -> int:
         AgentConfig(search_papers=3, expand_papers=3),
     )
     item = QueryItem(index=0, question=args.query)
-    out = os.path.join(args.output_folder, "results")
+    out = os.path.join(args.output_dir, "results")
     if os.path.exists(output_path(out, item)):  # the demo always runs: no resume
         os.unlink(output_path(out, item))
     results = run_queries(agent, [item], out, progress=False)

@@ -321,17 +321,14 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, tiny_checkpo
 
 
 def test_input_file_folder_and_non_utf8_line(tmp_path, tiny_checkpoint, capsys, caplog):
-    models = ["--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint, "--device", "cpu"]
+    models = ["--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
     code, _, err = run_cli(["--input_file", str(tmp_path)] + models, capsys)
     assert code == 2 and "is a folder; pass a .jsonl file" in err
     path = tmp_path / "q.jsonl"
     path.write_bytes(json.dumps(GOOD).encode() + b'\n{"question": "caf\xe9"}\n' + json.dumps(GOOD).encode() + b"\n")
-    argv = ["--input_file", str(path), "--output_dir", str(tmp_path / "out"), "--expand_layers", "0"]
-    argv += ["--log_level", "WARNING"]
     with caplog.at_level(logging.WARNING):
-        code, out, _ = run_cli(argv + models, capsys, source=InMemoryPaperSource([paper("2401.00001", "A title")]))
-    assert code == 0 and "2 queries from" in out and "q.jsonl:2: not UTF-8" in caplog.text
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.json", "2.json"]
+        assert [i.index for i in load_queries(str(path))] == [0, 2]
+    assert "q.jsonl:2: not UTF-8 (byte 0xe9" in caplog.text
 
 
 def test_unreachable_model_server_stops_before_the_batch(tmp_path, capsys):
@@ -369,26 +366,41 @@ def test_help_names_the_command_and_shows_an_example(capsys):
         assert line.count("default") <= 1, line
 
 
-def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys):
-    source = InMemoryPaperSource([paper("2401.00001", "A title")])
+def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """`pasa run --query` prints the stages' counts (stderr) before the top papers (stdout)."""
+    agent = CountingAgent().agent
+    monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
     argv = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
-    argv += ["--device", "cpu", "--expand_layers", "1", "--output_dir", str(tmp_path), "--log_level", "ERROR"]
-    code, out, err = run_cli(argv, capsys, source=source)
-    assert code == 0
-    stages = [line.split(":")[0] for line in err.splitlines() if line.startswith(("search:", "layer"))]
-    assert stages[0] == "search" and "crawler " in err and "selector " in err and "Top papers" in out
+    code, out, err = run_cli(argv + ["--output_dir", str(tmp_path), "--log_level", "ERROR"], capsys)
+    assert code == 0 and "Top papers" in out
+    assert "search: 1 queries, 1 calls -> 1 ids, 1 lookups" in err and "selector: 1 scored, 1 selected" in err
 
 
 def test_stage_progress_counts_a_scripted_run():
     from pasa.runner import StageProgress, with_stage_progress
 
-    crawler = Crawler(ScriptedLLM(default_reply="[Search] s\n[StopSearch]"))
+    replies = {"A title": "[Expand] Intro\n[StopExpand]"}
+    crawler = Crawler(ScriptedLLM(replies=replies, default_reply="[Search] s\n[StopSearch]"))
     papers = [paper("2401.00001", "A title", sections={"Intro": ["Cited"]}), paper("2401.00002", "Cited")]
     source = InMemoryPaperSource(papers, {"s": ["2401.00001"]})
     agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=1))
     lines = []
     progress = StageProgress(write=lines.append)
-    with_stage_progress(agent, progress).run("q")
+    root = with_stage_progress(agent, progress).run("q")
     progress.finish()
-    assert lines[0].startswith("search: crawler 1 queries, search 1 calls -> 1 ids, lookups 1, selector 1 scored")
-    assert lines[1].startswith("layer 1: ") and "title lookups" in lines[1]
+    assert root.extra["crawler_recall_papers"] == ["A title", "Cited"]
+    assert lines[-1].split("] ", 1)[1] == (
+        "search: 1 queries, 1 calls -> 1 ids, 1 lookups | layer 1: 0 sections fetched, crawler 1 papers -> "
+        "1 sections, 1 title lookups -> 1 found | selector: 2 scored, 2 selected"
+    )
+
+
+def test_damaged_index_and_missing_title_index_are_one_line(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "bad-index").mkdir()
+    (tmp_path / "bad-index" / "manifest.json").write_text('{"format": ')
+    base = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
+    base += ["--output_dir", str(tmp_path / "out")]
+    code, _, err = run_cli(base + ["--search_index", str(tmp_path / "bad-index")], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("pasa run: error: ") and "bad-index" in err
+    code, _, err = run_cli(base + ["--title_index", str(tmp_path / "none")], capsys)
+    assert code == 2 and "--title_index" in err and "does not exist" in err
