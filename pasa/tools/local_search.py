@@ -9,7 +9,7 @@ Engine, chosen by measurement (``docs/local_search.md``): **bm25s** ranks, SQLit
 alone was 5-20x slower per query (it scores every document matching any query word, no top-k pruning) and tantivy
 was as fast as bm25s but is one more compiled dependency; bm25s is already one.
 
-Index folder (``pasa index --output DIR``)::
+Index folder (``pasa index --output_dir DIR``)::
 
     manifest.json     format version, tokenizer, record counts, build time, fingerprint of the source files
     records.sqlite    one row per paper (row = BM25 document number): id, title, abstract, sections, date
@@ -291,7 +291,7 @@ class LocalSearchIndex:
         """Open ``index_dir``; prefer ``load``."""
         import bm25s
 
-        rebuild = f"rebuild it with `pasa index --output {index_dir} ...`"
+        rebuild = f"rebuild it with `pasa index --output_dir {index_dir} ...`"
         if not os.path.exists(index_dir):
             raise SearchIndexError(f"search index {index_dir} does not exist; build it with `pasa index`")
         if not os.path.isdir(index_dir):
@@ -569,25 +569,33 @@ def _dir_bytes(path: str) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from pasa.flags import make_argparser
+
+    parser = make_argparser(
         prog="pasa index",
         description="Build the offline BM25 search index (the default paper source without SERPER_API_KEY).",
-        epilog="examples:\n"
-        "  pasa index --paper_db data/paper_database/cs_paper_2nd.zip "
-        "--id2paper data/paper_database/id2paper.json --output data/paper_database/search_index\n"
-        "  pasa index --jsonl papers.jsonl --output data/search_index",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        example="pasa index --paper_db data/paper_database/cs_paper_2nd.zip "
+        "--id2paper data/paper_database/id2paper.json --output_dir data/paper_database/search_index\n"
+        "  pasa index --jsonl papers.jsonl --output_dir data/search_index",
     )
     parser.add_argument("--paper_db", help="The released paper DB zip (cs_paper_2nd.zip); needs --id2paper.")
     parser.add_argument("--id2paper", help="The released id2paper.json (arXiv id -> title).")
     parser.add_argument("--jsonl", help="A jsonl of {arxiv_id, title, abstract, sections, published} records.")
-    parser.add_argument("--output", required=True, help="Index folder to write (an existing index there is replaced).")
+    parser.add_argument(
+        "--output_dir",
+        required=True,
+        help="Index folder to write (old name --output). An index this command wrote there is replaced; any other "
+        "folder is refused.",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``pasa index``: build an index, print progress and stats. Exit code 2 on bad arguments or no records."""
-    args = make_parser().parse_args(argv)
+    from pasa.flags import rewrite_argv
+
+    parser = make_parser()
+    args = parser.parse_args(rewrite_argv(argv, parser))
     if args.jsonl is None and args.paper_db is None:
         print("pasa index: give --paper_db ZIP --id2paper JSON, or --jsonl FILE", file=sys.stderr)
         return 2
@@ -614,15 +622,15 @@ def main(argv: list[str] | None = None) -> int:
             source = {"paper_db": fingerprint_files(args.paper_db, args.id2paper)}
         t0 = time.perf_counter()
         with tqdm(papers, total=total, desc="reading papers", unit=" papers", file=sys.stderr) as progress:
-            index = LocalSearchIndex.build(progress, args.output, source=source, skipped=skipped)
+            index = LocalSearchIndex.build(progress, args.output_dir, source=source, skipped=skipped)
         seconds = time.perf_counter() - t0
     except (OSError, ValueError) as err:
         print(f"pasa index: {err}", file=sys.stderr)
         return 2
     if len(skipped) > MAX_SKIP_WARNINGS:
         print(f"({len(skipped) - MAX_SKIP_WARNINGS} more skipped records not shown)", file=sys.stderr)
-    print(f"index: {os.path.abspath(args.output)}")
+    print(f"index: {os.path.abspath(args.output_dir)}")
     print(f"records: {len(index)}  skipped: {len(skipped)}  vocabulary: {index.manifest['vocabulary']}")
-    print(f"build: {seconds:.1f} s  size: {_dir_bytes(args.output) / 2**20:.1f} MiB")
+    print(f"build: {seconds:.1f} s  size: {_dir_bytes(args.output_dir) / 2**20:.1f} MiB")
     index.close()
     return 0
