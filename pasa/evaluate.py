@@ -37,15 +37,7 @@ from pasa.metrics import (
     aggregate,
     evaluate_tree,
 )
-
-try:
-    from pasa.paper import is_degraded
-except ImportError:  # contract 2 of the session (helper A adds it to paper.py): the same rule until it lands
-
-    def is_degraded(tree: dict[str, Any]) -> bool:
-        failures = (tree.get("extra") or {}).get("failures") or {}
-        return any(isinstance(n, int | float) and n > 0 for n in failures.values())
-
+from pasa.paper import is_degraded
 
 logger = logging.getLogger(__name__)
 

@@ -57,16 +57,7 @@ from pasa.checks import (
     is_http_url,
 )
 from pasa.io import ItemLock, iter_jsonl, load_json, remove_stale_temp_files, write_text_atomic
-from pasa.paper import PaperNode, dumps_tree
-
-try:
-    from pasa.paper import is_degraded
-except ImportError:  # contract 2 of the session (helper A adds it to paper.py): the same rule until it lands
-
-    def is_degraded(tree: dict[str, Any]) -> bool:
-        failures = (tree.get("extra") or {}).get("failures") or {}
-        return any(isinstance(n, int | float) and n > 0 for n in failures.values())
-
+from pasa.paper import PaperNode, dumps_tree, is_degraded
 
 try:
     from pasa.tools.http import ServiceArgs
