@@ -268,9 +268,17 @@ def tree_failures(tree: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def read_done_result(path: str) -> dict[str, int] | None:
+class ResultConflictError(ValueError):
+    """The result file of a query's index holds another query's tree (the input file changed, or another --query
+    was run into the same folder)."""
+
+
+def read_done_result(path: str, question: str | None = None) -> dict[str, int] | None:
     """The failure counts of a finished result on disk, or None when the file is absent or unreadable (then the
-    query is computed again; the atomic write never leaves half a file, so this is a file damaged by other means)."""
+    query is computed again; the atomic write never leaves half a file, so this is a file damaged by other means).
+
+    Raises ``ResultConflictError`` when the tree's root title is not ``question``: it is never overwritten.
+    """
     if not os.path.exists(path):
         return None
     try:
@@ -281,6 +289,10 @@ def read_done_result(path: str) -> dict[str, int] | None:
     if not isinstance(tree, dict):
         logger.warning("%s: not a result tree, computing it again", path)
         return None
+    title = tree.get("title")
+    if question is not None and isinstance(title, str) and title.strip() != question.strip():
+        short = title if len(title) <= 60 else title[:57] + "..."
+        raise ResultConflictError(f"{path} holds the result of another query ({short!r}); use another --output_dir")
     return tree_failures(tree)
 
 
@@ -317,7 +329,12 @@ def run_queries(
     bar = tqdm(items, desc="queries", unit="query", disable=not progress)
     for item in bar:
         path = output_path(output_folder, item)
-        failures = read_done_result(path)
+        try:
+            failures = read_done_result(path, item.question)
+        except ResultConflictError as err:
+            logger.error("query %d: %s", item.index, err)
+            results.append(QueryResult(item, "failed", error=str(err)))
+            continue
         if failures is not None and not (redo_degraded and any(failures.values())):
             results.append(QueryResult(item, "skipped", failures=failures))
             continue

@@ -404,3 +404,16 @@ def test_damaged_index_and_missing_title_index_are_one_line(tmp_path, tiny_check
     assert code == 2 and err.count("\n") == 1 and err.startswith("pasa run: error: ") and "bad-index" in err
     code, _, err = run_cli(base + ["--title_index", str(tmp_path / "none")], capsys)
     assert code == 2 and "--title_index" in err and "does not exist" in err
+
+
+def test_result_of_another_query_is_never_overwritten(tmp_path, caplog):
+    run_queries(CountingAgent(), ITEMS[:1], str(tmp_path), progress=False)
+    before = (tmp_path / "0.json").read_text()
+    agent = CountingAgent()
+    results = run_queries(agent, [QueryItem(0, "another question")], str(tmp_path), progress=False)
+    assert (
+        agent.ran == []
+        and results[0].status == "failed"
+        and "holds the result of another query ('q0')" in (results[0].error)
+    )
+    assert (tmp_path / "0.json").read_text() == before
