@@ -10,7 +10,8 @@ checkpoints"), filled with stand-ins:
 
 - ``checkpoints/pasa-7b-crawler``, ``pasa-7b-selector``, ``Qwen2.5-7B-Instruct``: tiny **random** Qwen2 models with
   a Qwen-style tokenizer (``pasa.demo.build_tiny_checkpoint``): they load and generate like the real ones, but
-  their outputs mean nothing;
+  their outputs mean nothing; the crawler is silenced (:func:`silence_checkpoint`: it replies at once with no
+  action, so runs take seconds and record ``crawler_no_action``);
 - ``data/paper_database/cs_paper_2nd.zip`` + ``id2paper.json`` (released format) from the 16 embedded demo papers,
   and its offline ``search_index/``;
 - ``data/AutoScholarQuery/{train,dev,test}.jsonl``, ``data/RealScholarQuery/test.jsonl``: hand-written queries whose
@@ -31,7 +32,7 @@ import shutil
 import sys
 
 MARKER = "PASA_TINY"
-CHECKPOINTS = ("pasa-7b-crawler", "pasa-7b-selector", "Qwen2.5-7B-Instruct")
+CHECKPOINTS = ("Qwen2.5-7B-Instruct", "pasa-7b-selector", "pasa-7b-crawler")
 REPO_LINKS = ("scripts", "configs", "run_paper_agent.py")
 PUBLISHED = "20250301"  # after every demo paper: the end date (published - 7 days) keeps them all
 
@@ -138,6 +139,18 @@ def _write_jsonl(path: str, records: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def silence_checkpoint(path: str) -> None:
+    """Make a tiny checkpoint reply at once with nothing: its ``generation_config`` biases the first EOS token by
+    +100 (``sequence_bias``), greedy or sampled. A random tiny crawler otherwise babbles 512 tokens per prompt
+    (~17 s a query on a small CPU) and still emits no action; silenced, documented commands run in seconds."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig.from_pretrained(path)
+    eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+    config.sequence_bias = [[[eos], 100.0]]
+    config.save_pretrained(path)
+
+
 def _repo_root() -> str | None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return root if os.path.isdir(os.path.join(root, "scripts")) else None
@@ -169,6 +182,8 @@ def build_tiny(output_dir: str, force: bool = False) -> dict[str, str]:
                 build_tiny_checkpoint(path)
             else:
                 shutil.copytree(first, path, dirs_exist_ok=True)
+                if name == "pasa-7b-crawler":
+                    silence_checkpoint(path)
         out[name] = path
 
     papers = demo_papers()

@@ -24,6 +24,16 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory) -> Path:
+    """A `pasa tiny` folder (tiny checkpoints, paper DB, queries, SFT data in the released layout), built once."""
+    from pasa.tiny import build_tiny
+
+    root = tmp_path_factory.mktemp("pasa-tiny")
+    build_tiny(str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
 
