@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ COUNT_HELP = {
     "lines": "input lines read",
     "malformed_line": "* lines that are not a JSON object",
     "no_id_or_title": "* papers without an arXiv id or a title",
+    "unreadable_record": "* records the converter failed on (unexpected shapes; skipped)",
+    "truncated_input": "* input files that end mid-stream (a cut .gz); the papers before the cut are kept",
     "category_filtered": "papers outside --categories",
     "no_body_text": "* papers with no paragraphs (kept, without sections)",
     "no_cited_sections": "* papers whose sections cite nothing resolvable (kept, without sections)",
@@ -297,6 +300,17 @@ class ShardJob:
 _LOOKUP_CACHE: dict[str, object] = {}
 
 
+def _lines(src, path: str, counts: Counter, problems: list[str]) -> Iterator[tuple[int, str]]:
+    """Numbered lines of an input; a file cut short (a truncated .gz) ends the file, counted, not the build."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(src, start=1):  # noqa: B007 (lineno is read after the loop)
+            yield lineno, line
+    except (EOFError, OSError, zlib.error) as err:
+        counts["truncated_input"] += 1
+        problems.append(f"{path}:{lineno + 1}: truncated_input: {type(err).__name__}: {err}")
+
+
 def _lookup_for(title_index: str | None):
     if not title_index:
         return None
@@ -317,7 +331,7 @@ def process_file(job: ShardJob) -> dict:
     problems: list[str] = []
     part = job.shard + ".part"
     with open_text(job.path) as src, gzip.open(part, "wt", encoding="utf-8", compresslevel=3) as out:
-        for lineno, line in enumerate(src, start=1):
+        for lineno, line in _lines(src, job.path, counts, problems):
             if not line.strip():
                 continue
             counts["lines"] += 1
@@ -336,7 +350,12 @@ def process_file(job: ShardJob) -> dict:
                 if own is not None and lookup is None and not matches_categories(own, job.categories):
                     counts["category_filtered"] += 1
                     continue
-            paper = convert_paper(record, lookup)
+            try:
+                paper = convert_paper(record, lookup)
+            except Exception as err:  # a shape the converter does not expect: one paper lost, never the build
+                counts["unreadable_record"] += 1
+                problems.append(f"{loc}: unreadable_record: {type(err).__name__}: {str(err)[:200]}")
+                continue
             if paper is None:
                 counts["no_id_or_title"] += 1
                 problems.append(f"{loc}: no_id_or_title: {str(record.get('paper_id'))[:40]!r}")

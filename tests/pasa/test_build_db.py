@@ -250,3 +250,18 @@ def test_real_unarxive_sample(tmp_path):
     titles = [t for v in paper.sections.values() for t in v]
     assert "Evasion attacks with adversarial deep learning against power system state estimation" in titles
     assert c["titles_extracted"] > c["bib_no_title"]
+
+
+def test_truncated_gzip_and_odd_shapes_never_abort(tmp_path):
+    data = open(SAMPLE, "rb").read()
+    packed = gzip.compress(data)
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed[: len(packed) * 2 // 3])  # a download cut short
+    odd = {"paper_id": "2212.90009", "metadata": {"title": "Odd shapes", "versions": "not a list"},
+           "body_text": [{"section": "Intro", "sec_type": "section", "cite_spans": [{"ref_id": "a"}, "x", {}]}],
+           "bib_entries": {"a": {"bib_entry_raw": 42, "ids": None, "contained_arXiv_ids": "2101.00001"}}}  # fmt: skip
+    (tmp_path / "odd.jsonl").write_text(json.dumps(odd) + "\n")
+    result = build_database([str(tmp_path)], str(tmp_path / "db"), workers=1, search_index=False)
+    assert result.counts["truncated_input"] == 1
+    assert result.counts["papers_written"] >= 2  # the papers before the cut, and the odd one
+    problems = open(tmp_path / "db" / "problems.log", encoding="utf-8").read()
+    assert "cut.jsonl.gz:" in problems and "truncated_input" in problems
