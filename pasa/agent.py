@@ -96,8 +96,9 @@ class AgentConfig:
     model_batch_size: int = field(
         default=0,
         metadata={
-            "help": "Most prompts per model call. 0 = the backend's batch_size for a local model (so results of one "
-            "chunk flow on while the next is generated), no limit for a server or a scripted model."
+            "help": "Most prompts per model call. 0 = the backend's own figure: its batch_size for a local model (a "
+            "chunk's results flow on while the next chunk runs), 1 for a server (every prompt is its own request), "
+            "no limit for a scripted model. -1 = no limit (the backend splits a call itself)."
         },
     )
     batch_wait_s: float = field(
@@ -260,8 +261,10 @@ def _model_limits(llm, batch_size: int, max_concurrency: int) -> tuple[int, int]
     """(prompts per call, calls in flight) for one model: the config's figures, else the backend's."""
     if max_concurrency <= 0:
         max_concurrency = int(getattr(llm, "max_concurrency", 1) or 1)
-    if batch_size <= 0:
+    if batch_size == 0:
         batch_size = int(getattr(llm, "preferred_batch_size", 0) or 0)
+    elif batch_size < 0:
+        batch_size = 0  # no limit
     return batch_size, max_concurrency
 
 

@@ -103,6 +103,15 @@ class OpenAILLM:
         self.session = session
         self._model = config.model
 
+    # -- what the agent's micro-batcher reads ----------------------------------------------------------------
+    @property
+    def max_concurrency(self) -> int:
+        """Agent-level calls in flight: a server overlaps concurrent requests, so prompts go out as they come."""
+        return max(1, self.config.concurrency)
+
+    # one prompt per call: each request is independent, and its answer flows on as soon as it arrives
+    preferred_batch_size = 1
+
     # -- transport ------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

@@ -91,3 +91,32 @@ def test_real_loop_on_tiny_model(tiny_checkpoint):
     assert len(nodes) == 3
     expected = llm.true_prob([render_select_prompt("retrieval", n.title, n.abstract) for n in nodes])
     assert [n.select_score for n in nodes] == pytest.approx(expected, rel=1e-5)
+
+
+def test_plan_batches_sorts_by_length_and_respects_cap_and_token_budget(tiny_checkpoint):
+    llm = HFLLM(HFLLMConfig(tiny_checkpoint, batch_size=3, max_batch_tokens=0, device="cpu"))
+    texts = ["a " * n for n in (5, 40, 12, 41, 3, 39, 13)]
+    lengths = llm._lengths(texts)
+    batches = llm.plan_batches(texts)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    assert all(len(b) <= 3 for b in batches)
+    flat = [i for b in batches for i in b]
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)  # longest first
+    # a token budget splits batches by padded size
+    llm.config.max_batch_tokens = 2 * max(lengths)
+    assert all(len(b) * lengths[b[0]] <= 2 * max(lengths) for b in llm.plan_batches(texts))
+    assert len(llm.plan_batches(texts)[0]) == 2  # the longest prompts: two fit; shorter ones pack three
+    # generation counts its new tokens in the budget
+    assert all(len(b) == 1 for b in llm.plan_batches(texts, extra_tokens=max(lengths)))
+
+
+def test_sorted_batches_keep_the_input_order(llm):
+    prompts = [render_select_prompt("q" * n, f"Title {n}", "abs " * n) for n in (1, 30, 5, 60, 2)]
+    batched = llm.true_prob(prompts)
+    single = [llm.true_prob([p])[0] for p in prompts]
+    assert batched == pytest.approx(single, rel=1e-4)
+    replies = llm.generate(["short", "a much longer prompt with many more tokens in it", "mid length prompt"])
+    assert replies == [
+        llm.generate([p])[0]
+        for p in ["short", "a much longer prompt with many more tokens in it", "mid length prompt"]
+    ]
