@@ -58,11 +58,7 @@ from pasa.checks import (
 )
 from pasa.io import ItemLock, iter_jsonl, load_json, remove_stale_temp_files, write_text_atomic
 from pasa.paper import PaperNode, dumps_tree, is_degraded
-
-try:
-    from pasa.tools.http import ServiceArgs
-except ImportError:  # helper D's service settings (contract 5)
-    ServiceArgs = None
+from pasa.tools.http import ServiceArgs
 
 logger = logging.getLogger(__name__)
 
@@ -621,47 +617,33 @@ def run_with_progress(agent: PaperAgent, item: QueryItem, output_folder: str, **
 def make_parser(prog: str = "pasa run"):
     from pasa.flags import make_parser as make_flag_parser
 
-    types = [RunArgs, AgentConfig] + ([ServiceArgs] if ServiceArgs is not None else [])
     return make_flag_parser(
-        tuple(types),
+        (RunArgs, AgentConfig, ServiceArgs),
         prog=prog,
         example=RUN_EXAMPLE,
         description="Run the PaSa agent (crawler + selector) on one query or a jsonl of queries.",
     )
 
 
-def build_source(args: BatchArgs, released_behaviour: bool = False, service=None):
-    """The paper source of a batch (``build_paper_source``), with the HTTP settings of the command line."""
-    import inspect
-
+def build_source(args: BatchArgs, released_behaviour: bool = False, service: ServiceArgs | None = None):
+    """The paper source of a batch (``build_paper_source``) with the command line's HTTP cache and service settings
+    (``ServiceArgs``; unset: the ``PASA_*`` environment) and the tools layer's released switch."""
+    from pasa.tools.http import HttpClient
     from pasa.tools.sources import build_paper_source
 
     http = None
-    if service is not None:
-        from pasa.tools.http import HttpClient
-
+    if service is not None or args.no_cache or args.cache_dir:
+        service = service if service is not None else ServiceArgs()
         http = HttpClient(service.http_config(cache=not args.no_cache, cache_dir=args.cache_dir))
-    elif args.no_cache or args.cache_dir:
-        from pasa.tools.http import HttpClient, HttpConfig
-
-        http = HttpClient(HttpConfig(cache=not args.no_cache, cache_dir=args.cache_dir))
-    kwargs: dict[str, Any] = {}
-    params = inspect.signature(build_paper_source).parameters
-    if "released_behaviour" in params:  # helper D's switch for the tools layer (contract 1)
-        kwargs["released_behaviour"] = released_behaviour
-    if service is not None and "service" in params:
-        kwargs["service"] = service
-    if args.title_index:
-        if "title_index" not in params:
-            raise CheckError("--title_index is not supported by this version's paper sources")
-        kwargs["title_index"] = args.title_index
     return build_paper_source(
         paper_db=args.paper_db,
         id2paper=args.id2paper,
         index=args.search_index,
         online=args.online,
         http=http,
-        **kwargs,
+        service=service,
+        title_index=args.title_index,
+        released_behaviour=released_behaviour,
     )
 
 
@@ -675,7 +657,7 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None, service=None) -
         source = build_source(args, getattr(config, "released_behaviour", False), service)
     opts: dict[str, Any] = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
     opts["selector_endpoint"] = args.selector_endpoint  # load_llm keeps only what the backend's config has
-    if service is not None and getattr(service, "llm_timeout", None):
+    if service is not None:
         opts["timeout"] = service.llm_timeout
     if args.attn_implementation:
         opts["attn_implementation"] = args.attn_implementation
@@ -756,7 +738,7 @@ def load_items(args: BatchArgs, parser=None) -> list[QueryItem]:
 
 
 def parse_args(argv: list[str] | None, prog: str = "pasa run"):
-    """``(RunArgs, AgentConfig, ServiceArgs | None)`` from a command line with old flag names rewritten; a bad
+    """``(RunArgs, AgentConfig, ServiceArgs)`` from a command line with old flag names rewritten; a bad
     value of a dataclass field (``ServiceArgs``' checks) is one line and exit status 2."""
     from pasa.checks import exit_with
     from pasa.flags import rewrite_argv
@@ -767,8 +749,7 @@ def parse_args(argv: list[str] | None, prog: str = "pasa run"):
         parsed = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:  # a dataclass __post_init__ refusing a value
         exit_with(CheckError(str(err).splitlines()[0] if str(err) else type(err).__name__), prog)
-    args, config = parsed[0], parsed[1]
-    return args, config, (parsed[2] if len(parsed) > 2 else None)
+    return parsed[0], parsed[1], parsed[2]
 
 
 def main(argv: list[str] | None = None, source=None, prog: str = "pasa run") -> int:
