@@ -400,8 +400,15 @@ def summary_line(results: list[QueryResult], total: int | None = None) -> str:
     return line
 
 
-def print_summary(results: list[QueryResult], output_folder: str, total: int | None = None) -> None:
+def _console():
+    """A rich console; piped or captured output gets a fixed width so table rows stay on one line."""
     from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def print_summary(results: list[QueryResult], output_folder: str, total: int | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=f"PaSa run -> {output_folder}")
@@ -422,12 +429,11 @@ def print_summary(results: list[QueryResult], output_folder: str, total: int | N
             f"{r.seconds:.1f}",
             q,
         )
-    Console().print(table)
+    _console().print(table)
     print(summary_line(results, total))  # plain: one unwrapped line, for logs and scripts
 
 
 def print_selected(root: PaperNode, top: int = 20) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     nodes = sorted(root.iter_nodes(), key=lambda n: n.select_score, reverse=True)
@@ -436,7 +442,7 @@ def print_selected(root: PaperNode, top: int = 20) -> None:
         table.add_column(col)
     for n in nodes[:top]:
         table.add_row(f"{n.select_score:.3f}", n.arxiv_id, str(n.depth), n.title)
-    Console().print(table)
+    _console().print(table)
 
 
 # -- stage progress of one query (issue 12 item 7) ---------------------------------------------------------------
