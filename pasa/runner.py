@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -298,7 +299,8 @@ def format_failures(failures: dict[str, int] | None) -> str:
 
 
 def _failure_signature(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"
+    """``Type: message`` with object addresses blanked (a refused connection names a new one each time)."""
+    return f"{type(err).__name__}: {re.sub(r'0x[0-9a-fA-F]+', '0x..', str(err))}"
 
 
 def run_queries(

@@ -417,3 +417,11 @@ def test_result_of_another_query_is_never_overwritten(tmp_path, caplog):
         and "holds the result of another query ('q0')" in (results[0].error)
     )
     assert (tmp_path / "0.json").read_text() == before
+
+
+def test_failure_signature_ignores_object_addresses():
+    from pasa.runner import _failure_signature
+
+    first = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f3a2c1d>: Failed to establish")
+    second = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f99aa00>: Failed to establish")
+    assert _failure_signature(first) == _failure_signature(second) != _failure_signature(RuntimeError("x"))
