@@ -123,7 +123,10 @@ def build_selector(cfg, device: str):
     spec = cfg.selector
     if not spec.startswith(("http://", "https://")) and not os.path.isdir(spec):
         raise SystemExit(f"--selector {spec!r} is neither a local directory nor an http(s) URL")
-    llm = load_llm(spec, batch_size=cfg.selector_batch_size, device=cfg.selector_device or device)
+    from trl_ext.trainer import zero3_init_disabled
+
+    with zero3_init_disabled():  # a full local copy per process, outside ZeRO-3 partitioning
+        llm = load_llm(spec, batch_size=cfg.selector_batch_size, device=cfg.selector_device or device)
     return Selector(llm, threshold=cfg.select_threshold)
 
 
@@ -131,6 +134,8 @@ def build_models(cfg):
     """Tokenizer, policy, frozen reference and value model (fresh scalar head ~ N(0, value_head_init_std))."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from trl_ext.trainer import init_value_head
 
     for name, path in (("sft_model_path", cfg.sft_model_path), ("value_model_path", cfg.value_model_path)):
         if not path or not os.path.isdir(path):
@@ -147,12 +152,7 @@ def build_models(cfg):
     ref_policy = AutoModelForCausalLM.from_pretrained(cfg.sft_model_path, **kwargs)
     value_model = AutoModelForSequenceClassification.from_pretrained(cfg.value_model_path, num_labels=1, **kwargs)
     value_model.config.pad_token_id = tokenizer.pad_token_id
-    torch.manual_seed(cfg.seed)
-    for m in value_model.score.modules():  # released ppo_tldr.py: nn.init.normal_(std=0.01)
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.normal_(m.weight, mean=0.0, std=cfg.value_head_init_std)
-            if m.bias is not None:
-                torch.nn.init.zeros_(m.bias)
+    init_value_head(value_model, cfg.value_head_init_std, cfg.seed)  # gathered under ZeRO-3 (issue 9 item 10)
     return tokenizer, policy, ref_policy, value_model
 
 

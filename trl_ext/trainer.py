@@ -55,6 +55,23 @@ def gathered_params(params, modifier_rank: int | None = None):
     return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
 
 
+@contextmanager
+def zero3_init_disabled() -> Iterator[None]:
+    """Load models whole even under a ZeRO-3 launch (for models no DeepSpeed engine manages, e.g. a local selector).
+
+    A ZeRO-3 ``TrainingArguments`` makes every later ``from_pretrained`` load inside ``deepspeed.zero.Init``; a model
+    that is never passed to ``deepspeed.initialize`` would then keep empty shards and fail at its first forward.
+    """
+    import transformers.integrations.deepspeed as hf_ds
+
+    saved = hf_ds._hf_deepspeed_config_weak_ref
+    hf_ds._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = saved
+
+
 def init_value_head(value_model: nn.Module, std: float, seed: int) -> None:
     """Fresh scalar head ~ N(0, std), bias 0 (released ppo_tldr.py), the same on every process and every stage.
 
@@ -486,13 +503,16 @@ class SessionPPOTrainer(Trainer):
         Generation, the value bootstrap and the rollout's policy/value forwards run inside
         ``unwrap_model_for_generation``, which under ZeRO-3 gathers the whole policy+value wrapper once (one
         collective on entry and exit; local forwards in between). The reference model stays partitioned, so its
-        forwards are collective and every process runs the same number of them.
+        forwards are collective and every process runs the same number of them. Inside the gathered context only
+        submodules are called (``unwrapped.policy``, ``unwrapped.values``): the wrapper itself keeps DeepSpeed's
+        start-of-forward hook, a collective, and HF ``generate`` is told it is not partitioned (no ``synced_gpus``:
+        the policy and a local selector generate on their own).
         """
         args, tok, accelerator = self.args, self.processing_class, self.accelerator
         prompts, replies, kinds, rounds, outcomes = [], [], [], [], []
         sessions = [self.env.search_session(e) for e in episodes]
         self.model.eval()
-        with unwrap_model_for_generation(self.model, accelerator) as unwrapped:
+        with unwrap_model_for_generation(self.model, accelerator) as unwrapped, zero3_init_disabled():
             for r in range(args.rounds):
                 # 1. rollout sessions
                 if sessions:
@@ -523,7 +543,8 @@ class SessionPPOTrainer(Trainer):
             for i in range(0, n, bs):
                 idx = list(range(i, min(n, i + bs)))
                 inputs, context = self._batch_inputs(batch, idx)
-                logits, vals = unwrapped(**inputs)
+                logits = unwrapped.policy(**inputs, use_cache=False).logits
+                vals = unwrapped.values(**inputs)
                 logprobs.append(self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu())
                 values.append(vals[:, context - 1 : context - 1 + width].float().cpu())
         # reference log-probs; under ZeRO-3 the reference is sharded, so all ranks run the same number of forwards
