@@ -1,5 +1,8 @@
 import json
+import logging
 import zipfile
+
+import pytest
 
 from pasa.demo import demo_papers
 from pasa.paper import Paper, title_key
@@ -69,11 +72,14 @@ def test_chained_source_falls_through_and_survives_errors(tmp_path, caplog):
 
         get_by_title = get_sections = get_by_id
 
+    caplog.set_level(logging.INFO, logger="pasa.tools.sources")
     local = PaperDBSource(*make_db(tmp_path))
     fallback = InMemoryPaperSource([Paper("2401.00009", "Only online")], {"q": ["2401.00009"]})
     chain = ChainedPaperSource(Broken(), local, fallback)
     assert chain.get_by_id("1706.03762").source == "SearchFrom:local_paper_db"
     assert chain.get_by_id("2401.00009").title == "Only online"
     assert chain.search("q", 5) == ["2401.00009"]
-    assert chain.get_by_title("missing everywhere") is None
-    assert "down" in caplog.text
+    with pytest.raises(ConnectionError, match="down"):  # no answer and a failure: unknown, not "missing" (contract 2)
+        chain.get_by_title("missing everywhere")
+    assert ChainedPaperSource(local, fallback).get_by_title("missing everywhere") is None  # nothing failed
+    assert "down" in caplog.text  # each fall-through is logged
