@@ -346,12 +346,24 @@ def run_queries(
             if failures is not None and not (redo_degraded and any(failures.values())):
                 results.append(QueryResult(item, "skipped", failures=failures))
                 continue
-            if failures is not None:
-                logger.info("query %d: redoing a degraded result (%s)", item.index, format_failures(failures))
+            old_failures = failures
+            if old_failures is not None:
+                logger.info("query %d: redoing a degraded result (%s)", item.index, format_failures(old_failures))
             start = time.perf_counter()
             try:
                 root = agent.run(item.question, end_date=item.end_date, answer=item.answer)
-            except Exception as err:  # one bad query must not end the batch
+                failures = tree_failures({"extra": root.extra})
+                if old_failures is not None and sum(failures.values()) > sum(old_failures.values()):
+                    logger.warning(
+                        "query %d: the new result has more failed calls (%s) than the one on disk (%s); kept that one",
+                        item.index,
+                        format_failures(failures),
+                        format_failures(old_failures),
+                    )
+                    results.append(QueryResult(item, "skipped", failures=old_failures))
+                    continue
+                write_text_atomic(path, dumps_tree(root))
+            except Exception as err:  # one bad query (or a failed write) must not end the batch
                 signature = _failure_signature(err)
                 logger.error("query %d failed: %s", item.index, signature)
                 logger.debug("query %d traceback", item.index, exc_info=True)
@@ -368,11 +380,9 @@ def run_queries(
                     break
                 continue
             last_error, same_errors = None, 0
-            write_text_atomic(path, dumps_tree(root))
         finally:
             lock.release()
         crawled, selected, actions = summarize_tree(root)
-        failures = tree_failures({"extra": root.extra})
         if any(failures.values()):
             logger.warning("query %d: degraded result (%s)", item.index, format_failures(failures))
         results.append(

@@ -425,3 +425,25 @@ def test_failure_signature_ignores_object_addresses():
     first = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f3a2c1d>: Failed to establish")
     second = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f99aa00>: Failed to establish")
     assert _failure_signature(first) == _failure_signature(second) != _failure_signature(RuntimeError("x"))
+
+
+def test_redo_keeps_the_less_degraded_result_and_write_errors_fail_the_query(tmp_path, monkeypatch):
+    run_queries(DegradedAgent(degraded={"q0"}), ITEMS[:1], str(tmp_path), progress=False)
+
+    class Worse(DegradedAgent):
+        def run(self, question, end_date=None, answer=None):
+            root = super().run(question, end_date, answer)
+            root.extra["failures"]["search"] = 5
+            return root
+
+    results = run_queries(Worse(), ITEMS[:1], str(tmp_path), progress=False, redo_degraded=True)
+    assert results[0].status == "skipped" and results[0].failures["lookup"] == 2
+    assert json.loads((tmp_path / "0.json").read_text())["extra"]["failures"]["search"] == 0
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pasa.runner.write_text_atomic", full_disk)
+    results = run_queries(CountingAgent(), ITEMS[1:], str(tmp_path), progress=False, max_consecutive_failures=2)
+    assert [r.status for r in results] == ["failed", "failed"] and "No space left" in results[0].error
+    assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())  # locks released
