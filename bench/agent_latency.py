@@ -1,29 +1,47 @@
-"""Wall time of the agent loop against its critical path, with simulated tool and model latencies.
+"""Wall time of the agent loop against its critical path, on three kinds of model backend (issue 13).
 
-The agent runs on a fake paper source and scripted LLMs that sleep a fixed time per call (search, id lookup,
-section fetch, title lookup, crawler call, selector call). The steps of DESIGN §1.1 that depend on each other
-are: crawler(search) -> search -> id lookup -> selector, then per layer: section fetch -> crawler(expand) ->
-title lookup -> selector; the critical path is the sum of one latency per non-empty stage. With a pool of
-``threads`` workers a stage of n independent calls takes ceil(n / threads) latencies: the "pool bound" column.
+The agent runs on a fake paper source and fake models that sleep a fixed time per call. Defaults are issue 13's
+world and latencies: search 0.3 s, id/title lookup 0.05 s, sections 0.2 s, crawler 0.5 s + 0.01 s/prompt per call,
+selector 0.05 s + 0.001 s/prompt per call, and the released knobs (expand_layers 2, search_queries 5,
+search_papers 10, expand_papers 20, threads 20). Backend kinds:
 
-    python bench/agent_latency.py                       # 5 search queries x 10 papers, 2 layers, 128 threads
-    python bench/agent_latency.py --threads 20 --user_queries 3
+  A  each model on one device: calls queue (one at a time), a call of n prompts costs base + n x per-prompt
+  B  model servers (vLLM, SGLang, OpenAI): concurrent calls overlap (up to --server_concurrency), same cost per call
+  C  HF generate in chunks of 8 on one device: a call of n prompts costs ceil(n/8) chunks of base + 8 x per-prompt
+
+The critical path is the longest chain of dependent stages when each stage is one call with all its prompts (on
+that backend's cost): crawler(search) -> search -> id lookup -> [selector(search papers) || sections ->
+crawler(layer 0) -> title lookups] -> selector(layer 0) -> sections -> crawler(layer 1) -> title lookups ->
+selector(layer 1). (Depth-0 papers are all expanded, so their expansion does not wait for the search scores; only
+the merge into the queue does.) Per-stage spans are the first start and last end of each kind of call.
+
+``--released`` also runs an emulation of the released loop's threads (one thread per query, threads_num threads
+for sections, threads_num x 3 threads per paper for its references, one selector call per query / per paper) on
+the same fakes, for comparison.
+
+    python bench/agent_latency.py                      # A, B, C with the released knobs, median of 3 queries
+    python bench/agent_latency.py --released           # and the released loop's threads
+    python bench/agent_latency.py --kinds A --threads 128 --user_queries 1
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import threading
 import time
 from collections import defaultdict
 
 from pasa.agent import AgentConfig, PaperAgent
 from pasa.crawler import Crawler
-from pasa.llm.scripted import ScriptedLLM, prompt_title, prompt_user_query
-from pasa.paper import Paper
+from pasa.llm.scripted import prompt_title, prompt_user_query
+from pasa.paper import Paper, PaperNode, normalize_arxiv_id, sort_by_score
+from pasa.prompts import EXPAND_RE, parse_search_queries, render_expand_prompt, render_select_prompt
 from pasa.selector import Selector
 from pasa.tools.sources import InMemoryPaperSource
+
+TOOLS = ("search", "get_by_id", "get_sections", "get_by_title")
 
 
 class SlowSource:
@@ -53,58 +71,268 @@ class SlowSource:
         return self._call("get_sections", arxiv_id)
 
 
-def make_world(n_queries: int, papers_per_query: int, sections: int, refs: int):
-    """Search papers with ``sections`` sections of ``refs`` fresh cited papers each (a tree, no overlaps)."""
-    papers, results, counter = [], {}, iter(range(10**6))
+def call_cost(kind: str, n: int, base: float, per_prompt: float, chunk: int = 8) -> float:
+    """Seconds one call of ``n`` prompts takes on backend ``kind``."""
+    if n == 0:
+        return 0.0
+    if kind == "C":
+        return sum(base + per_prompt * min(chunk, n - i) for i in range(0, n, chunk))
+    return base + per_prompt * n
 
-    def new_paper(with_sections: bool) -> Paper:
+
+class FakeModel:
+    """A model that answers like ``reply_fn``/``score_fn`` after the latency of backend ``kind``."""
+
+    def __init__(self, kind: str, base: float, per_prompt: float, reply_fn=None, score_fn=None, concurrency=8):
+        self.kind, self.base, self.per_prompt = kind, base, per_prompt
+        self.reply_fn, self.score_fn = reply_fn, score_fn
+        self._device = threading.Lock() if kind in ("A", "C") else None
+        # what the agent's micro-batcher reads (as from HFLLM / OpenAILLM)
+        if kind == "B":
+            self.max_concurrency, self.preferred_batch_size = concurrency, 0
+        elif kind == "C":
+            self.max_concurrency, self.preferred_batch_size = 1, 8
+        self.calls: list[int] = []
+
+    def _sleep(self, n: int) -> None:
+        self.calls.append(n)
+        cost = call_cost(self.kind, n, self.base, self.per_prompt)
+        if self._device is None:
+            time.sleep(cost)
+        else:
+            with self._device:
+                time.sleep(cost)
+
+    def generate(self, prompts, chat=True, sample=False):
+        self._sleep(len(prompts))
+        return [self.reply_fn(p) for p in prompts]
+
+    def true_prob(self, prompts):
+        self._sleep(len(prompts))
+        return [self.score_fn(p) for p in prompts]
+
+
+def make_world(n_queries: int, papers_per_query: int, sections: int, refs: int, seed: int = 0):
+    """Issue 13's shape: search hits that overlap across queries; every paper's sections come from a fetch (as
+    for papers found online); cited papers overlap across citing papers; titles differ in their letters."""
+    import random
+
+    rng = random.Random(seed)
+    papers: dict[str, Paper] = {}
+    counter = iter(range(10**6))
+
+    def new_paper() -> Paper:
         i = next(counter)
-        name = "".join(chr(ord("a") + int(d)) for d in f"{i:06d}")  # letters only: titles must differ in letters
-        secs = None
-        if with_sections:
-            secs = {f"{s} Section": [new_paper(False).title for _ in range(refs)] for s in range(sections)}
-        p = Paper(f"2401.{i:05d}", f"Paper {name}", "abstract", secs, "SearchFrom:bench")
-        papers.append(p)
+        name = "".join(chr(ord("a") + int(d)) for d in f"{i:06d}")
+        p = Paper(f"2401.{i:05d}", f"Paper {name}", "abstract", None, "SearchFrom:bench")
+        papers[p.arxiv_id] = p
         return p
 
-    for q in range(n_queries):
-        results[f"query {q}"] = [new_paper(True).arxiv_id for _ in range(papers_per_query)]
-    # depth-1 papers get sections too, so layer 1 has work
-    for p in list(papers):
-        if p.sections is None:
-            p.sections = {"1 Section": [new_paper(False).title for _ in range(refs)]}
-    return papers, results
+    pool = [new_paper() for _ in range(4 * n_queries * papers_per_query)]
+    results = {f"query {q}": [rng.choice(pool).arxiv_id for _ in range(papers_per_query)] for q in range(n_queries)}
+    cited_pool = [new_paper() for _ in range(500)]
+    online: dict[str, dict[str, list[str]]] = {}
+    for p in list(papers.values()):
+        online[p.arxiv_id] = {
+            f"{s} Section": [rng.choice(cited_pool).title for _ in range(refs)] + ["An unknown title"]
+            for s in range(sections)
+        }
+    return list(papers.values()), results, online
+
+
+class OnlineSections(InMemoryPaperSource):
+    def __init__(self, papers, results, online):
+        super().__init__(papers, results)
+        self.online = online
+
+    def get_sections(self, arxiv_id):
+        return self.online.get(arxiv_id)
+
+
+def crawler_reply_fn(results):
+    search_reply = "".join(f"[Search] {q}\n" for q in results) + "[StopSearch]"
+
+    def reply(prompt: str) -> str:
+        if prompt_user_query(prompt) is not None:
+            return search_reply
+        return "[Expand] 0 Section\n[Expand] 1 Section\n[StopExpand]" if prompt_title(prompt) else "[StopExpand]"
+
+    return reply
+
+
+def score_fn(prompt: str) -> float:
+    title = prompt_title(prompt) or ""
+    return (sum(map(ord, title)) % 97) / 97
+
+
+# -- the released loop's threads, emulated on the same fakes ---------------------------------------------------------
+def released_loop(crawler_llm, selector_llm, source, cfg: AgentConfig, user_query: str) -> PaperNode:
+    """The released ``paper_agent.py`` thread structure (not its code) over a PaperSource and LLMs."""
+    root = PaperNode.root(user_query)
+    lock = threading.Lock()
+    queue: list[PaperNode] = []
+
+    def parallel(fn, n):
+        threads = [threading.Thread(target=fn) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def touch(arxiv_id) -> bool:
+        with lock:
+            if arxiv_id in root.extra["touch_ids"]:
+                return False
+            root.extra["touch_ids"].append(arxiv_id)
+            return True
+
+    def score_and_add(parent, items, depth, tag):
+        scores = selector_llm.true_prob([render_select_prompt(user_query, shown, p.abstract) for p, shown, _ in items])
+        with lock:
+            for (p, _, key), s in zip(items, scores, strict=True):
+                node = PaperNode.from_paper(p, depth, f"{tag} {p.source}", s)
+                parent.child.setdefault(key, []).append(node)
+                queue.append(node)
+
+    (reply,) = crawler_llm.generate([f"User Query: {user_query}"])
+    queries = parse_search_queries(reply, cfg.search_queries)
+
+    def search_worker():
+        while True:
+            with lock:
+                if not queries:
+                    return
+                q = queries.pop()
+                root.child[q] = []
+            found = []
+            for arxiv_id in source.search(q, cfg.search_papers):
+                arxiv_id = normalize_arxiv_id(arxiv_id)
+                if touch(arxiv_id):
+                    p = source.get_by_id(arxiv_id)
+                    if p is not None:
+                        found.append((p, p.title, q))
+            score_and_add(root, found, 0, "Search")
+
+    parallel(search_worker, len(queries))
+    start = 0
+    for depth in range(cfg.expand_layers):
+        layer = sort_by_score(queue[start:])
+        if depth > 0:
+            layer = layer[: cfg.expand_papers]
+        start = len(queue)
+        todo, ready = list(layer), []
+
+        def sections_worker(todo=todo, ready=ready):
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    node = todo.pop(0)
+                if node.sections == "":
+                    node.sections = source.get_sections(node.arxiv_id)
+                if node.sections:
+                    node.extra["expand"] = "not expand"
+                    with lock:
+                        ready.append(node)
+
+        parallel(sections_worker, cfg.threads_num)
+        replies = crawler_llm.generate(
+            [render_expand_prompt(user_query, n.title, n.abstract, list(n.sections)) for n in ready]
+        )
+        pairs = list(zip(ready, replies, strict=True))
+
+        def expand_worker(pairs=pairs, depth=depth):
+            while True:
+                with lock:
+                    if not pairs:
+                        return
+                    node, reply = pairs.pop(0)
+                refs = [
+                    (s.strip(), r)
+                    for s in EXPAND_RE.findall(reply)
+                    if s.strip() in node.sections
+                    for r in node.sections[s.strip()]
+                ]
+                found, ref_lock = [], threading.Lock()
+
+                def ref_worker(refs=refs, ref_lock=ref_lock, found=found):
+                    while True:
+                        with ref_lock:
+                            if not refs:
+                                return
+                            section, cited = refs.pop(0)
+                        p = source.get_by_title(cited)
+                        if p is not None and touch(normalize_arxiv_id(p.arxiv_id)):
+                            with ref_lock:
+                                found.append((p, cited, section))
+
+                parallel(ref_worker, cfg.threads_num * 3)
+                score_and_add(node, found, depth + 1, "Expand")
+
+        parallel(expand_worker, cfg.threads_num)
+    return root
+
+
+# -- the critical path -------------------------------------------------------------------------------------------------
+def critical_path(root: PaperNode, kind: str, lat: dict[str, float], layers: int) -> float:
+    """Longest chain of dependent stages, one call per stage with all its prompts (see the module docstring)."""
+    by_depth: dict[int, list[PaperNode]] = defaultdict(list)
+    for node in root.iter_nodes():
+        by_depth[node.depth].append(node)
+
+    def crawler(n):
+        return call_cost(kind, n, lat["crawler"], lat["crawler_per"])
+
+    def selector(n):
+        return call_cost(kind, n, lat["selector"], lat["selector_per"])
+
+    def expanded(depth):
+        return sum(1 for n in by_depth[depth] if n.extra.get("expand") in ("not expand", "success"))
+
+    t = crawler(1) + lat["search"] + lat["get_by_id"]
+    scores_done = t + selector(len(by_depth[0]))
+    for depth in range(layers):
+        n_asked = expanded(depth)
+        if not by_depth[depth]:
+            break
+        stage_start = t if depth == 0 else scores_done  # depth 0 starts before the search scores are in
+        lookups_done = stage_start + lat["get_sections"] + crawler(n_asked) + (lat["get_by_title"] if n_asked else 0)
+        scores_done = max(scores_done, lookups_done) + selector(len(by_depth[depth + 1]))
+    return scores_done
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", default="ABC", help="backend kinds to run (A, B, C)")
     parser.add_argument("--search_queries", type=int, default=5)
     parser.add_argument("--search_papers", type=int, default=10)
     parser.add_argument("--expand_layers", type=int, default=2)
     parser.add_argument("--expand_papers", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=128)
-    parser.add_argument("--user_queries", type=int, default=3, help="user queries run one after another")
-    parser.add_argument("--lat_search", type=float, default=0.20)
-    parser.add_argument("--lat_id", type=float, default=0.10)
-    parser.add_argument("--lat_sections", type=float, default=0.15)
-    parser.add_argument("--lat_title", type=float, default=0.10)
-    parser.add_argument("--lat_crawler", type=float, default=0.30)
-    parser.add_argument("--lat_selector", type=float, default=0.20)
+    parser.add_argument("--threads", type=int, default=20, help="threads_num (released default 20)")
+    parser.add_argument("--server_concurrency", type=int, default=8, help="B: calls in flight (OpenAILLM default)")
+    parser.add_argument("--user_queries", type=int, default=3, help="queries per kind; the median is reported")
+    parser.add_argument("--refs", type=int, default=7, help="cited titles per section (2 sections per paper)")
+    parser.add_argument("--released", action="store_true", help="also run the released loop's threads")
+    parser.add_argument("--lat_search", type=float, default=0.3)
+    parser.add_argument("--lat_lookup", type=float, default=0.05)
+    parser.add_argument("--lat_sections", type=float, default=0.2)
+    parser.add_argument("--lat_crawler", type=float, default=0.5)
+    parser.add_argument("--lat_crawler_per_prompt", type=float, default=0.01)
+    parser.add_argument("--lat_selector", type=float, default=0.05)
+    parser.add_argument("--lat_selector_per_prompt", type=float, default=0.001)
     args = parser.parse_args()
 
-    papers, results = make_world(args.search_queries, args.search_papers, sections=2, refs=1)
-    latency = {
+    papers, results, online = make_world(args.search_queries, args.search_papers, sections=2, refs=args.refs)
+    lat = {
         "search": args.lat_search,
-        "get_by_id": args.lat_id,
+        "get_by_id": args.lat_lookup,
+        "get_by_title": args.lat_lookup,
         "get_sections": args.lat_sections,
-        "get_by_title": args.lat_title,
+        "crawler": args.lat_crawler,
+        "crawler_per": args.lat_crawler_per_prompt,
+        "selector": args.lat_selector,
+        "selector_per": args.lat_selector_per_prompt,
     }
-
-    def crawler_reply(prompt: str) -> str:
-        if prompt_user_query(prompt) is not None:
-            return "".join(f"[Search] {q}\n" for q in results) + "[StopSearch]"
-        return "[Expand] 0 Section\n[Expand] 1 Section\n[StopExpand]" if prompt_title(prompt) else "[StopExpand]"
-
     config = AgentConfig(
         search_queries=args.search_queries,
         search_papers=args.search_papers,
@@ -113,51 +341,64 @@ def main() -> None:
         threads_num=args.threads,
     )
     print(
-        f"agent: {args.search_queries} search queries x {args.search_papers} papers, {args.expand_layers} layers, "
-        f"expand_papers={args.expand_papers}, threads={args.threads}"
+        f"world: {len(papers)} papers; knobs: {args.search_queries} queries x {args.search_papers} papers, "
+        f"{args.expand_layers} layers, expand_papers {args.expand_papers}, threads {args.threads}"
     )
-    print(
-        "latencies (s): "
-        + ", ".join(f"{k}={v}" for k, v in latency.items())
-        + f", crawler={args.lat_crawler}, selector={args.lat_selector}"
+    print("latencies (s): " + ", ".join(f"{k}={v}" for k, v in lat.items()))
+    header = (
+        f"{'kind':>4} {'loop':>8} {'wall s':>7} {'critical s':>10} {'wall/crit':>9} {'papers':>6} {'tool calls':>10}"
     )
-    print(
-        f"{'query':>5} {'wall s':>8} {'critical s':>10} {'pool bound s':>12} {'wall/critical':>13} {'papers':>7} {'tool calls':>10}"
-    )
-    ratios = []
-    for u in range(args.user_queries):
-        source = SlowSource(InMemoryPaperSource(papers, results), latency)
-        crawler_llm = ScriptedLLM(reply_fn=crawler_reply, latency=args.lat_crawler)
-        selector_llm = ScriptedLLM(default_score=0.6, latency=args.lat_selector)
-        agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
-
-        # count the stage sizes by wrapping the pool's map
-        stages: list[tuple[str, int]] = []
-        orig_map = agent._map
-
-        def counting_map(pool, fn, items, _orig=orig_map, _stages=stages):
-            items = list(items)
-            _stages.append(("tools", len(items)))
-            return _orig(pool, fn, items)
-
-        agent._map = counting_map
-        start = time.perf_counter()
-        root = agent.run(f"user query {u}")
-        wall = time.perf_counter() - start
-
-        # bound: model calls (one per step) + tool stages in the order the loop runs them
-        tool_lat = [latency["search"], latency["get_by_id"]]
-        tool_lat += [latency["get_sections"], latency["get_by_title"]] * args.expand_layers
-        models = len(crawler_llm.calls) * args.lat_crawler + len(selector_llm.calls) * args.lat_selector
-        critical = models + sum(lat for (_, n), lat in zip(stages, tool_lat) if n)
-        bound = models + sum(math.ceil(n / args.threads) * lat for (_, n), lat in zip(stages, tool_lat))
-        ratio = wall / critical
-        ratios.append(ratio)
-        n_papers = sum(1 for _ in root.iter_nodes())
-        calls = sum(source.calls.values())
-        print(f"{u:>5} {wall:8.3f} {critical:10.3f} {bound:12.3f} {ratio:13.3f} {n_papers:7d} {calls:10d}")
-    print(f"max wall / critical path: {max(ratios):.3f} (target <= 1.2; the pool bound exceeds the critical path")
-    print("when a stage has more calls than --threads)")
+    print(header)
+    summary = []
+    for kind in args.kinds:
+        rows = {"stream": [], "released": []}
+        spans_seen = None
+        for u in range(args.user_queries):
+            loops = ["stream"] + (["released"] if args.released else [])
+            for loop in loops:
+                source = SlowSource(OnlineSections(papers, results, online), lat)
+                crawler_llm = FakeModel(
+                    kind,
+                    lat["crawler"],
+                    lat["crawler_per"],
+                    reply_fn=crawler_reply_fn(results),
+                    concurrency=args.server_concurrency,
+                )
+                selector_llm = FakeModel(
+                    kind, lat["selector"], lat["selector_per"], score_fn=score_fn, concurrency=args.server_concurrency
+                )
+                start = time.perf_counter()
+                if loop == "stream":
+                    agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
+                    root = agent.run(f"user query {u}")
+                    spans_seen = (agent.last_spans, start)
+                else:
+                    root = released_loop(crawler_llm, selector_llm, source, config, f"user query {u}")
+                wall = time.perf_counter() - start
+                crit = critical_path(root, kind, lat, args.expand_layers)
+                n = sum(1 for _ in root.iter_nodes())
+                rows[loop].append((wall, crit, n, sum(source.calls.values())))
+        for loop, runs in rows.items():
+            if not runs:
+                continue
+            wall = statistics.median(r[0] for r in runs)
+            crit = statistics.median(r[1] for r in runs)
+            print(f"{kind:>4} {loop:>8} {wall:7.2f} {crit:10.2f} {wall / crit:9.2f} {runs[0][2]:6d} {runs[0][3]:10d}")
+            summary.append((kind, loop, wall, crit))
+        if spans_seen is not None:
+            spans, start = spans_seen
+            parts = [
+                f"{name} {s.start - start:.2f}-{s.end - start:.2f}s/{s.calls}"
+                for name, s in sorted(spans.items(), key=lambda kv: kv[1].start)
+            ]
+            print("     spans (last stream run, start-end/calls): " + ", ".join(parts))
+    worst = max((w / c for k, loop, w, c in summary if loop == "stream"), default=math.nan)
+    print(f"max stream wall / critical path: {worst:.2f} (bar: <= 1.10)")
+    if args.released:
+        for kind in args.kinds:
+            s = {loop: w for k, loop, w, _ in summary if k == kind}
+            if "released" in s:
+                print(f"{kind}: released / stream = {s['released'] / s['stream']:.2f}x")
 
 
 if __name__ == "__main__":

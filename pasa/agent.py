@@ -218,6 +218,7 @@ class _Expansion:
     depth: int
     started: bool = False
     ready: bool = False
+    request: Any = None  # the crawler request while it waits (its key is the paper's rank in the layer)
     refs: list[_Ref] = field(default_factory=list)
     unresolved: int = 0
 
@@ -534,7 +535,11 @@ class _Run:
         self.expand_start = len(self.queue)
         self.order, self.cursor = layer, 0
         for rank, node in enumerate(layer):
-            self.start_expansion(node, depth, rank)
+            exp = self.expansions.get(id(node))
+            if exp is None:
+                self.start_expansion(node, depth, rank)
+            elif exp.request is not None:  # started early (depth 0): now its rank is known, ask in rank order
+                exp.request.key = (depth, rank)
         self.merge_layer()
         self.drive(lambda: self.cursor == len(layer) and not self.scores_pending)
         self.order = None
@@ -575,10 +580,11 @@ class _Run:
             return
         node.extra["expand"] = "not expand"
         item = (node.title, node.abstract, list(node.sections))
-        self.crawler_batcher.submit((exp.depth, rank), item, lambda choice: self.replied(exp, choice))
+        exp.request = self.crawler_batcher.submit((exp.depth, rank), item, lambda choice: self.replied(exp, choice))
 
     def replied(self, exp: _Expansion, choice: tuple[list[str], str]) -> None:
         chosen, reply = choice
+        exp.request = None
         node, cfg = exp.node, self.cfg
         if not has_action(reply):
             self.no_action(node.arxiv_id or node.title, reply)

@@ -71,12 +71,17 @@ class MicroBatcher:
         self._seq = 0
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix=f"pasa-{name}")
 
-    def submit(self, key: Any, item: Any, callback: Callable[[Any], None]) -> None:
-        """Queue one request; ``callback(result)`` runs on the loop's thread. Lower keys go first in a call."""
+    def submit(self, key: Any, item: Any, callback: Callable[[Any], None]) -> _Request:
+        """Queue one request; ``callback(result)`` runs on the loop's thread. Lower keys go first.
+
+        Returns the request: its ``key`` may be changed while it waits (e.g. once a paper's rank is known).
+        """
         self._seq += 1
-        self.pending.append(_Request(key, self._seq, item, callback))
+        request = _Request(key, self._seq, item, callback)
+        self.pending.append(request)
         if self._oldest is None:
             self._oldest = time.perf_counter()
+        return request
 
     def deadline(self) -> float | None:
         """When the oldest waiting request is due (``perf_counter`` time); None when nothing waits."""

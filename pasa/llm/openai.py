@@ -109,8 +109,9 @@ class OpenAILLM:
         """Agent-level calls in flight: a server overlaps concurrent requests, so prompts go out as they come."""
         return max(1, self.config.concurrency)
 
-    # one prompt per call: each request is independent, and its answer flows on as soon as it arrives
-    preferred_batch_size = 1
+    # no cap: the micro-batcher splits what is waiting over the free call slots; each call fans its prompts out as
+    # concurrent requests (``concurrency``), so a stage of n prompts is about one request's latency, not n.
+    preferred_batch_size = 0
 
     # -- transport ------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
