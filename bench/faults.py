@@ -338,7 +338,8 @@ def run_pasa(url: str, queries: str, out_dir: str, cache_dir: str, log_path: str
     ]  # fmt: skip
     if redo:
         cmd.append("--redo_degraded")
-    env = dict(os.environ, SERPER_API_KEY=BENCH_KEY, PYTHONPATH=ROOT, TQDM_DISABLE="1")
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, SERPER_API_KEY=BENCH_KEY, PYTHONPATH=path, TQDM_DISABLE="1")
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
