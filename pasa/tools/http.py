@@ -5,9 +5,10 @@
 * an on-disk response cache (requests-cache, SQLite, ``~/.cache/pasa/http_cache.sqlite`` by default; directory from
   ``$PASA_CACHE_DIR``; ``PASA_NO_CACHE=1`` or ``HttpConfig(cache=False)`` turns it off). Keys are the request's
   method, URL and body; secret headers (``X-API-KEY``, ``Authorization``) are neither part of the key nor stored.
-  Only HTTP 200 answers are cached, and server ``Cache-Control`` headers are ignored, so a rerun replays the same
-  answers (reproducible runs; delete the file or pass ``cache_expire_after`` to refresh);
-* retries (tenacity) on 429, 5xx, connection errors, timeouts and truncated bodies, with exponential backoff and
+  Only HTTP 200 answers that parse are kept, and server ``Cache-Control`` headers are ignored, so a rerun replays
+  the same answers (reproducible runs; delete the file or pass ``cache_expire_after`` to refresh);
+* retries (tenacity) on 429, 5xx, connection errors, timeouts, truncated bodies and bad answers, with exponential
+  backoff and
   jitter, honouring ``Retry-After`` (seconds or an HTTP date, capped by ``retry_after_max``);
 * a per-host minimum interval between requests that reach the network (cache hits do not wait). arXiv asks for
   one request every 3 s on its API (https://info.arxiv.org/help/api/tou.html), hence the defaults;
@@ -17,15 +18,17 @@
   empty body, the wrong format) the cached entry is evicted and the request retried, so a bad answer is never
   replayed from the cache. ``PaperNotFoundError`` from ``fn`` is a valid answer and stays cached;
 * secret redaction: the values of ``SECRET_ENVS`` (``SERPER_API_KEY``, ``OPENAI_API_KEY``) are replaced by
-  ``[REDACTED]`` in every ``ServiceError`` message, every log line of this module and every error body
-  (status >= 400) handed back to callers.
+  ``[REDACTED]`` in every ``ServiceError`` message and URL, every error body (status >= 400) handed back to
+  callers, and the log lines of this module, of ``urllib3``/``requests_cache`` and of the root logger's handlers
+  (``install_log_redaction``).
 
 ``ServiceArgs`` holds the user-facing settings (service addresses, timeouts, retries, the LLM timeout) with
 ``PASA_*`` environment fallbacks; ``ServiceArgs.http_config()`` turns them into an ``HttpConfig``.
 
-Errors are typed: ``ServiceError`` (gave up after retries, or a non-retryable HTTP error as ``HTTPStatusError``).
-Connectors add ``PaperNotFoundError`` and ``MissingAPIKeyError``; ``pasa.tools.sources`` turns them into a logged
-warning and ``None``/``[]``.
+Errors are typed: ``ServiceError`` (gave up after retries), ``HTTPStatusError`` (an error status),
+``BadAnswerError`` (a 200 whose body never parsed); connectors add ``PaperNotFoundError`` ("no such paper", not a
+failure) and ``MissingAPIKeyError``. Sources (``pasa.tools.sources``) raise failures to their caller, which logs
+one warning and counts it (docs/paper_sources.md, Failure policy).
 
 Why these libraries: requests-cache gives a keyed, thread-safe SQLite cache with secret redaction in a few lines,
 and tenacity gives tested retry/backoff/jitter policies; hand-written versions of both are where bugs hide.
