@@ -32,15 +32,19 @@ ARXIV_LINK_RE = re.compile(r"arxiv\.org/(?:abs|pdf|html)/((?:\d{4}\.\d+)|(?:[a-z
 
 
 def cap_query(query: str, limit: int = MAX_QUERY_CHARS) -> str:
-    """[pure] ``query`` with whitespace folded, cut to ``limit`` characters at a word boundary.
+    """[pure] ``query`` unchanged when it fits, else whitespace folded and cut to ``limit`` characters at a word
+    boundary.
 
+    >>> cap_query("graph  neural networks", 30)
+    'graph  neural networks'
     >>> cap_query("graph  neural\\nnetworks", 12)
     'graph neural'
     """
-    query = " ".join(query.split())
     if len(query) <= limit:
         return query
-    cut = query[: limit + 1].rsplit(" ", 1)[0] if " " in query[: limit + 1] else query[:limit]
+    folded = " ".join(query.split())
+    head = folded[: limit + 1]
+    cut = head.rsplit(" ", 1)[0] if " " in head else folded[:limit]
     return cut[:limit]
 
 
@@ -124,7 +128,7 @@ def search_arxiv_ids(
         ServiceError: HTTP failure after retries, or a payload that never parsed (``BadAnswerError``).
     """
     capped = cap_query(query)
-    if len(capped) < len(" ".join(query.split())):
+    if capped is not query:
         logger.warning("Google search query of %d characters cut to %d: %r", len(query), len(capped), capped[:80])
     headers = {"X-API-KEY": serper_api_key(), "Content-Type": "application/json"}
     body = {"q": build_serper_query(capped, end_date), "num": k, "page": 1}
