@@ -116,14 +116,24 @@ def check_atom_answer(resp) -> object:
     return resp
 
 
+class _FirstPageOnly(Exception):
+    """Internal: ``arxiv.Client`` asked for a second page; one page is all a lookup needs."""
+
+
 class _ArxivSession:
     """What ``arxiv.Client`` needs of a ``requests.Session`` (``get(url, headers=)``), served by our ``HttpClient``
-    so the ``arxiv`` package's requests get our cache, retries, rate limit, validation and redaction."""
+    so the ``arxiv`` package's requests get our cache, retries, rate limit, validation and redaction. Only one
+    page is fetched: the package asks for the next one when arXiv returns fewer entries than its total (a known
+    API quirk), which would cost 3 s and could fail on an empty page."""
 
     def __init__(self, http: HttpClient):
         self.http = http
+        self.requests = 0
 
     def get(self, url: str, headers: dict | None = None, **kwargs):
+        self.requests += 1
+        if self.requests > 1:
+            raise _FirstPageOnly
         return self.http.get_parsed(url, check_atom_answer, headers=headers)
 
 
@@ -151,7 +161,13 @@ def search_papers(http: HttpClient, search, url: str = ARXIV_API_URL) -> list[Pa
     client = arxiv.Client(page_size=max(1, search.max_results or 1), delay_seconds=0.0, num_retries=0)
     client._session = _ArxivSession(http)
     client.query_url_format = f"{url}?{{}}"
-    return [paper_from_result(r) for r in client.results(search)]
+    papers: list[Paper] = []
+    try:
+        for result in client.results(search):
+            papers.append(paper_from_result(result))
+    except _FirstPageOnly:
+        pass
+    return papers
 
 
 def fetch_paper_by_id(http: HttpClient, arxiv_id: str, url: str = ARXIV_API_URL) -> Paper:

@@ -1,6 +1,7 @@
 """pasa.tools.arxiv_api: Atom parsing on saved answers (new, versioned and old-style ids, API errors), exact
 letters-only title matching, and the requests sent through the HTTP layer."""
 
+import re
 from urllib.parse import parse_qs
 
 import pytest
@@ -106,3 +107,30 @@ def test_fetch_by_title(tmp_path, fixtures_dir):
     query = parse_qs(script.requests[0]["query"])
     assert query["search_query"] == ['ti:"Deep Contextualized Word Representations"']
     assert script.count() == 2  # the second identical title search was a cache hit
+
+
+def test_one_page_only_even_when_the_total_says_more(tmp_path, fixtures_dir):
+    # arXiv sometimes returns fewer entries than its totalResults; the arxiv package would then ask for page 2
+    feed = (fixtures_dir / "arxiv_title_search.xml").read_text()
+    feed = re.sub(r"<opensearch:totalResults([^>]*)>\d+<", r"<opensearch:totalResults\1>500<", feed)
+    script = Script({"/api/query": Reply(200, feed)})
+    with serve(script) as url, make_client(tmp_path) as http:
+        paper = fetch_paper_by_title(http, "Deep Contextualized Word Representations", url=f"{url}/api/query")
+    assert paper.arxiv_id == "1802.05365" and script.count() == 1
+
+
+def test_requests_go_through_our_http_layer(tmp_path, fixtures_dir):
+    script = Script(
+        {
+            "/api/query": [
+                Reply(503, "busy"),
+                Reply(200, "<feed"),
+                Reply(200, (fixtures_dir / "arxiv_id_1810.04805.xml").read_bytes()),
+            ]
+        }
+    )
+    with serve(script) as url, make_client(tmp_path, max_retries=2) as http:
+        assert fetch_paper_by_id(http, "1810.04805", url=f"{url}/api/query").title.startswith("BERT")
+        assert fetch_paper_by_id(http, "1810.04805", url=f"{url}/api/query").title.startswith("BERT")  # cached
+        assert http.network_requests == 3
+    assert script.count() == 3  # a 503 and a garbled 200 retried by our client, then one good answer kept
