@@ -17,7 +17,7 @@ checkpoints"), filled with stand-ins:
 - ``data/AutoScholarQuery/{train,dev,test}.jsonl``, ``data/RealScholarQuery/test.jsonl``: hand-written queries whose
   answers are demo papers (released record format, ``source_meta.published_time``);
 - ``data/sft_crawler/train.jsonl``, ``data/sft_selector/{train,test}.jsonl``: chat records in the released format;
-- ``scripts``, ``configs``, ``run_paper_agent.py``: links to this repository's, so ``python scripts/sft.py --config
+- ``scripts``, ``configs``, ``bench``, ``tests``, ``run_paper_agent.py``: links to this repository's, so ``python scripts/sft.py --config
   configs/recipes/sft_selector_smoke.yaml`` runs from inside the folder as written.
 
 A file ``PASA_TINY`` marks the folder; ``pasa tiny`` refuses to write into a folder with ``checkpoints/`` or
@@ -33,7 +33,7 @@ import sys
 
 MARKER = "PASA_TINY"
 CHECKPOINTS = ("Qwen2.5-7B-Instruct", "pasa-7b-selector", "pasa-7b-crawler")
-REPO_LINKS = ("scripts", "configs", "run_paper_agent.py")
+REPO_LINKS = ("scripts", "configs", "bench", "tests", "run_paper_agent.py")  # so documented paths resolve
 PUBLISHED = "20250301"  # after every demo paper: the end date (published - 7 days) keeps them all
 
 # (question, answer titles): the answers are demo papers (pasa/demo_data/papers.jsonl)
