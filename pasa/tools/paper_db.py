@@ -41,13 +41,25 @@ def parse_db_record(arxiv_id: str, data: dict) -> Paper:
     )
 
 
+class PaperDBError(ValueError):
+    """The paper database files are missing or damaged."""
+
+
 class PaperDB:
     """Read-only access to the released database; thread-safe."""
 
     def __init__(self, zip_path: str, id2paper_path: str):
-        with open(id2paper_path, encoding="utf-8") as f:
-            self.id2title: dict[str, str] = json.load(f)
-        self.zip = zipfile.ZipFile(zip_path, "r")
+        try:  # a missing, truncated or foreign file is one line naming it (the runner prints it), not a traceback
+            with open(id2paper_path, encoding="utf-8") as f:
+                self.id2title: dict[str, str] = json.load(f)
+            if not isinstance(self.id2title, dict):
+                raise ValueError(f"expected a JSON object (arXiv id -> title), got {type(self.id2title).__name__}")
+        except (OSError, ValueError) as err:
+            raise PaperDBError(f"--id2paper {id2paper_path}: {err}") from err
+        try:
+            self.zip = zipfile.ZipFile(zip_path, "r")
+        except (OSError, zipfile.BadZipFile) as err:
+            raise PaperDBError(f"--paper_db {zip_path}: not a readable zip ({err})") from err
         self.names = set(self.zip.namelist())
         self.key2id = {title_key(t): i for i, t in self.id2title.items()}
         self._lock = threading.Lock()

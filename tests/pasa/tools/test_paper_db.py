@@ -83,3 +83,19 @@ def test_chained_source_falls_through_and_survives_errors(tmp_path, caplog):
         chain.get_by_title("missing everywhere")
     assert ChainedPaperSource(local, fallback).get_by_title("missing everywhere") is None  # nothing failed
     assert "down" in caplog.text  # each fall-through is logged
+
+
+def test_missing_or_damaged_files_are_one_clear_error(tmp_path):
+    from pasa.tools.paper_db import PaperDBError
+
+    zip_path, id_path = make_db(tmp_path)
+    data = open(zip_path, "rb").read()
+    with open(zip_path, "wb") as f:
+        f.write(data[: len(data) // 2])  # cut short: the central directory is gone
+    with pytest.raises(PaperDBError, match="not a readable zip"):
+        PaperDB(zip_path, id_path)
+    with pytest.raises(PaperDBError, match="--id2paper"):
+        PaperDB(zip_path, str(tmp_path / "missing.json"))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(PaperDBError, match="JSON object"):
+        PaperDB(zip_path, str(tmp_path / "list.json"))
