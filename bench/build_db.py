@@ -196,15 +196,16 @@ def main() -> None:
             )
             print(f"  CPU time, all processes: {r['cpu_seconds']:.1f} s = {r['papers'] / r['cpu_seconds']:.0f} papers per "
                   f"CPU-second (wall is longer when other jobs share the cores)")  # fmt: skip
-            per_paper_s = t["convert"] * workers / r["papers"]  # CPU seconds per paper in conversion
-            tail_s = (t["assemble"] + t["search_index"]) / r["papers"]
-            disk = (r["zip_mb"] + r["id2paper_mb"] + r["search_index_mb"]) / r["papers"]
+            # projection from CPU time, which (unlike wall time) does not depend on what else shares the cores
+            cpu_h = r["cpu_seconds"] / r["papers"] * FULL_CORPUS / 3600
+            tail = (t["assemble"] + t["search_index"]) / r["seconds"]  # single-process share of the wall time
+            disk = (r["zip_mb"] + r["id2paper_mb"] + r["search_index_mb"]) / r["papers"] * FULL_CORPUS / 1024
             print(
-                f"  projection to {FULL_CORPUS:,} papers: conversion {per_paper_s * FULL_CORPUS / 3600:.1f} "
-                f"CPU-hours (÷ workers), assembly + search index {tail_s * FULL_CORPUS / 3600:.1f} h single-core; "
-                f"output {disk * FULL_CORPUS / 1024:.1f} GiB (+ shards {r['shards_mb'] / r['papers'] * FULL_CORPUS / 1024:.1f} GiB "
-                f"until --keep_work false)"
-            )  # fmt: skip
+                f"  projection to {FULL_CORPUS:,} papers: {cpu_h:.1f} CPU-hours in all; with W free cores about "
+                f"{cpu_h * (1 - tail):.1f}/W h converting + {cpu_h * tail:.1f} h assembling and indexing; output "
+                f"{disk:.1f} GiB (+ shards {r['shards_mb'] / r['papers'] * FULL_CORPUS / 1024:.1f} GiB until "
+                f"--keep_work false)"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
