@@ -118,12 +118,19 @@ def phase_assembly_memory(args) -> dict:
     seen, owner = set(), {}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for i in range(args.assembly_memory):
-            arxiv_id, key = f"{2000 + i // 100000:04d}.{i % 100000:05d}", f"asyntheticpapertitleofaboutsixtyletterslong{i:x}"
+            arxiv_id, key = (
+                f"{2000 + i // 100000:04d}.{i % 100000:05d}",
+                f"asyntheticpapertitleofaboutsixtyletterslong{i:x}",
+            )
             seen.add(arxiv_id)
             owner[key] = arxiv_id
             zf.writestr(key, "{}")
         grown = rss() - before
-    return {"entries": args.assembly_memory, "rss_growth_mb": grown, "bytes_per_paper": grown * 2**20 / args.assembly_memory}
+    return {
+        "entries": args.assembly_memory,
+        "rss_growth_mb": grown,
+        "bytes_per_paper": grown * 2**20 / args.assembly_memory,
+    }
 
 
 def _run(phase: str, **kw) -> dict:

@@ -96,5 +96,7 @@ def test_gzip_input_rebuild_and_refusals(tmp_path):
 def test_parse_metadata_record_errors():
     with pytest.raises(ValueError, match="'title'"):
         parse_metadata_record({"id": "1"})
-    rec = parse_metadata_record({"id": "2", "title": "T", "versions": [{"created": "garbage"}], "update_date": "2020-01-02"})
+    rec = parse_metadata_record(
+        {"id": "2", "title": "T", "versions": [{"created": "garbage"}], "update_date": "2020-01-02"}
+    )
     assert rec.published == "20200102" and rec.abstract == "" and rec.categories == ""
