@@ -265,3 +265,11 @@ def test_truncated_gzip_and_odd_shapes_never_abort(tmp_path):
     assert result.counts["papers_written"] >= 2  # the papers before the cut, and the odd one
     problems = open(tmp_path / "db" / "problems.log", encoding="utf-8").read()
     assert "cut.jsonl.gz:" in problems and "truncated_input" in problems
+
+
+def test_doctests():
+    import doctest
+
+    from pasa.tools import title_index
+
+    assert doctest.testmod(build_db).failed == 0 and doctest.testmod(title_index).failed == 0
