@@ -273,3 +273,38 @@ def test_doctests():
     from pasa.tools import title_index
 
     assert doctest.testmod(build_db).failed == 0 and doctest.testmod(title_index).failed == 0
+
+
+def test_agent_resolves_the_built_citations_by_id(tmp_path):
+    """End to end: a built database, the offline source, the agent. A reference whose string is garbled but whose
+    arXiv id unarXive resolved is found by id; one without an id is found by its (exact) title."""
+    from pasa.agent import AgentConfig, PaperAgent
+    from pasa.crawler import Crawler
+    from pasa.llm.scripted import ScriptedLLM
+    from pasa.selector import Selector
+    from pasa.tools.sources import build_paper_source
+
+    survey = {
+        "paper_id": "2301.00001",
+        "metadata": {"id": "2301.00001", "title": "Kumquat scene graphs for robots: a survey", "abstract": "Kumquat.",
+                     "categories": "cs.RO"},
+        "body_text": [{"section": "Related work", "sec_type": "section", "cite_spans": [{"ref_id": "b1"}, {"ref_id": "b2"}]}],
+        "bib_entries": {
+            "b1": {"bib_entry_raw": "H. Bavle et al., S-Grphs+ (garbled), 2022.", "ids": {"arxiv_id": "2212.11770"}},
+            "b2": {"bib_entry_raw": "P. Author. A Mutation-based Text Generation for Adversarial Machine Learning "
+                                    "Applications. arXiv, 2022.", "ids": {"arxiv_id": ""}},
+        },
+    }  # fmt: skip
+    extra = tmp_path / "survey.jsonl"
+    extra.write_text(json.dumps(survey) + "\n")
+    out = tmp_path / "db"
+    build_database([SAMPLE, str(extra)], str(out), workers=1)
+    source = build_paper_source(paper_db=str(out / "paper_db.zip"), id2paper=str(out / "id2paper.json"), online=False)
+    crawler = ScriptedLLM(replies={"q": "[Search] kumquat\n[StopSearch]",
+                                   survey["metadata"]["title"]: "[Expand] Related work\n[StopExpand]"})  # fmt: skip
+    agent = PaperAgent(Crawler(crawler), Selector(ScriptedLLM()), source, AgentConfig(expand_layers=1, search_papers=1))
+    root = agent.run("q")
+    [found] = root.child["kumquat"]
+    assert found.arxiv_id == "2301.00001"
+    children = found.child["Related work"]
+    assert [(c.arxiv_id, c.extra["resolved_by"]) for c in children] == [("2212.11770", "id"), ("2212.11808", "title")]
