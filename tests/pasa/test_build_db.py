@@ -302,7 +302,9 @@ def test_agent_resolves_the_built_citations_by_id(tmp_path):
     source = build_paper_source(paper_db=str(out / "paper_db.zip"), id2paper=str(out / "id2paper.json"), online=False)
     crawler = ScriptedLLM(replies={"q": "[Search] kumquat\n[StopSearch]",
                                    survey["metadata"]["title"]: "[Expand] Related work\n[StopExpand]"})  # fmt: skip
-    agent = PaperAgent(Crawler(crawler), Selector(ScriptedLLM()), source, AgentConfig(expand_layers=1, search_papers=1))
+    agent = PaperAgent(
+        Crawler(crawler), Selector(ScriptedLLM()), source, AgentConfig(expand_layers=1, search_papers=1)
+    )
     root = agent.run("q")
     [found] = root.child["kumquat"]
     assert found.arxiv_id == "2301.00001"
