@@ -125,10 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     from pasa.io import write_json_atomic
     from pasa.llm import load_llm
 
+    if not os.path.isfile(args.data):
+        print(f"{parser.prog}: error: --data {args.data!r} does not exist", file=sys.stderr)
+        return 2
     prompts, labels, skipped = read_examples(args.data, args.limit)
     if not prompts:
         print(f"no labelled selector records in {args.data}", file=sys.stderr)
         return 1
+    from pasa.checks import CheckError, check_model_path, check_model_server, exit_with, is_http_url
+
+    prog = parser.prog
+    try:  # one line before any work: a missing checkpoint never becomes a Hub download (issue 12 item 2)
+        if is_http_url(args.selector_path):
+            check_model_server(args.selector_path, "--selector_path")
+        else:
+            check_model_path(args.selector_path, "--selector_path", allow_url=True)
+    except CheckError as err:
+        exit_with(err, prog)
     kwargs = {"batch_size": args.batch_size}
     if args.selector_endpoint:
         kwargs["selector_endpoint"] = args.selector_endpoint

@@ -82,3 +82,11 @@ def test_no_labelled_records_is_an_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "x"}) + "\n")
     assert ev.main(["--selector", "unused", "--data", str(bad)]) == 1
+
+
+def test_missing_checkpoint_is_one_line_not_a_hub_download(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        ev.main(["--selector_path", str(tmp_path / "checkpoints" / "pasa-7b-selector"), "--data", DATA])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint not found" in err[0] and "pasa download" in err[0]
