@@ -79,3 +79,16 @@ def test_help_names_prog_shows_example_and_no_doubled_default():
     assert "(default: none). (default" not in text and "Index folder (default: none)." in text
     assert "Output folder. (default: results)" in text
     assert make_argparser("pasa x", example="pasa x a").format_help().startswith("usage: pasa x")
+
+
+def test_readme_table_lists_every_alias():
+    from pathlib import Path
+
+    from pasa.flags import ALIASES, CHANGED
+
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text(encoding="utf-8")
+    table = readme.split("### Flag names", 1)[1].split("\n## ", 1)[0]
+    for alias in ALIASES:
+        assert f"`{alias.old}`" in table, alias.old
+        assert all(f"`{new}`" in table for new in alias.new), alias.new
+    assert all(f"`{old}`" in table for old in CHANGED)
