@@ -3,7 +3,7 @@
 Launch lines::
 
     python scripts/eval.py results/real
-    python scripts/eval.py results/real --ensemble results/real_run2 --output results/real_ensemble.json
+    python scripts/eval.py results/real --ensemble results/real_run2 --output_file results/real_ensemble.json
     python scripts/eval.py results/real --per_query --format markdown --exclude_no_answer
 """
 
