@@ -156,6 +156,26 @@ def build_models(cfg):
     return tokenizer, policy, ref_policy, value_model
 
 
+def warmup_banner(warmup: int, num_updates: int) -> list[str]:
+    """Start-up lines announcing the value-only warm-up (released warm_up_step, DESIGN §1.3).
+
+    >>> warmup_banner(50, 250)
+    ['value warm-up: policy frozen for updates 1-50 (value loss only), policy trained from update 51']
+    >>> warmup_banner(0, 2)
+    ['value warm-up: none (policy trained from update 1)']
+    """
+    if warmup <= 0:
+        return ["value warm-up: none (policy trained from update 1)"]
+    lines = [f"value warm-up: policy frozen for updates 1-{warmup} (value loss only), policy trained from update "
+             f"{warmup + 1}"]
+    if num_updates <= warmup:
+        lines.append(
+            f"warning: this run has {num_updates} update(s), all inside the value warm-up: the saved policy will be "
+            "the SFT policy (lower --value_warmup_updates to train it)"
+        )
+    return lines
+
+
 def run(script_args: PPOScriptArguments, cfg):
     """Build the environment, models and trainer from parsed arguments, train, and return the trainer."""
     from accelerate import PartialState
@@ -168,12 +188,17 @@ def run(script_args: PPOScriptArguments, cfg):
     env = PaperSearchEnv(build_source(cfg), build_selector(cfg, device), cfg)
     tokenizer, policy, ref_policy, value_model = build_models(cfg)
     trainer = SessionPPOTrainer(cfg, tokenizer, policy, ref_policy, value_model, queries, env)
-    trainer.accelerator.print(
+    say = trainer.accelerator.print
+    say(
         f"{len(queries)} queries, {trainer.world_size} process(es), {trainer.num_updates} updates of "
         f"{trainer.episodes_per_update} queries x {cfg.rounds} rounds"
     )
+    for line in warmup_banner(cfg.value_warmup_updates, trainer.num_updates):
+        say(line)
     trainer.train()
-    trainer.accelerator.print(f"policy saved to {cfg.output_dir}")
+    say(f"policy saved to {cfg.output_dir}")
+    if trainer.num_updates <= cfg.value_warmup_updates:
+        say("the saved policy is the SFT policy: every update of this run was a value warm-up update")
     return trainer
 
 

@@ -120,12 +120,6 @@ def rollout_generation_config(args: SessionPPOConfig, tokenizer, max_new_tokens:
     )
 
 
-def masked_std(x: torch.Tensor, mask: torch.Tensor) -> float:
-    """Standard deviation of ``x`` over ``mask`` (population), for logging."""
-    mean = R.masked_mean(x, mask)
-    return R.masked_mean((x - mean) ** 2, mask).sqrt().item()
-
-
 @contextmanager
 def generation_config_of(model: nn.Module, config: GenerationConfig) -> Iterator[nn.Module]:
     """Temporarily replace ``model.generation_config`` (restored on exit)."""
@@ -489,6 +483,21 @@ class SessionPPOTrainer(Trainer):
             out.extend(values[:, reads[0]].float().cpu().tolist())  # one read index for the whole run
         return out
 
+    def _global_mean_std(self, tensors: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:
+        """``<name>_mean`` / ``<name>_std`` of each (N, T) tensor over the generated tokens of all processes."""
+        m = mask.double()
+        sums = [m.sum()]
+        for x in tensors.values():
+            sums += [(x.double() * m).sum(), (x.double() ** 2 * m).sum()]
+        totals = self.accelerator.reduce(torch.stack(sums).to(self.accelerator.device), "sum").cpu()
+        n = max(totals[0].item(), 1.0)
+        out = {}
+        for i, name in enumerate(tensors):
+            mean = totals[1 + 2 * i].item() / n
+            out[f"{name}_mean"] = mean
+            out[f"{name}_std"] = max(totals[2 + 2 * i].item() / n - mean**2, 0.0) ** 0.5
+        return out
+
     def _same_count_on_all_ranks(self, n: int) -> int:
         """Max of ``n`` over processes: ZeRO-3 forwards gather shards, so every rank must run as many."""
         if self.world_size == 1:
@@ -613,12 +622,7 @@ class SessionPPOTrainer(Trainer):
             vmask = R.value_mask(mask, args.bootstrap_after_eos)  # released: + the state after EOS
             batch.advantages, batch.returns = R.masked_gae(batch.rewards, batch.values, vmask, args.gamma, args.lam)
             batch.advantages = batch.advantages.masked_fill(~mask, 0.0)
-            spread = {
-                "val/returns_mean": R.masked_mean(batch.returns, mask).item(),
-                "val/returns_std": masked_std(batch.returns, mask),
-                "val/advantages_mean": R.masked_mean(batch.advantages, mask).item(),  # before whitening
-                "val/advantages_std": masked_std(batch.advantages, mask),
-            }
+            spread = self._global_mean_std({"val/returns": batch.returns, "val/advantages": batch.advantages}, mask)
             if args.whiten_advantages:
                 batch.advantages = R.masked_whiten(batch.advantages, mask)
             # 5. PPO epochs
