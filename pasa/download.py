@@ -168,7 +168,8 @@ def download_artifact(
             if dry_run:
                 infos = snapshot_download(artifact.repo_id, local_dir=dest, dry_run=True, **kwargs)
                 size = sum(getattr(i, "file_size", 0) or 0 for i in infos)
-                print(f"  {len(infos)} files, {size / 1e9:.2f} GB")
+                todo = sum(bool(getattr(i, "will_download", True)) for i in infos)
+                print(f"  {len(infos)} files, {size / 1e9:.2f} GB, {todo} to download")
                 return [os.path.join(dest, i.filename) for i in infos]
             snapshot_download(artifact.repo_id, local_dir=dest, **kwargs)
             files = [f for f in os.listdir(dest) if not f.startswith(".")] if os.path.isdir(dest) else []
