@@ -182,9 +182,7 @@ def section_keys(body_text: list[dict]) -> Iterator[tuple[str | None, dict]]:
         yield key, para
 
 
-def convert_paper(
-    record: dict, lookup: Callable[[str], MetadataRecord | None] | None = None
-) -> ConvertedPaper | None:
+def convert_paper(record: dict, lookup: Callable[[str], MetadataRecord | None] | None = None) -> ConvertedPaper | None:
     """[pure] One unarXive record -> the database entry (``None`` when it has no id or no title).
 
     ``lookup`` maps an arXiv id to its metadata snapshot record (``TitleIndex.get_record``); without it titles,
@@ -564,9 +562,10 @@ def build_database(
                 counts.update(marker["counts"])
                 for message in marker["problems"]:
                     _log_problem(problems_file, message, shown)
-            with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf, open(
-                tmp_ids, "w", encoding="utf-8"
-            ) as ids_file:
+            with (
+                zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+                open(tmp_ids, "w", encoding="utf-8") as ids_file,
+            ):
                 ids_file.write("{")
                 for path in files:
                     for row in iter_shard(os.path.join(work, shard_name(path))):
@@ -591,7 +590,10 @@ def build_database(
                             continue
                         key_owner[key] = arxiv_id
                         zf.writestr(key, json.dumps(row, ensure_ascii=False))
-                        ids_file.write(("" if written == 0 else ",") + f"\n{json.dumps(arxiv_id)}: {json.dumps(title, ensure_ascii=False)}")
+                        ids_file.write(
+                            ("" if written == 0 else ",")
+                            + f"\n{json.dumps(arxiv_id)}: {json.dumps(title, ensure_ascii=False)}"
+                        )
                         written += 1
                 ids_file.write("\n}\n")
         from pasa.io import current_umask

@@ -105,7 +105,9 @@ def _is_venue(field: str) -> bool:
         return True
     words = field.split()
     # abbreviations only ("Phys. Rev. Lett."), or a short name with no lower-case word ("Science", "Nature Physics")
-    if all(w.endswith(".") or w[:1].isupper() for w in words) and (len(words) <= 3 or all(w.endswith(".") for w in words)):
+    if all(w.endswith(".") or w[:1].isupper() for w in words) and (
+        len(words) <= 3 or all(w.endswith(".") for w in words)
+    ):
         return True
     return False
 

@@ -214,7 +214,9 @@ class TitleIndex:
     def __init__(self, path: str):
         db = _db_path(path)
         if not os.path.isfile(db):
-            raise FileNotFoundError(f"{path} is not a title index (no {DB_NAME}); build it with `pasa build-db --metadata`")
+            raise FileNotFoundError(
+                f"{path} is not a title index (no {DB_NAME}); build it with `pasa build-db --metadata`"
+            )
         self.path = path
         self._uri = f"file:{os.path.abspath(db)}?mode=ro"
         self._local = threading.local()
