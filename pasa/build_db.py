@@ -486,7 +486,7 @@ def build_database(
     os.makedirs(output_dir, exist_ok=True)
     if metadata:
         title_index = title_index or os.path.join(output_dir, TITLE_INDEX_DIR)
-        _ensure_title_index(metadata, title_index)
+        _ensure_title_index(metadata, title_index, progress)
     files = expand_inputs(inputs, skip=output_dir)
     counts: Counter = Counter()
     report = {"inputs": files, "metadata": metadata, "categories": categories, "title_index": title_index}
@@ -627,7 +627,7 @@ def build_database(
     return BuildResult(output_dir, counts, shown[0], seconds, len(files), resumed, timings)
 
 
-def _ensure_title_index(metadata: str, out_dir: str) -> None:
+def _ensure_title_index(metadata: str, out_dir: str, progress: bool = False) -> None:
     """Build the title index of a metadata snapshot unless ``out_dir`` already holds one built from that file."""
     from pasa.tools.local_search import fingerprint_files
     from pasa.tools.title_index import MANIFEST, build_title_index, iter_metadata
@@ -642,7 +642,12 @@ def _ensure_title_index(metadata: str, out_dir: str) -> None:
         pass
     logger.info("indexing the metadata snapshot %s into %s", metadata, out_dir)
     problems: list[str] = []
-    build_title_index(iter_metadata(metadata, problems), out_dir, source=source)
+    records = iter_metadata(metadata, problems)
+    if progress:
+        from tqdm import tqdm
+
+        records = tqdm(records, desc="indexing arXiv metadata", unit=" records", file=sys.stderr, mininterval=1.0)
+    build_title_index(records, out_dir, source=source)
     if problems:
         logger.warning("%d malformed metadata lines skipped", len(problems))
 
