@@ -275,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             check_output_file(args.output_file)
         except CheckError as err:
             exit_with(err, parser.prog)
-    evaluation = evaluate_folder(args.results_dir, args.ensemble, exclude_no_answer=args.exclude_no_answer)
+    try:
+        evaluation = evaluate_folder(args.results_dir, args.ensemble, exclude_no_answer=args.exclude_no_answer)
+    except OSError as err:  # the folder itself cannot be listed
+        exit_with(CheckError(f"cannot read {err.filename or args.results_dir!r} ({err.strerror or err})"), parser.prog)
     for name, reason in evaluation.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if evaluation.summary is None:
