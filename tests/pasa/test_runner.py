@@ -231,7 +231,7 @@ def test_query_locked_by_a_live_run_is_left_to_it_and_stale_lock_taken_over(tmp_
 
 
 RUN_WORKER = """
-import json, sys, time
+import json, os, pathlib, sys, time
 sys.path.insert(0, sys.argv[3])
 from pasa.runner import QueryItem, run_queries
 from tests.pasa.test_runner import CountingAgent
@@ -243,6 +243,10 @@ class Slow(CountingAgent):
 
 agent = Slow()
 items = [QueryItem(i, f"q{i}", None, [f"a{i}"]) for i in range(int(sys.argv[2]))]
+barrier = pathlib.Path(sys.argv[1]).parent  # start together: both imported, then both run
+(barrier / f"ready-{os.getpid()}").touch()
+while len(list(barrier.glob("ready-*"))) < 2:
+    time.sleep(0.01)
 run_queries(agent, items, sys.argv[1], progress=False)
 print(json.dumps(agent.ran))
 """
