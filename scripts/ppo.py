@@ -135,6 +135,7 @@ def build_models(cfg):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from pasa.llm.attn import resolve_attn_implementation
     from trl_ext.trainer import init_value_head
 
     for name, path in (("sft_model_path", cfg.sft_model_path), ("value_model_path", cfg.value_model_path)):
@@ -144,7 +145,7 @@ def build_models(cfg):
             )
     kwargs = {"dtype": cfg.model_dtype if cfg.model_dtype == "auto" else getattr(torch, cfg.model_dtype)}
     if cfg.attn_implementation:
-        kwargs["attn_implementation"] = cfg.attn_implementation
+        kwargs["attn_implementation"] = resolve_attn_implementation(cfg.attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(cfg.sft_model_path, padding_side="left")
     if tokenizer.pad_token is None:
         raise SystemExit(f"the tokenizer of {cfg.sft_model_path!r} has no pad token")

@@ -102,9 +102,11 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
     elif not training_args.completion_only_loss:
         logger.warning("completion_only_loss=False: prompt tokens get loss too, unlike the released recipe")
 
+    from pasa.llm.attn import resolve_attn_implementation  # flash-attn missing -> sdpa, one warning
+
     model_init_kwargs = {
         "dtype": model_args.dtype,
-        "attn_implementation": model_args.attn_implementation,
+        "attn_implementation": resolve_attn_implementation(model_args.attn_implementation),
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
         "local_files_only": True,

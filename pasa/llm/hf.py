@@ -62,7 +62,9 @@ class HFLLM:
             dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
             kwargs = {"dtype": dtype}
             if config.attn_implementation:
-                kwargs["attn_implementation"] = config.attn_implementation
+                from pasa.llm.attn import resolve_attn_implementation  # flash-attn missing -> sdpa, one warning
+
+                kwargs["attn_implementation"] = resolve_attn_implementation(config.attn_implementation)
             model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs).to(device)
         self.model = model.eval()
         self.true_token_id = self._single_token_id(config.true_token)
