@@ -146,7 +146,7 @@ def extractor_scores() -> dict:
     path = os.path.join(REPO_ROOT, "tests", "fixtures", "unarxive", "bib_titles.jsonl")
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
     out = {}
-    for split in ("dev", "heldout", "all"):
+    for split in ("dev", "heldout", "heldout2", "all"):
         part = [r for r in rows if split == "all" or r["split"] == split]
         out[split] = score_titles([(extract_title(r["raw"]), r["title"]) for r in part])
         out[f"{split}_released_split"] = score_titles([(parse_metadata([r["raw"]]).title, r["title"]) for r in part])
