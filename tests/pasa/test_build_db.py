@@ -24,7 +24,6 @@ from pasa.tools.paper_db import PaperDB
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "unarxive")
 SAMPLE = os.path.join(FIXTURES, "sample_3papers.jsonl")
 METADATA = os.path.join(FIXTURES, "arxiv_metadata.jsonl")
-REAL_SAMPLE = os.path.join("..", "shared", "data", "unarxive_sample", "unarXive_data_sample.tar.gz")
 
 
 def _records(path=SAMPLE):
@@ -233,9 +232,11 @@ def test_cli(tmp_path, capsys):
 
 
 # -- the real sample ------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not os.path.isfile(REAL_SAMPLE), reason="../shared/data (unarXive sample) not present")
-def test_real_unarxive_sample(tmp_path):
-    with tarfile.open(REAL_SAMPLE) as tar:
+def test_real_unarxive_sample(tmp_path, shared_data):
+    real_sample = shared_data / "unarxive_sample" / "unarXive_data_sample.tar.gz"
+    if not real_sample.is_file():
+        pytest.skip("the unarXive sample is not in ../shared/data")
+    with tarfile.open(real_sample) as tar:
         tar.extractall(tmp_path, filter="data")
     result = build_database([str(tmp_path / "unarXive_data_sample")], str(tmp_path / "db"), workers=1)
     c = result.counts
