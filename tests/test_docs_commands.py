@@ -35,20 +35,30 @@ def doc_files() -> list[Path]:
 def extract_tested_blocks(text: str) -> list[tuple[int, str]]:
     """(line number of the fence, block text) for every bash fence right after a ``<!-- tested -->`` line.
 
+    Markers inside another fence (an example of the marker itself) are text, not markers.
+
     >>> extract_tested_blocks("x\\n<!-- tested -->\\n```bash\\necho hi\\n```\\n```bash\\nno\\n```\\n")
     [(3, 'echo hi\\n')]
+    >>> extract_tested_blocks("````md\\n<!-- tested -->\\n```bash\\nexample\\n```\\n````\\n")
+    []
     """
     lines = text.splitlines()
     blocks = []
     i = 0
     while i < len(lines):
-        if lines[i].strip() == MARKER and i + 1 < len(lines) and _FENCE_RE.match(lines[i + 1].strip()):
+        stripped = lines[i].strip()
+        if stripped == MARKER and i + 1 < len(lines) and _FENCE_RE.match(lines[i + 1].strip()):
             start = i + 1
             j = start + 1
             while j < len(lines) and lines[j].strip() != "```":
                 j += 1
             blocks.append((start + 1, "".join(line + "\n" for line in lines[start + 1 : j])))
             i = j
+        elif stripped.startswith("```"):  # any other fence: skip to its closing line (same number of backticks)
+            ticks = stripped[: len(stripped) - len(stripped.lstrip("`"))]
+            i += 1
+            while i < len(lines) and lines[i].strip() != ticks:
+                i += 1
         i += 1
     return blocks
 
