@@ -64,6 +64,8 @@ ALIASES: tuple[FlagAlias, ...] = (
     _alias("--selector", "--selector_path"),
     # SFT
     _alias("--max_seq_length", "--max_length", released=True),  # released trl SFTConfig
+    # transformers 5 dropped warmup_ratio: warmup_steps < 1 is a ratio of the total steps (same meaning)
+    _alias("--warmup_ratio", "--warmup_steps", released=True),
     # released PPO config (hyc2026/trl trl/trainer/ppo_config.py) -> SessionPPOConfig
     # released examples/scripts/ppo/ppo_tldr.py loads the VALUE model (fresh scalar head) from reward_model_path;
     # its call_selector is a stub, so it never named the selector (DESIGN §1.4)
