@@ -179,6 +179,41 @@ def rewrite_config_keys(
     return out
 
 
+def parse_args_and_config(parser, argv: Sequence[str] | None = None, prog: str | None = None):
+    """``TrlParser.parse_args_and_config`` with the vocabulary applied to ``argv`` and to the ``--config`` YAML's keys.
+
+    The YAML is rewritten (:func:`rewrite_config_keys`) into a temporary copy that ``TrlParser`` then reads, so a
+    released recipe (``max_seq_length: 1024``, ``sft_model_path: ...``) works and a changed name stops with one line.
+    """
+    import tempfile
+
+    import yaml
+
+    argv = rewrite_argv(argv, parser, prog=prog)
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            index, path = i + 1, argv[i + 1]
+            break
+        if arg.startswith("--config="):
+            argv[i : i + 1] = ["--config", arg.split("=", 1)[1]]
+            index, path = i + 1, argv[i + 1]
+            break
+    else:
+        return parser.parse_args_and_config(argv)
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    if not isinstance(config, dict):
+        return parser.parse_args_and_config(argv)  # trl's own error message
+    config = rewrite_config_keys(config, parser, source=path)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as tmp:
+        yaml.safe_dump(config, tmp)
+    try:
+        argv[index] = tmp.name
+        return parser.parse_args_and_config(argv)
+    finally:
+        os.unlink(tmp.name)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Shows ``(default: X)`` unless the help text already says its default, and keeps the example's line breaks."""
 

@@ -92,3 +92,25 @@ def test_readme_table_lists_every_alias():
         assert f"`{alias.old}`" in table, alias.old
         assert all(f"`{new}`" in table for new in alias.new), alias.new
     assert all(f"`{old}`" in table for old in CHANGED)
+
+
+def test_trl_parser_recipe_keys_and_argv_are_rewritten(tmp_path, capsys):
+    from trl import TrlParser
+
+    from pasa.flags import parse_args_and_config
+
+    @dataclass
+    class _Train:
+        max_length: int = field(default=1024, metadata={"help": "Max length."})
+        dataset_name: str | None = field(default=None, metadata={"help": "Data."})
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("max_seq_length: 512\ntrain_files: data/a.jsonl\n")
+    (args,) = parse_args_and_config(TrlParser(_Train), ["--config", str(recipe), "--max_seq_length", "256"])
+    assert (args.max_length, args.dataset_name) == (256, "data/a.jsonl")  # the command line overrides the YAML
+    (args,) = parse_args_and_config(TrlParser(_Train), [f"--config={recipe}"])
+    assert args.max_length == 512
+    recipe.write_text("value_step: 5\n")
+    with pytest.raises(SystemExit) as exc:
+        parse_args_and_config(TrlParser(_Train), ["--config", str(recipe)])
+    assert "no longer accepted" in str(exc.value.code)
