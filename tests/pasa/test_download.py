@@ -135,3 +135,13 @@ def test_hf_endpoint_and_hf_token_from_the_environment(tmp_path):
         repo_calls = [a for (_, path), a in zip(hub.requests, hub.auth) if "pasa-7b-selector" in path]
         assert len(repo_calls) >= 3 and all(a == "Bearer hf_test_token" for a in repo_calls)
     assert (tmp_path / "checkpoints/pasa-7b-selector/config.json").exists()
+
+
+def test_offline_mode_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for only in ("data", "selector"):
+        assert download.main(["--only", only, "--local_dir", str(tmp_path), "--endpoint", "http://127.0.0.1:9"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "HF_HUB_OFFLINE" in err[0], err
