@@ -167,8 +167,10 @@ def warmup_banner(warmup: int, num_updates: int) -> list[str]:
     """
     if warmup <= 0:
         return ["value warm-up: none (policy trained from update 1)"]
-    lines = [f"value warm-up: policy frozen for updates 1-{warmup} (value loss only), policy trained from update "
-             f"{warmup + 1}"]
+    lines = [
+        f"value warm-up: policy frozen for updates 1-{warmup} (value loss only), policy trained from update "
+        f"{warmup + 1}"
+    ]
     if num_updates <= warmup:
         lines.append(
             f"warning: this run has {num_updates} update(s), all inside the value warm-up: the saved policy will be "

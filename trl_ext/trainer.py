@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 from transformers import GenerationConfig, Trainer
-from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, propagate_args_to_deepspeed
 from transformers.integrations import get_reporting_integration_callbacks
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, propagate_args_to_deepspeed
 from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
 from transformers.trainer_callback import CallbackHandler, PrinterCallback, TrainerControl, TrainerState
 from transformers.trainer_utils import get_last_checkpoint

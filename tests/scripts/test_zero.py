@@ -121,7 +121,11 @@ def data(tmp_path_factory) -> dict[str, str]:
     build_paper_db(demo_papers(), str(d / "papers.zip"), str(d / "id2paper.json"))
     lines = [json.dumps({"question": q, "answer": a}) for q, a in QUERIES]
     (d / "train.jsonl").write_text("\n".join(lines) + "\n")
-    return {"train_file": str(d / "train.jsonl"), "paper_db": str(d / "papers.zip"), "id2paper": str(d / "id2paper.json")}
+    return {
+        "train_file": str(d / "train.jsonl"),
+        "paper_db": str(d / "papers.zip"),
+        "id2paper": str(d / "id2paper.json"),
+    }
 
 
 # -- PPO ----------------------------------------------------------------------------------------------------------
@@ -231,7 +235,9 @@ def test_sft_zero3_resumes_exactly_and_the_model_drives_the_agent(tiny_checkpoin
     log = launch("train_sft_crawler.sh", args, out, tmp_path / "a")
     assert "2 process(es)" in log and (out / "checkpoint-2").is_dir()
     resumed = tmp_path / "resumed"
-    args = sft_args(tiny_checkpoint, resumed, 2, "--max_steps", "4", "--resume_from_checkpoint", str(out / "checkpoint-2"))
+    args = sft_args(
+        tiny_checkpoint, resumed, 2, "--max_steps", "4", "--resume_from_checkpoint", str(out / "checkpoint-2")
+    )
     launch("train_sft_crawler.sh", args, resumed, tmp_path / "b")
     a, b = load_weights(out), load_weights(resumed)
     assert all((a[k] - b[k]).abs().max().item() <= 1e-6 for k in a)

@@ -59,7 +59,9 @@ def test_token_char_ends_non_canonical_tokenisation_and_reward_placement(tok):
 def _sampled_and_recomputed_logprobs(model, tok, generate_kwargs):
     """Log-probs of the sampled tokens as the sampler saw them (processed scores) and as the trainer recomputes
     them (a forward pass, logits / temperature)."""
-    prompt = tok.apply_chat_template([{"role": "user", "content": "graph"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "graph"}], tokenize=False, add_generation_prompt=True
+    )
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
     torch.manual_seed(0)
     out = model.generate(
