@@ -64,6 +64,9 @@ from pasa.tools.http import ServiceArgs
 logger = logging.getLogger(__name__)
 
 END_DATE_OFFSET_DAYS = 7  # released run_paper_agent.py: published_time - 7 days
+# Where `pasa download` puts the released paper database; the released utils.py always opened these two files.
+DEFAULT_PAPER_DB = os.path.join("data", "paper_database", "cs_paper_2nd.zip")
+DEFAULT_ID2PAPER = os.path.join("data", "paper_database", "id2paper.json")
 RUN_EXAMPLE = (
     'pasa run --query "Give me papers about retrieval-augmented generation" '
     "--crawler_path checkpoints/pasa-7b-crawler --selector_path checkpoints/pasa-7b-selector"
@@ -91,7 +94,13 @@ class BatchArgs:
         default="results",
         metadata={"help": "One JSON tree per query is written here (released name --output_folder accepted)."},
     )
-    paper_db: str | None = field(default=None, metadata={"help": "Released paper DB zip (cs_paper_2nd.zip)."})
+    paper_db: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Released paper DB zip (default: {DEFAULT_PAPER_DB} with --id2paper {DEFAULT_ID2PAPER} when "
+            "both files exist, as the released code; `pasa download` puts them there)."
+        },
+    )
     id2paper: str | None = field(default=None, metadata={"help": "Released id2paper.json beside the zip."})
     search_index: str | None = field(
         default=None, metadata={"help": "Offline search index folder (`pasa index`; old name --index)."}
@@ -649,13 +658,17 @@ def build_source(args: BatchArgs, released_behaviour: bool = False, service: Ser
     from pasa.tools.http import HttpClient
     from pasa.tools.sources import build_paper_source
 
+    paper_db, id2paper = args.paper_db, args.id2paper
+    if paper_db is None and id2paper is None and os.path.isfile(DEFAULT_PAPER_DB) and os.path.isfile(DEFAULT_ID2PAPER):
+        logger.info("paper database: %s (the default location)", DEFAULT_PAPER_DB)
+        paper_db, id2paper = DEFAULT_PAPER_DB, DEFAULT_ID2PAPER
     http = None
     if service is not None or args.no_cache or args.cache_dir:
         service = service if service is not None else ServiceArgs()
         http = HttpClient(service.http_config(cache=not args.no_cache, cache_dir=args.cache_dir))
     return build_paper_source(
-        paper_db=args.paper_db,
-        id2paper=args.id2paper,
+        paper_db=paper_db,
+        id2paper=id2paper,
         index=args.search_index,
         online=args.online,
         http=http,

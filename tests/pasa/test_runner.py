@@ -451,3 +451,18 @@ def test_redo_keeps_the_less_degraded_result_and_write_errors_fail_the_query(tmp
     results = run_queries(CountingAgent(), ITEMS[1:], str(tmp_path), progress=False, max_consecutive_failures=2)
     assert [r.status for r in results] == ["failed", "failed"] and "No space left" in results[0].error
     assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())  # locks released
+
+
+def test_paper_db_at_the_default_location_is_used(tmp_path, monkeypatch):
+    """As the released utils.py (and where `pasa download` puts it): data/paper_database/{cs_paper_2nd.zip,...}."""
+    from pasa.runner import BatchArgs, build_source
+    from pasa.tools.paper_db import build_paper_db
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="no paper source"):
+        build_source(BatchArgs(query="q"))
+    papers = [paper("2401.00001", "A title", sections={})]
+    build_paper_db(papers, "data/paper_database/cs_paper_2nd.zip", "data/paper_database/id2paper.json")
+    source = build_source(BatchArgs(query="q"))
+    assert source.get_by_id("2401.00001").title == "A title"
