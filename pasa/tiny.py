@@ -10,8 +10,8 @@ checkpoints"), filled with stand-ins:
 
 - ``checkpoints/pasa-7b-crawler``, ``pasa-7b-selector``, ``Qwen2.5-7B-Instruct``: tiny **random** Qwen2 models with
   a Qwen-style tokenizer (``pasa.demo.build_tiny_checkpoint``): they load and generate like the real ones, but
-  their outputs mean nothing; the crawler is silenced (:func:`silence_checkpoint`: it replies at once with no
-  action, so runs take seconds and record ``crawler_no_action``);
+  their outputs mean nothing, except that the crawler is scripted (:func:`script_checkpoint`: every reply is
+  :data:`CRAWLER_REPLY`, two searches and one expansion), so runs crawl papers in seconds;
 - ``data/paper_database/cs_paper_2nd.zip`` + ``id2paper.json`` (released format) from the 16 embedded demo papers,
   and its offline ``search_index/``;
 - ``data/AutoScholarQuery/{train,dev,test}.jsonl``, ``data/RealScholarQuery/test.jsonl``: hand-written queries whose
@@ -34,7 +34,10 @@ import sys
 MARKER = "PASA_TINY"
 CHECKPOINTS = ("Qwen2.5-7B-Instruct", "pasa-7b-selector", "pasa-7b-crawler")
 REPO_LINKS = ("scripts", "configs", "bench", "tests", "run_paper_agent.py")  # so documented paths resolve
-PUBLISHED = "20250301"  # after every demo paper: the end date (published - 7 days) keeps them all
+PUBLISHED = "20250301"
+# What the tiny crawler always replies: two searches, one expansion (a section name of some demo papers), a stop.
+# The search parser reads the [Search] lines, the expand parser the [Expand] line, in every session.
+CRAWLER_REPLY = "[Search] retrieval augmented generation\n[Search] graph neural networks\n[Expand] 2 Related Work\n[Stop]"  # after every demo paper: the end date (published - 7 days) keeps them all
 
 # (question, answer titles): the answers are demo papers (pasa/demo_data/papers.jsonl)
 QUERIES: list[tuple[str, list[str]]] = [
@@ -139,15 +142,33 @@ def _write_jsonl(path: str, records: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def silence_checkpoint(path: str) -> None:
-    """Make a tiny checkpoint reply at once with nothing: its ``generation_config`` biases the first EOS token by
-    +100 (``sequence_bias``), greedy or sampled. A random tiny crawler otherwise babbles 512 tokens per prompt
-    (~17 s a query on a small CPU) and still emits no action; silenced, documented commands run in seconds."""
-    from transformers import GenerationConfig
+def script_checkpoint(path: str, reply: str = CRAWLER_REPLY, bias: float = 100.0) -> None:
+    """Make a tiny checkpoint answer every chat prompt with ``reply`` (then EOS), greedy or sampled.
 
+    Its ``generation_config.sequence_bias`` adds ``bias`` to each next token of ``reply`` given the shortest run of
+    preceding tokens (from the chat template's generation prompt on) that predicts it unambiguously. A random tiny
+    crawler otherwise babbles 512 tokens per prompt (~17 s a query on a small CPU) and never emits an action; this
+    one searches and expands through the real HF backend, so documented commands exercise the whole loop.
+    """
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
     config = GenerationConfig.from_pretrained(path)
     eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
-    config.sequence_bias = [[[eos], 100.0]]
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=False
+    )
+    prefix = tokenizer.encode(prompt, add_special_tokens=False)[-3:]  # "<|im_start|>assistant\n"
+    seq = prefix + tokenizer.encode(reply, add_special_tokens=False) + [eos]
+    sequence_bias = []
+    for i in range(len(prefix), len(seq)):
+        for length in range(1, i + 1):
+            context = seq[i - length : i]
+            successors = {seq[j] for j in range(length, len(seq)) if seq[j - length : j] == context}
+            if len(successors) == 1:
+                break
+        sequence_bias.append([[*context, seq[i]], bias])
+    config.sequence_bias = sequence_bias
     config.save_pretrained(path)
 
 
@@ -183,7 +204,7 @@ def build_tiny(output_dir: str, force: bool = False) -> dict[str, str]:
             else:
                 shutil.copytree(first, path, dirs_exist_ok=True)
                 if name == "pasa-7b-crawler":
-                    silence_checkpoint(path)
+                    script_checkpoint(path)
         out[name] = path
 
     papers = demo_papers()
