@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 from pathlib import Path
@@ -184,7 +183,10 @@ def test_first_ppo_update_matches_between_one_process_and_zero3(taught, data, tm
         assert one[key] == two[key], key
     for key in ("objective/kl", "loss/policy", "loss/value", "val/returns_mean", "policy/approx_kl"):
         assert one[key] == pytest.approx(two[key], rel=1e-4, abs=1e-6), key
-    assert_weights_close(load_weights(single), load_weights(zero), lr=1e-4)
+    a, b = load_weights(single), load_weights(zero)
+    print("PPO: max weight difference", max((a[k] - b[k]).abs().max().item() for k in a))
+    print("PPO: loss differences", {k: abs(one[k] - two[k]) for k in ("loss/policy", "loss/value", "objective/kl")})
+    assert_weights_close(a, b, lr=1e-4)
 
 
 def test_value_head_is_initialised_on_the_gathered_tensor_under_zero3(taught, tmp_path):
@@ -216,17 +218,17 @@ def test_value_head_is_initialised_on_the_gathered_tensor_under_zero3(taught, tm
 
 
 # -- SFT ----------------------------------------------------------------------------------------------------------
+# 8 examples, so that batches of 4 (1 process) and 2 x 2 (2 processes) cover the same examples every step
+EIGHT = ["--train_files", TRAIN_CHAT, str(ROOT / "tests/fixtures/sft/prompt_completion.jsonl"), "--max_train_samples", "8"]
+
+
 def sft_args(model: str, out: Path, batch: int, *extra: str) -> list[str]:
     return [
-        "--model_name_or_path", model, "--train_files", TRAIN_CHAT, "--output_dir", str(out),
+        "--model_name_or_path", model, "--output_dir", str(out), *EIGHT,
         "--attn_implementation", "sdpa", "--use_cpu", "true", "--logging_steps", "1", "--learning_rate", "1e-3",
         "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--gradient_checkpointing", "false",
         "--per_device_train_batch_size", str(batch), "--seed", "0", *CPU_ARGS, *extra,
     ]  # fmt: skip
-
-
-def logged_losses(text: str) -> list[float]:
-    return [float(x) for x in re.findall(r"'loss': '?([0-9.eE+-]+)'?", text)]
 
 
 def test_sft_zero3_resumes_exactly_and_the_model_drives_the_agent(tiny_checkpoint, tmp_path):
@@ -257,8 +259,12 @@ def test_sft_steps_match_between_one_process_and_zero3(tiny_checkpoint, tmp_path
     one = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
     zero = tmp_path / "zero3"
-    log = launch("train_sft_crawler.sh", sft_args(tiny_checkpoint, zero, 2, "--max_steps", "3"), zero, tmp_path / "z")
-    two = logged_losses(log)
+    args = sft_args(tiny_checkpoint, zero, 2, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "3")
+    launch("train_sft_crawler.sh", args, zero, tmp_path / "z")
+    history = json.loads((zero / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    two = [h["loss"] for h in history if "loss" in h]  # exact values (stdout rounds to 4 digits)
     assert len(one) == len(two) == 3
-    assert one == pytest.approx(two, rel=1e-4)
-    assert_weights_close(load_weights(single), load_weights(zero), lr=1e-3)
+    assert one == pytest.approx(two, rel=1e-5)
+    a, b = load_weights(single), load_weights(zero)
+    print("SFT: losses", one, two, "max weight difference", max((a[k] - b[k]).abs().max().item() for k in a))
+    assert_weights_close(a, b, lr=1e-3)
