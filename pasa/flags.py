@@ -92,6 +92,27 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") in ("", "0") and os.environ.get("LOCAL_RANK", "0") in ("", "0")
 
 
+def quiet_other_ranks() -> bool:
+    """In a multi-process launch (torchrun / accelerate), let only rank 0 print warnings: every other rank's logging
+    goes to ERROR and Python warnings are ignored, so each warning appears once (issue 12 item 7). Returns whether
+    this process is rank 0. Call it at the top of a script's ``main``."""
+    import warnings
+
+    if _is_rank0():
+        return True
+    logging.getLogger().setLevel(logging.ERROR)
+    for name in ("transformers", "trl", "accelerate", "deepspeed", "datasets", "pasa", "trl_ext"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    try:  # transformers keeps its own verbosity
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    return False
+
+
 def known_flags(parser: argparse.ArgumentParser | Iterable[str]) -> set[str]:
     """The option strings a parser accepts (or the given names)."""
     if isinstance(parser, argparse.ArgumentParser):

@@ -114,3 +114,23 @@ def test_trl_parser_recipe_keys_and_argv_are_rewritten(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         parse_args_and_config(TrlParser(_Train), ["--config", str(recipe)])
     assert "no longer accepted" in str(exc.value.code)
+
+
+def test_quiet_other_ranks(monkeypatch):
+    import subprocess
+    import sys
+
+    from pasa.flags import quiet_other_ranks
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert quiet_other_ranks() is True
+    code = (
+        "import logging, warnings; from pasa.flags import quiet_other_ranks; r = quiet_other_ranks(); "
+        "logging.getLogger('pasa.x').warning('W-LOG'); warnings.warn('W-PY'); print(r)"
+    )
+    for rank, shown in (("0", True), ("1", False)):
+        env = {**__import__("os").environ, "RANK": rank}
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.stdout.strip() == str(shown)
+        assert ("W-LOG" in proc.stderr) is shown and ("W-PY" in proc.stderr) is shown
