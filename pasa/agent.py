@@ -352,8 +352,8 @@ class _Run:
             fn(arg)
 
     def close(self) -> None:
-        for pool in self.pools.values():
-            pool.shutdown(wait=True)
+        for pool in self.pools.values():  # after an error, calls not started yet are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
         for batcher in self.batchers:
             batcher.close()
 
