@@ -207,7 +207,6 @@ class _Ref:
     arxiv_id: str | None = None
     paper: Paper | None = None
     resolved_by: str = "title"
-    done: bool = False
 
 
 @dataclass
@@ -216,7 +215,6 @@ class _Expansion:
 
     node: PaperNode
     depth: int
-    started: bool = False
     ready: bool = False
     request: Any = None  # the crawler request while it waits (its key is the paper's rank in the layer)
     refs: list[_Ref] = field(default_factory=list)
@@ -276,10 +274,11 @@ class _Run:
         self.agent, self.cfg, self.source = agent, agent.config, agent.source
         self.user_query, self.end_date = user_query, end_date
         self.root = PaperNode.root(user_query)
-        self.root.extra["failures"] = empty_failures()
-        self.root.extra["crawler_raw_replies"] = []
         if answer is not None:
             self.root.extra["answer"] = list(answer)
+        # after the released keys: failed tool calls and crawler replies without actions (issue 11)
+        self.root.extra["failures"] = empty_failures()
+        self.root.extra["crawler_raw_replies"] = []
         self.queue: list[PaperNode] = []
         self.expand_start = 0
         self.touched: set[str] = set()
@@ -555,7 +554,7 @@ class _Run:
         exp = self.expansions.get(id(node))
         if exp is not None:
             return  # started early (depth 0)
-        exp = self.expansions[id(node)] = _Expansion(node, depth, started=True)
+        exp = self.expansions[id(node)] = _Expansion(node, depth)
         if not self.needs_sections(node):
             self.sections_ready(exp, rank, fetched=False)
             return
@@ -605,7 +604,7 @@ class _Run:
         """The paper behind a citation: by its arXiv id when known (an unknown id falls back to the title)."""
 
         def settle(paper: Paper | None, how: str) -> None:
-            ref.paper, ref.resolved_by, ref.done = paper, how, True
+            ref.paper, ref.resolved_by = paper, how
             exp.unresolved -= 1
             if exp.unresolved == 0:
                 exp.ready = True

@@ -4,6 +4,8 @@ Both the Crawler and the Selector talk to an ``LLM``: ``generate`` for the Crawl
 default), ``true_prob`` for the Selector (P(first generated token = "True") on the raw prompt). Backends:
 ``pasa.llm.hf.HFLLM`` (a local transformers model) and ``pasa.llm.openai.OpenAILLM`` (any OpenAI-compatible
 server). They are imported lazily so that ``import pasa.llm`` needs neither torch nor an HTTP client.
+``pasa.llm.batcher.MicroBatcher`` gathers the agent's single requests into calls; it reads a backend's optional
+``preferred_batch_size`` and ``max_concurrency`` attributes.
 """
 
 from __future__ import annotations
