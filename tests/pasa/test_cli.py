@@ -5,7 +5,6 @@ import re
 import pytest
 
 from pasa import __version__, cli
-from pasa.tiny import build_tiny
 
 
 def test_version(capsys):
@@ -33,10 +32,3 @@ def test_help_names_the_command_and_shows_an_example(command, capsys):
     assert out.startswith(f"usage: pasa {command}") and f"example:\n  pasa {command}" in out
     text = " ".join(out.split())  # undo argparse's wrapping
     assert re.search(r"default[^()]*\)\.? \(default:", text) is None, "a help text says its default twice"
-
-
-def test_tiny_refuses_a_folder_it_did_not_make(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    with pytest.raises(FileExistsError):
-        build_tiny(str(tmp_path))
-    assert cli.main(["tiny", "--output_dir", str(tmp_path)]) == 2
