@@ -294,3 +294,42 @@ def test_lookups_are_not_bound_by_threads_num():
     assert source.peak["search"] == 2  # threads_num bounds search
     assert source.peak["get_by_title"] > 2  # lookups have their own, larger limit
     assert set(agent.last_spans) >= {"search", "get_by_id", "get_by_title", "crawler", "selector"}
+
+
+def test_papers_stream_through_stages_without_a_layer_barrier():
+    """With a crawler answering one paper per call, the first paper's citations are scored while the crawler is
+    still busy with the next papers (the layer-by-layer loop would wait for every crawler reply)."""
+    events = []
+
+    class OneAtATime(ScriptedLLM):
+        preferred_batch_size = 1  # like a local model with batch_size 1: one prompt per call, calls queue
+
+        def generate(self, prompts, chat=True, sample=False):
+            out = super().generate(prompts, chat, sample)
+            if prompt_user_query(prompts[0]) is None:
+                time.sleep(0.1)
+                events.append(("crawler done", time.perf_counter()))
+            return out
+
+    class Timed(ScriptedLLM):
+        def true_prob(self, prompts):
+            events.append(("selector", time.perf_counter()))
+            return super().true_prob(prompts)
+
+    names = "alpha beta gamma delta".split()
+    cited = {n: f"The {n} cited work" for n in names}
+    papers = [Paper(f"2401.0000{i}", f"The {n} root", "x", {"S": [cited[n]]}) for i, n in enumerate(names)]
+    papers += [Paper(f"2401.1000{i}", cited[n], "x") for i, n in enumerate(names)]
+    replies = {"u": "[Search] s\n[StopSearch]", **{f"The {n} root": "[Expand] S\n[StopExpand]" for n in names}}
+    agent = PaperAgent(
+        Crawler(OneAtATime(replies=replies)),
+        Selector(Timed(scores={f"The {n} root": 0.9 - i / 10 for i, n in enumerate(names)})),
+        InMemoryPaperSource(papers, {"s": [p.arxiv_id for p in papers[:4]]}),
+        AgentConfig(expand_layers=1, batch_wait_s=0.01),
+    )
+    root = agent.run("u")
+    assert [len(n.child["S"]) for n in root.child["s"]] == [1, 1, 1, 1]
+    last_crawler = max(t for e, t in events if e == "crawler done")
+    selector_calls = [t for e, t in events if e == "selector"]
+    assert len(selector_calls) >= 3  # search papers, then children in more than one call
+    assert selector_calls[1] < last_crawler - 0.1  # children scored while the crawler still works
