@@ -15,7 +15,10 @@ COMMANDS = {
     "eval": ("pasa.evaluate:main", "score a results folder with the paper's metrics"),
     "baseline": ("pasa.baselines:main", "run a baseline (Google, Google + LLM paraphrase) into a results folder"),
     "index": ("pasa.tools.local_search:main", "build the offline search index over a paper database"),
-    "build-db": ("pasa.build_db:main", "build a paper database (+ search/title indexes) from unarXive and arXiv metadata"),
+    "build-db": (
+        "pasa.build_db:main",
+        "build a paper database (+ search/title indexes) from unarXive and arXiv metadata",
+    ),
     "download": ("pasa.download:main", "download the released checkpoints, base model and data (Hugging Face)"),
     "reproduce": ("pasa.reproduce:main", "run RealScholarQuery + AutoScholarQuery test, table beside the paper's"),
     "tiny": ("pasa.tiny:main", "build tiny checkpoints, paper DB and data files (CPU smoke runs, docs tests)"),
