@@ -342,7 +342,10 @@ class _Run:
                 if any(b.pending for b in self.batchers):
                     continue  # idle: the next pass dispatches them
                 raise RuntimeError("agent loop stalled: nothing in flight and the phase is not finished")
-            deadlines = [d for b in self.batchers if (d := b.deadline()) is not None]
+            # wake up for a deadline only where a call slot is free (else a finished call wakes the loop)
+            deadlines = [
+                d for b in self.batchers if b.inflight < b.max_concurrency and (d := b.deadline()) is not None
+            ]
             timeout = max(0.0, min(deadlines) - time.perf_counter()) if deadlines else None
             try:
                 fn, arg = self.events.get(timeout=timeout)

@@ -333,3 +333,26 @@ def test_papers_stream_through_stages_without_a_layer_barrier():
     selector_calls = [t for e, t in events if e == "selector"]
     assert len(selector_calls) >= 3  # search papers, then children in more than one call
     assert selector_calls[1] < last_crawler - 0.1  # children scored while the crawler still works
+
+
+def test_loop_sleeps_while_a_model_call_is_in_flight():
+    """Prompts past their deadline wait for the busy model without the loop spinning on the CPU."""
+
+    class SlowSearch(InMemoryPaperSource):
+        def search(self, query, k, end_date=None):
+            if query == "late":
+                time.sleep(0.1)
+            return super().search(query, k, end_date)
+
+    papers = [Paper("2401.00001", "The first", "x"), Paper("2401.00002", "The second", "x")]
+    agent = PaperAgent(
+        Crawler(ScriptedLLM(replies={"u": "[Search] early\n[Search] late\n[StopSearch]"})),
+        Selector(ScriptedLLM(latency=0.8)),
+        SlowSearch(papers, {"early": ["2401.00001"], "late": ["2401.00002"]}),
+        AgentConfig(expand_layers=0, batch_wait_s=0.01),
+    )
+    cpu = time.thread_time()
+    root = agent.run("u")
+    assert [len(v) for v in root.child.values()] == [1, 1]
+    assert len(agent.selector.llm.calls) == 2  # the late paper waited for the busy selector
+    assert time.thread_time() - cpu < 0.2  # (a spinning loop burns up to 0.7 s here)
