@@ -347,6 +347,7 @@ class SessionPPOTrainer(Trainer):
         )
         self.hp_search_backend = None
         self.current_flos = 0
+        self._times: dict[str, float] = {}  # seconds per part of the current update (time/* metrics)
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
 
@@ -475,12 +476,14 @@ class SessionPPOTrainer(Trainer):
         args = self.args
         out: list[float] = []
         bs = args.local_rollout_forward_batch_size
+        t0 = time.perf_counter()
         for i in range(0, len(sessions), bs):
             seqs, reads = zip(*(self._value_ids(s) for s in sessions[i : i + bs]), strict=True)
             ids, mask = self._left_pad(list(seqs))
             pos = (mask.cumsum(1) - 1).clamp(min=0)
             values = unwrapped.values(ids, mask, pos)
             out.extend(values[:, reads[0]].float().cpu().tolist())  # one read index for the whole run
+        self._times["value_bootstrap"] = self._times.get("value_bootstrap", 0.0) + time.perf_counter() - t0
         return out
 
     def _global_mean_std(self, tensors: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:
@@ -497,6 +500,15 @@ class SessionPPOTrainer(Trainer):
             out[f"{name}_mean"] = mean
             out[f"{name}_std"] = max(totals[2 + 2 * i].item() / n - mean**2, 0.0) ** 0.5
         return out
+
+    @contextmanager
+    def _timed(self, key: str) -> Iterator[None]:
+        """Add the wall time of the block to this update's ``time/<key>`` (seconds)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._times[key] = self._times.get(key, 0.0) + time.perf_counter() - t0
 
     def _same_count_on_all_ranks(self, n: int) -> int:
         """Max of ``n`` over processes: ZeRO-3 forwards gather shards, so every rank must run as many."""
@@ -525,9 +537,13 @@ class SessionPPOTrainer(Trainer):
             for r in range(args.rounds):
                 # 1. rollout sessions
                 if sessions:
-                    p, rep, texts = self._generate(unwrapped, sessions, update, r)
+                    with self._timed("generate"):
+                        p, rep, texts = self._generate(unwrapped, sessions, update, r)
                     # 2. selector scores (inside the env) and value bootstrap of the sessions each action opens
-                    outs, next_sessions = self.env.step(sessions, texts, lambda s: self._session_values(unwrapped, s))
+                    with self._timed("env"):  # search, selector and the value bootstrap (timed on its own too)
+                        outs, next_sessions = self.env.step(
+                            sessions, texts, lambda s: self._session_values(unwrapped, s)
+                        )
                     prompts += p
                     replies += rep
                     kinds += [s.kind for s in sessions]
@@ -549,6 +565,7 @@ class SessionPPOTrainer(Trainer):
             # policy log-probs and values of the rollout (gathered weights: local forwards)
             logprobs, values = [], []
             bs = args.local_rollout_forward_batch_size
+            t0 = time.perf_counter()
             for i in range(0, n, bs):
                 idx = list(range(i, min(n, i + bs)))
                 inputs, context = self._batch_inputs(batch, idx)
@@ -556,7 +573,9 @@ class SessionPPOTrainer(Trainer):
                 vals = unwrapped.values(**inputs)
                 logprobs.append(self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu())
                 values.append(vals[:, context - 1 : context - 1 + width].float().cpu())
+            self._times["rollout_forward"] = self._times.get("rollout_forward", 0.0) + time.perf_counter() - t0
         # reference log-probs; under ZeRO-3 the reference is sharded, so all ranks run the same number of forwards
+        t0 = time.perf_counter()
         ref_logprobs = []
         chunks = math.ceil(n / bs)
         for c in range(self._same_count_on_all_ranks(chunks)):
@@ -567,6 +586,7 @@ class SessionPPOTrainer(Trainer):
                 ref_logprobs.append(
                     self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu()
                 )
+        self._times["ref_forward"] = self._times.get("ref_forward", 0.0) + time.perf_counter() - t0
         batch.logprobs = torch.cat(logprobs).masked_fill(~action_mask, 0.0)
         batch.ref_logprobs = torch.cat(ref_logprobs).masked_fill(~action_mask, 0.0)
         batch.values = torch.cat(values).masked_fill(~R.value_mask(action_mask, args.bootstrap_after_eos), 0.0)
@@ -613,6 +633,7 @@ class SessionPPOTrainer(Trainer):
         metrics: dict[str, float] = {}
 
         for update in range(start_update, self.num_updates + 1):
+            self._times, update_start = {}, time.perf_counter()
             episodes = self._episodes_for_update(update)
             # 1-3. rollout, scores, environment rewards
             batch = self._rollout(episodes, update)
@@ -626,13 +647,15 @@ class SessionPPOTrainer(Trainer):
             if args.whiten_advantages:
                 batch.advantages = R.masked_whiten(batch.advantages, mask)
             # 5. PPO epochs
-            stats = self._ppo_epochs(batch, policy_on=update > args.value_warmup_updates)
+            with self._timed("ppo_epochs"):
+                stats = self._ppo_epochs(batch, policy_on=update > args.value_warmup_updates)
             stats.update(spread)
             # 6. log, schedule, save
             self.lr_scheduler.step()
             self.state.global_step = update
             self.state.episode = update * self.episodes_per_update
             self.state.epoch = self.state.episode / len(self.train_dataset)
+            self._times["update"] = time.perf_counter() - update_start
             metrics = self._metrics(batch, episodes, stats, start_time, update, start_update)
             if args.logging_steps and (update % int(args.logging_steps) == 0 or update == self.num_updates):
                 self.log(metrics)
@@ -754,6 +777,15 @@ class SessionPPOTrainer(Trainer):
         metrics["policy/loss_on"] = float(update > self.args.value_warmup_updates)
         metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
         metrics["episode"] = self.state.episode
+        # where the time goes: seconds per update, averaged over processes; tokens/s of generation on one process
+        times = dict(getattr(self, "_times", {}))
+        parts = ("generate", "env", "rollout_forward", "ref_forward", "ppo_epochs")
+        times["other"] = times.get("update", 0.0) - sum(times.get(k, 0.0) for k in parts)
+        time_keys = [*parts, "value_bootstrap", "other", "update"]
+        tt = torch.tensor([times.get(k, 0.0) for k in time_keys], dtype=torch.float64, device=self.accelerator.device)
+        tt = self.accelerator.reduce(tt, "mean").cpu()
+        metrics.update({f"time/{k}": tt[i].item() for i, k in enumerate(time_keys)})
+        metrics["time/generate_tokens_per_s"] = float(mask.sum().item()) / max(times.get("generate", 0.0), 1e-9)
         metrics["eps"] = (update - start_update + 1) * self.episodes_per_update / max(time.time() - start_time, 1e-9)
         return metrics
 
