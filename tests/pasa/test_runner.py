@@ -377,7 +377,7 @@ def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys, monkey
     argv = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
     code, out, err = run_cli(argv + ["--output_dir", str(tmp_path), "--log_level", "ERROR"], capsys)
     assert code == 0 and "Top papers" in out
-    assert "search: 1 queries, 1 calls -> 1 ids, 1 lookups" in err and "selector: 1 scored, 1 selected" in err
+    assert "search: 1 queries, 1 calls -> 1 ids, 1 lookups; selector 1 scored, 1 selected" in err
 
 
 def test_stage_progress_counts_a_scripted_run():
@@ -393,10 +393,11 @@ def test_stage_progress_counts_a_scripted_run():
     root = with_stage_progress(agent, progress).run("q")
     progress.finish()
     assert root.extra["crawler_recall_papers"] == ["A title", "Cited"]
-    assert lines[-1].split("] ", 1)[1] == (
-        "search: 1 queries, 1 calls -> 1 ids, 1 lookups | layer 1: 0 sections fetched, crawler 1 papers -> "
-        "1 sections, 1 title lookups -> 1 found | selector: 2 scored, 2 selected"
-    )
+    assert [line.split("] ", 1)[1] for line in lines[-1].splitlines()] == [
+        "search: 1 queries, 1 calls -> 1 ids, 1 lookups; selector 1 scored, 1 selected",
+        "layer 1: 0 sections fetched, crawler 1 papers -> 1 sections, 1 lookups -> 1 found; selector 1 scored, "
+        "1 selected",
+    ]
 
 
 def test_damaged_index_and_missing_title_index_are_one_line(tmp_path, tiny_checkpoint, capsys):
@@ -466,3 +467,35 @@ def test_paper_db_at_the_default_location_is_used(tmp_path, monkeypatch):
     build_paper_db(papers, "data/paper_database/cs_paper_2nd.zip", "data/paper_database/id2paper.json")
     source = build_source(BatchArgs(query="q"))
     assert source.get_by_id("2401.00001").title == "A title"
+
+
+def test_stage_progress_places_calls_in_their_layer():
+    """Two layers: the search paper cites B (layer 1), B cites C (layer 2); B's sections are fetched."""
+    from pasa.runner import StageProgress, with_stage_progress
+
+    class FetchOnly(InMemoryPaperSource):  # B's record has no sections: the agent fetches them
+        def get_by_title(self, title):
+            found = super().get_by_title(title)
+            return paper(found.arxiv_id, found.title) if found is not None and found.title == "Bee" else found
+
+    replies = {"A title": "[Expand] Intro\n[StopExpand]", "Bee": "[Expand] Method\n[StopExpand]"}
+    crawler = Crawler(ScriptedLLM(replies=replies, default_reply="[Search] s\n[StopSearch]"))
+    papers = [
+        paper("2401.00001", "A title", sections={"Intro": ["Bee"]}),
+        paper("2401.00002", "Bee", sections={"Method": ["Sea"]}),
+        paper("2401.00003", "Sea"),
+    ]
+    source = FetchOnly(papers, {"s": ["2401.00001"]})
+    agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=2))
+    lines = []
+    progress = StageProgress(write=lines.append)
+    root = with_stage_progress(agent, progress).run("q")
+    progress.finish()
+    assert root.extra["crawler_recall_papers"] == ["A title", "Bee", "Sea"]
+    assert [line.split("] ", 1)[1] for line in lines[-1].splitlines()] == [
+        "search: 1 queries, 1 calls -> 1 ids, 1 lookups; selector 1 scored, 1 selected",
+        "layer 1: 0 sections fetched, crawler 1 papers -> 1 sections, 1 lookups -> 1 found; selector 1 scored, "
+        "1 selected",
+        "layer 2: 1 sections fetched, crawler 1 papers -> 1 sections, 1 lookups -> 1 found; selector 1 scored, "
+        "1 selected",
+    ]
