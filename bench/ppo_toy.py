@@ -145,9 +145,9 @@ def known_rewards(world: dict[str, str]) -> list[tuple[str, float, float]]:
 def train(world: dict[str, str], out: Path, args, learning_rate: float) -> list[dict]:
     ppo = load_ppo_script()
     argv = [
-        "--sft_model_path", world["sft"], "--train_file", world["train_file"], "--paper_db", world["paper_db"],
+        "--model_name_or_path", world["sft"], "--dataset_name", world["train_file"], "--paper_db", world["paper_db"],
         "--id2paper", world["id2paper"], "--search_index", world["index"], "--output_dir", str(out),
-        "--use_selector", "false", "--use_cpu", "true", "--bf16", "false", "--model_dtype", "float32",
+        "--use_selector", "false", "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
         "--attn_implementation", "sdpa", "--rounds", str(args.rounds), "--response_length", "24",
         "--search_papers", "2", "--value_warmup_updates", "0", "--kl_coef", str(args.kl_coef),
         "--learning_rate", str(learning_rate), "--lr_scheduler_type", "constant",
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.control:
         runs["control"] = train(world, work / "control", args, 0.0)
     names = list(runs)
-    say(f"\nupdates  " + "  ".join(f"{n + ' reward':>15} {n + ' recall':>15} {n + ' KL':>11}" for n in names))
+    say("\nupdates  " + "  ".join(f"{n + ' reward':>15} {n + ' recall':>15} {n + ' KL':>11}" for n in names))
     for start in range(0, args.updates, args.window):
         cells = []
         for n in names:

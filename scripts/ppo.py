@@ -13,11 +13,11 @@ Launch lines::
 
     # one node, 8 GPUs, selector served by vLLM
     accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/ppo.py \\
-        --config configs/recipes/ppo_crawler.yaml --selector http://localhost:8000/v1#pasa-7b-selector
+        --config configs/recipes/ppo_crawler.yaml --selector_path http://localhost:8000/v1#pasa-7b-selector
 
     # single process, tiny smoke run
-    python scripts/ppo.py --config configs/recipes/ppo_crawler.yaml --sft_model_path checkpoints/tiny \\
-        --selector checkpoints/tiny --bf16 false --attn_implementation sdpa --total_episodes 8 --use_cpu true
+    python scripts/ppo.py --config configs/recipes/ppo_crawler.yaml --model_name_or_path checkpoints/tiny \\
+        --selector_path checkpoints/tiny --bf16 false --attn_implementation sdpa --total_episodes 8 --use_cpu true
 
     # CPU, two processes
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml scripts/ppo.py ... --use_cpu true
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 class PPOScriptArguments:
     """Data arguments of ``scripts/ppo.py``."""
 
-    train_file: str = field(
+    dataset_name: str = field(
         default="data/AutoScholarQuery/train.jsonl",
         metadata={"help": "AutoScholarQuery-shaped jsonl: question, answer (titles), optional source_meta."},
     )
@@ -51,11 +51,11 @@ class PPOScriptArguments:
 
 
 def make_parser():
-    from trl import TrlParser
-
+    """Parser of (PPOScriptArguments, SessionPPOConfig) with the flag vocabulary (old names rewritten, pasa.flags)."""
     from trl_ext.config import SessionPPOConfig
+    from trl_ext.parser import VocabularyParser
 
-    return TrlParser((PPOScriptArguments, SessionPPOConfig))
+    return VocabularyParser((PPOScriptArguments, SessionPPOConfig), prog="scripts/ppo.py")
 
 
 def end_date_of(record: dict, offset_days: int) -> str | None:
@@ -77,7 +77,7 @@ def load_queries(path: str, offset_days: int = 7, limit: int | None = None) -> l
     from pasa.io import iter_jsonl
 
     if not os.path.isfile(path):
-        raise SystemExit(f"--train_file {path!r} does not exist")
+        raise SystemExit(f"--dataset_name {path!r} does not exist")
     out = []
     for lineno, r in iter_jsonl(path, required=("question", "answer")):
         question, answer = r["question"], r["answer"]
@@ -115,14 +115,16 @@ def build_selector(cfg, device: str):
     """A ``pasa.selector.Selector`` on a local checkpoint or an OpenAI-compatible server; None when unused."""
     if not cfg.use_selector:
         return None
-    if not cfg.selector:
-        raise SystemExit("--use_selector true needs --selector (a checkpoint directory or http://host:port/v1#model)")
+    if not cfg.selector_path:
+        raise SystemExit(
+            "--use_selector true needs --selector_path (a checkpoint directory or http://host:port/v1#model)"
+        )
     from pasa.llm import load_llm
     from pasa.selector import Selector
 
-    spec = cfg.selector
+    spec = cfg.selector_path
     if not spec.startswith(("http://", "https://")) and not os.path.isdir(spec):
-        raise SystemExit(f"--selector {spec!r} is neither a local directory nor an http(s) URL")
+        raise SystemExit(f"--selector_path {spec!r} is neither a local directory nor an http(s) URL")
     from trl_ext.trainer import zero3_init_disabled
 
     with zero3_init_disabled():  # a full local copy per process, outside ZeRO-3 partitioning
@@ -138,19 +140,19 @@ def build_models(cfg):
     from pasa.llm.attn import resolve_attn_implementation
     from trl_ext.trainer import init_value_head
 
-    for name, path in (("sft_model_path", cfg.sft_model_path), ("value_model_path", cfg.value_model_path)):
+    for name, path in (("model_name_or_path", cfg.model_name_or_path), ("value_model_path", cfg.value_model_path)):
         if not path or not os.path.isdir(path):
             raise SystemExit(
                 f"--{name} must be a local checkpoint directory (got {path!r}); this script never downloads"
             )
-    kwargs = {"dtype": cfg.model_dtype if cfg.model_dtype == "auto" else getattr(torch, cfg.model_dtype)}
+    kwargs = {"dtype": cfg.dtype if cfg.dtype == "auto" else getattr(torch, cfg.dtype)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = resolve_attn_implementation(cfg.attn_implementation)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.sft_model_path, padding_side="left")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path, padding_side="left")
     if tokenizer.pad_token is None:
-        raise SystemExit(f"the tokenizer of {cfg.sft_model_path!r} has no pad token")
-    policy = AutoModelForCausalLM.from_pretrained(cfg.sft_model_path, **kwargs)
-    ref_policy = AutoModelForCausalLM.from_pretrained(cfg.sft_model_path, **kwargs)
+        raise SystemExit(f"the tokenizer of {cfg.model_name_or_path!r} has no pad token")
+    policy = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
+    ref_policy = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
     value_model = AutoModelForSequenceClassification.from_pretrained(cfg.value_model_path, num_labels=1, **kwargs)
     value_model.config.pad_token_id = tokenizer.pad_token_id
     init_value_head(value_model, cfg.value_head_init_std, cfg.seed)  # gathered under ZeRO-3 (issue 9 item 10)
@@ -186,7 +188,7 @@ def run(script_args: PPOScriptArguments, cfg):
     from trl_ext.env import PaperSearchEnv
     from trl_ext.trainer import SessionPPOTrainer
 
-    queries = load_queries(script_args.train_file, script_args.end_date_offset_days, script_args.max_train_samples)
+    queries = load_queries(script_args.dataset_name, script_args.end_date_offset_days, script_args.max_train_samples)
     device = "cpu" if cfg.use_cpu else str(PartialState().device)
     env = PaperSearchEnv(build_source(cfg), build_selector(cfg, device), cfg)
     tokenizer, policy, ref_policy, value_model = build_models(cfg)
@@ -207,6 +209,9 @@ def run(script_args: PPOScriptArguments, cfg):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from pasa.flags import quiet_other_ranks
+
+    quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, cfg = make_parser().parse_args_and_config(args=argv)
     run(script_args, cfg)
     return 0

@@ -38,9 +38,12 @@ logger = logging.getLogger(__name__)
 class SFTScriptArguments:
     """Data arguments of ``scripts/sft.py``."""
 
-    train_files: list[str] = field(
+    dataset_name: list[str] = field(
         default_factory=list,
-        metadata={"help": "Training jsonl file(s), e.g. data/sft_selector/train.jsonl (released: --dataset_name)."},
+        metadata={
+            "help": "Training jsonl file(s), e.g. data/sft_selector/train.jsonl (released --dataset_name; "
+            "--train_files accepted)."
+        },
     )
     eval_files: list[str] = field(
         default_factory=list, metadata={"help": "Evaluation jsonl file(s); used when --eval_strategy is not 'no'."}
@@ -62,9 +65,13 @@ class SFTScriptArguments:
 
 
 def make_parser():
-    from trl import ModelConfig, SFTConfig, TrlParser
+    """Parser of (SFTScriptArguments, SFTConfig, ModelConfig) with the flag vocabulary (pasa.flags): released
+    ``--dataset_name``, ``--max_seq_length``, ``--warmup_ratio`` are accepted; ``--train_files`` with a warning."""
+    from trl import ModelConfig, SFTConfig
 
-    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    from trl_ext.parser import VocabularyParser
+
+    return VocabularyParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="scripts/sft.py")
 
 
 def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
@@ -78,10 +85,13 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
         raise SystemExit(
             f"--model_name_or_path must be a local checkpoint directory (got {path!r}); this script never downloads."
         )
-    if not script_args.train_files:
-        raise SystemExit("no --train_files given")
+    if not script_args.dataset_name:
+        raise SystemExit("no --dataset_name given (the training jsonl files)")
     train = load_sft_examples(
-        script_args.train_files, script_args.prompt_format, script_args.skip_bad_records, script_args.max_train_samples
+        script_args.dataset_name,
+        script_args.prompt_format,
+        script_args.skip_bad_records,
+        script_args.max_train_samples,
     )
     evaluation = None
     if training_args.eval_strategy != "no":
@@ -125,6 +135,9 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pasa.flags import quiet_other_ranks
+
+    quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     try:
         trainer = build_trainer(script_args, training_args, model_args)

@@ -45,23 +45,24 @@ class SessionPPOConfig(TrainingArguments):
     """
 
     # ---- models ----
-    sft_model_path: str = field(
+    model_name_or_path: str = field(
         default="",
         metadata={
-            "help": "SFT crawler checkpoint: initial policy and the frozen reference (released --sft_model_path)."
+            "help": "SFT crawler checkpoint: initial policy and the frozen reference (released --sft_model_path, "
+            "accepted)."
         },
     )
     value_model_path: str | None = field(
         default=None,
         metadata={
-            "help": "Backbone of the value model, given a fresh scalar head; default: sft_model_path "
+            "help": "Backbone of the value model, given a fresh scalar head; default: model_name_or_path "
             "(released --reward_model_path ../output/sft_crawler)."
         },
     )
     value_head_init_std: float = field(
         default=0.01, metadata={"help": "Std of the N(0, std) init of the value head (released ppo_tldr.py: 0.01)."}
     )
-    model_dtype: str = field(
+    dtype: str = field(
         default="auto", metadata={"help": "dtype to load the three models in: 'auto', 'bfloat16', 'float32'."}
     )
     attn_implementation: str | None = field(
@@ -298,7 +299,7 @@ class SessionPPOConfig(TrainingArguments):
         default=False,
         metadata={"help": "Restrict searches to papers before the query's source paper − 7 days (released RL: no)."},
     )
-    selector: str | None = field(
+    selector_path: str | None = field(
         default=None,
         metadata={
             "help": "Selector: a local checkpoint directory or an OpenAI-compatible URL http://host:port/v1#model "
@@ -336,7 +337,7 @@ class SessionPPOConfig(TrainingArguments):
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.value_model_path is None:
-            self.value_model_path = self.sft_model_path
+            self.value_model_path = self.model_name_or_path
 
     @property
     def local_queries_per_update(self) -> int:

@@ -94,10 +94,10 @@ def paper_data(tmp_path_factory) -> dict[str, str]:
 def smoke_args(checkpoint: str, data: dict[str, str], out: Path, episodes: int) -> list[str]:
     """Recipe overrides for a tiny CPU run (the launch script adds ``--config``; in process add it yourself)."""
     return [
-        "--sft_model_path", checkpoint, "--value_model_path", checkpoint, "--selector", checkpoint,
-        "--train_file", data["train_file"], "--paper_db", data["paper_db"], "--id2paper", data["id2paper"],
+        "--model_name_or_path", checkpoint, "--value_model_path", checkpoint, "--selector_path", checkpoint,
+        "--dataset_name", data["train_file"], "--paper_db", data["paper_db"], "--id2paper", data["id2paper"],
         "--search_index", str(out / "index"),
-        "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--model_dtype", "float32",
+        "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
         "--attn_implementation", "sdpa", "--total_episodes", str(episodes), "--gradient_accumulation_steps", "2",
         "--response_length", "24", "--value_warmup_updates", "0", "--learning_rate", "1e-3", "--save_steps", "1",
         "--selector_batch_size", "4", "--seed", "0", "--search_papers", "2",
@@ -108,7 +108,7 @@ def test_recipe_carries_the_released_launch_values():
     script_args, cfg = ppo.make_parser().parse_args_and_config(
         args=["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml"), "--bf16", "false"]
     )
-    assert script_args.train_file == "data/AutoScholarQuery/train.jsonl"
+    assert script_args.dataset_name == "data/AutoScholarQuery/train.jsonl"
     assert (cfg.learning_rate, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (1e-6, 1, 4)
     assert (cfg.total_episodes, cfg.rounds, cfg.response_length, cfg.num_ppo_epochs) == (16000, 3, 1024, 2)
     assert (cfg.alpha_search, cfg.alpha_expand, cfg.c_search, cfg.c_expand) == (1.5, 1.5, 0.1, 0.1)
@@ -196,3 +196,31 @@ def test_ppo_launch_script_two_cpu_processes(taught_checkpoint, paper_data, tmp_
     assert "env/reward_per_session" in proc.stdout + proc.stderr
     assert (out / "model.safetensors").exists()
     assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
+
+
+def test_released_and_old_flag_names(caplog, capsys):
+    """Flag vocabulary: the released PPO flags are accepted as they are; a changed one stops with one line."""
+    import logging
+
+    released = [
+        "--dataset_name", "q.jsonl", "--sft_model_path", "sft", "--reward_model_path", "value", "--paper_id", "ids.json",
+        "--use_vm", "false", "--warm_up_step", "7", "--bf16", "false",
+    ]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        script_args, cfg = ppo.make_parser().parse_args_and_config(args=[*RECIPE, *released])
+    assert script_args.dataset_name == "q.jsonl" and cfg.model_name_or_path == "sft"
+    assert (cfg.value_model_path, cfg.id2paper, cfg.use_value_bootstrap, cfg.value_warmup_updates) == (
+        "value", "ids.json", False, 7,
+    )  # fmt: skip
+    assert "deprecated" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        _, cfg = ppo.make_parser().parse_args_and_config(
+            args=["--train_file", "q.jsonl", "--selector", "sel", "--model_dtype", "float32", "--bf16", "false"]
+        )
+    assert (cfg.selector_path, cfg.dtype) == ("sel", "float32")
+    assert caplog.text.count("deprecated") == 3
+    with pytest.raises(SystemExit) as stop:
+        ppo.make_parser().parse_args_and_config(args=["--value_step", "2", "--bf16", "false"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--value_step" in err[0] and "--value_papers_max" in err[0]

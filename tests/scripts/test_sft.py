@@ -87,7 +87,7 @@ def test_bad_shapes_are_an_error_naming_file_and_line(caplog):
 
 def test_sft_main_reports_bad_records_and_exits(tiny_checkpoint, tmp_path, capsys):
     path = str(SFT_FIXTURES / "bad_shape.jsonl")
-    argv = ["--model_name_or_path", tiny_checkpoint, "--output_dir", str(tmp_path), "--train_files", path, *CPU_ARGS]
+    argv = ["--model_name_or_path", tiny_checkpoint, "--output_dir", str(tmp_path), "--dataset_name", path, *CPU_ARGS]
     assert sft.main(argv) == 2
     assert "bad_shape.jsonl:2: the last message must be the assistant's" in capsys.readouterr().err
 
@@ -143,7 +143,7 @@ def released_labels(input_ids: list[int], response_ids: list[int]) -> list[int]:
 
 
 def test_prompt_tokens_carry_no_loss_as_in_the_released_collator(tiny_checkpoint, tmp_path):
-    trainer = make_trainer(tiny_checkpoint, tmp_path / "out", "--train_files", TRAIN_CHAT)
+    trainer = make_trainer(tiny_checkpoint, tmp_path / "out", "--dataset_name", TRAIN_CHAT)
     tok = trainer.processing_class
     response_ids = tok(RESPONSE_TEMPLATE, add_special_tokens=False)["input_ids"]
     examples = load_sft_examples([TRAIN_CHAT])
@@ -160,7 +160,7 @@ def test_prompt_tokens_carry_no_loss_as_in_the_released_collator(tiny_checkpoint
 
 
 def test_raw_format_masks_the_raw_prompt_and_adds_eos(tiny_checkpoint, tmp_path):
-    trainer = make_trainer(tiny_checkpoint, tmp_path / "out", "--train_files", TRAIN_CHAT, "--prompt_format", "raw")
+    trainer = make_trainer(tiny_checkpoint, tmp_path / "out", "--dataset_name", TRAIN_CHAT, "--prompt_format", "raw")
     tok = trainer.processing_class
     row, example = trainer.train_dataset[0], load_sft_examples([TRAIN_CHAT], prompt_format="raw")[0]
     n_prompt = len(tok(example["prompt"], add_special_tokens=False)["input_ids"])
@@ -171,7 +171,7 @@ def test_raw_format_masks_the_raw_prompt_and_adds_eos(tiny_checkpoint, tmp_path)
 
 def test_non_local_model_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="local checkpoint directory"):
-        make_trainer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "out", "--train_files", TRAIN_CHAT)
+        make_trainer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "out", "--dataset_name", TRAIN_CHAT)
 
 
 # -- training ----------------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def train_args(*extra: str) -> list[str]:
 def trained_chat(tiny64, tmp_path_factory):
     """The tiny model fine-tuned on the fixture set (chat format), with NLLs before and after and the loss log."""
     out = tmp_path_factory.mktemp("sft-chat")
-    trainer = make_trainer(tiny64, out, "--train_files", TRAIN_CHAT, *train_args())
+    trainer = make_trainer(tiny64, out, "--dataset_name", TRAIN_CHAT, *train_args())
     before = mean_target_nll(trainer.model, trainer.train_dataset)
     trainer.train()
     after = mean_target_nll(trainer.model, trainer.train_dataset)
@@ -280,7 +280,7 @@ def test_raw_format_trains_the_selector_on_its_inference_prompt(tiny64, tmp_path
     out = tmp_path / "out"
     assert (
         sft.main(
-            ["--model_name_or_path", tiny64, "--output_dir", str(out), "--train_files", str(data)]
+            ["--model_name_or_path", tiny64, "--output_dir", str(out), "--dataset_name", str(data)]
             + CPU_ARGS
             + train_args("--prompt_format", "raw", "--max_steps", "40", "--per_device_train_batch_size", "4")
         )
@@ -297,7 +297,7 @@ def test_recipes_carry_the_released_hyperparameters(name):
     script_args, args, model_args = sft.make_parser().parse_args_and_config(
         args=["--config", str(ROOT / "configs" / "recipes" / f"{name}.yaml"), "--bf16", "false"]
     )
-    assert script_args.train_files == [f"data/{name}/train.jsonl"] and script_args.prompt_format == "chat"
+    assert script_args.dataset_name == [f"data/{name}/train.jsonl"] and script_args.prompt_format == "chat"
     assert args.learning_rate == 1e-5 and args.num_train_epochs == 1
     assert args.per_device_train_batch_size == 4 and args.gradient_accumulation_steps == 1
     assert args.gradient_checkpointing and args.max_length == 1024
@@ -348,7 +348,7 @@ def test_launch_script_runs_two_cpu_processes(tiny_checkpoint, tmp_path):
     }
     cmd = [
         "bash", str(ROOT / "scripts" / "train_sft_crawler.sh"),
-        "--model_name_or_path", tiny_checkpoint, "--train_files", TRAIN_CHAT, "--output_dir", str(out),
+        "--model_name_or_path", tiny_checkpoint, "--dataset_name", TRAIN_CHAT, "--output_dir", str(out),
         "--attn_implementation", "sdpa", "--use_cpu", "true", "--max_steps", "3", "--logging_steps", "1",
         "--per_device_train_batch_size", "2", *CPU_ARGS,
     ]  # fmt: skip
@@ -357,3 +357,19 @@ def test_launch_script_runs_two_cpu_processes(tiny_checkpoint, tmp_path):
     assert "2 process(es)" in stdout
     assert (out / "model.safetensors").exists()
     assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
+
+
+def test_released_and_old_flag_names(caplog):
+    """Flag vocabulary: released SFT flags with the same meaning pass silently, --train_files with one warning."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        script_args, args, _ = sft.make_parser().parse_args_and_config(
+            args=["--dataset_name", TRAIN_CHAT, "--max_seq_length", "512", "--warmup_ratio", "0.03", *CPU_ARGS]
+        )
+    assert script_args.dataset_name == [TRAIN_CHAT] and args.max_length == 512 and args.warmup_steps == 0.03
+    assert "deprecated" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        script_args, _, _ = sft.make_parser().parse_args_and_config(args=["--train_files", TRAIN_CHAT, *CPU_ARGS])
+    assert script_args.dataset_name == [TRAIN_CHAT]
+    assert caplog.text.count("--train_files is deprecated") == 1 and "--dataset_name" in caplog.text

@@ -203,8 +203,8 @@ def test_value_head_is_initialised_on_the_gathered_tensor_under_zero3(taught, tm
     }
     cmd = [
         "accelerate", "launch", "--config_file", str(ROOT / ZERO3_CPU), "--main_process_port", str(_free_port()),
-        str(probe), "--sft_model_path", taught, "--output_dir", str(out), "--value_head_init_std", "0.5",
-        "--seed", "3", "--use_cpu", "true", "--bf16", "false", "--model_dtype", "float32", "--use_selector", "false",
+        str(probe), "--model_name_or_path", taught, "--output_dir", str(out), "--value_head_init_std", "0.5",
+        "--seed", "3", "--use_cpu", "true", "--bf16", "false", "--dtype", "float32", "--use_selector", "false",
     ]  # fmt: skip
     stdout, stderr, code = run_with_timeout(cmd, str(out), timeout=LAUNCH_TIMEOUT, cwd=tmp_path, env=env)
     assert code == 0, stdout[-3000:] + stderr[-5000:]
@@ -219,7 +219,13 @@ def test_value_head_is_initialised_on_the_gathered_tensor_under_zero3(taught, tm
 
 # -- SFT ----------------------------------------------------------------------------------------------------------
 # 8 examples, so that batches of 4 (1 process) and 2 x 2 (2 processes) cover the same examples every step
-EIGHT = ["--train_files", TRAIN_CHAT, str(ROOT / "tests/fixtures/sft/prompt_completion.jsonl"), "--max_train_samples", "8"]
+EIGHT = [
+    "--dataset_name",
+    TRAIN_CHAT,
+    str(ROOT / "tests/fixtures/sft/prompt_completion.jsonl"),
+    "--max_train_samples",
+    "8",
+]
 
 
 def sft_args(model: str, out: Path, batch: int, *extra: str) -> list[str]:
