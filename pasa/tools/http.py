@@ -406,14 +406,13 @@ class RateLimiter:
 class _RateLimitedAdapter(HTTPAdapter):
     """Transport adapter that waits for the host's slot; requests-cache calls it only on a cache miss."""
 
-    def __init__(self, limiter: RateLimiter, on_send: Callable[[], None], **kwargs):
+    def __init__(self, limiter: RateLimiter, on_send: Callable[[float], None], **kwargs):
         super().__init__(**kwargs)
         self.limiter = limiter
         self.on_send = on_send
 
     def send(self, request, *args, **kwargs):
-        self.limiter.wait(urlsplit(request.url).hostname or "")
-        self.on_send()
+        self.on_send(self.limiter.wait(urlsplit(request.url).hostname or ""))
         return super().send(request, *args, **kwargs)
 
 
@@ -432,6 +431,7 @@ class HttpClient:
         self.limiter = RateLimiter(self.config.min_interval, self.config.default_min_interval, sleep=sleep)
         self.network_requests = 0  # requests that reached the network (cache misses), for logs and tests
         self._count_lock = threading.Lock()
+        self._queued = threading.local()
         self._plain = self._mount(requests.Session())
         self._cached = None
         if self.config.cache:
@@ -456,9 +456,16 @@ class HttpClient:
         else:
             self.cache_path = None
 
-    def _count(self) -> None:
+    def _count(self, queued: float = 0.0) -> None:
         with self._count_lock:
             self.network_requests += 1
+        # queueing behind our own per-host rate limit is not the server's fault: ``fetch`` leaves it out of
+        # ``max_wait`` (hundreds of queued arXiv lookups at one per 3 s would otherwise all give up)
+        self._queued.seconds = self.queued_seconds() + queued
+
+    def queued_seconds(self) -> float:
+        """Seconds this thread has waited for rate-limit slots so far."""
+        return getattr(self._queued, "seconds", 0.0)
 
     def _mount(self, session: requests.Session) -> requests.Session:
         adapter = _RateLimitedAdapter(
@@ -571,7 +578,7 @@ class HttpClient:
             if number[0] > 1 and cfg.max_wait is not None:  # later attempts get what is left of the budget
                 left = max(0.1, cfg.max_wait - spent[0] - retrying.statistics.get("idle_for", 0.0))
                 budget = (min(timeout[0], left), min(timeout[1], left))
-            t0 = time.monotonic()
+            t0, queued0 = time.monotonic(), self.queued_seconds()
             try:
                 resp = self._attempt(session, method, url, budget, kwargs)
                 if parse is None or resp.status_code >= 400:
@@ -583,8 +590,8 @@ class HttpClient:
                 except Exception as err:  # any parse failure: the answer is bad, never keep it
                     self._evict(resp)
                     raise _RetryableError(f"bad answer: {type(err).__name__}: {err}", bad_answer=True) from err
-            finally:
-                spent[0] += time.monotonic() - t0
+            finally:  # the time waiting for our own rate-limit slot is not spent on the server
+                spent[0] += max(0.0, time.monotonic() - t0 - (self.queued_seconds() - queued0))
 
         def stop(rs: tenacity.RetryCallState) -> bool:
             if rs.attempt_number > cfg.max_retries:

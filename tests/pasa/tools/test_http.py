@@ -399,6 +399,30 @@ def test_hung_server_costs_about_max_wait(tmp_path):
         assert time.monotonic() - t0 < 2.0  # not 11 x 0.5 s
 
 
+def test_queueing_for_our_own_rate_limit_does_not_count_against_max_wait(tmp_path):
+    # four lookups queue behind a 0.3 s per-host interval: the last one waits ~0.9 s for its first slot, longer
+    # than max_wait; the budget is for the server's time, so each still gets its retry after one 503
+    script = Script({f"/{p}": [Reply(503, "busy"), Reply(200, "ok")] for p in "abcd"})
+    with serve(script) as url, make_client(
+        tmp_path, cache=False, sleep=time.sleep, max_retries=2, max_wait=0.5, min_interval={"127.0.0.1": 0.3}
+    ) as http:
+        results: dict[str, object] = {}
+
+        def fetch(p: str) -> None:
+            try:
+                results[p] = http.get(f"{url}/{p}").text
+            except ServiceError as err:
+                results[p] = err
+
+        threads = [threading.Thread(target=fetch, args=(p,)) for p in "abcd"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert results == {p: "ok" for p in "abcd"}
+    assert script.count() == 8
+
+
 # -- secrets are redacted (issue 11 point 7) ------------------------------------------------------------------------
 def test_key_quoted_in_an_error_body_is_redacted_everywhere(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SERPER_API_KEY", "sk-serper-secret-123")
