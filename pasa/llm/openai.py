@@ -47,6 +47,13 @@ class OpenAILLMConfig:
         default_factory=lambda: float(os.environ.get("PASA_LLM_TIMEOUT") or 120.0),
         metadata={"help": "Seconds per request (env PASA_LLM_TIMEOUT; ServiceArgs.llm_timeout)."},
     )
+    max_retries: int = field(
+        default_factory=lambda: int(os.environ.get("PASA_LLM_RETRIES") or 3),
+        metadata={
+            "help": "Retries of a request that got 429/5xx, a timeout or a 200 that is not JSON (env "
+            "PASA_LLM_RETRIES). Safe: a greedy reply is the same on a retry, a sampled one is a fresh sample."
+        },
+    )
 
 
 # -- pure payload handling ------------------------------------------------------------------------------------
@@ -75,6 +82,12 @@ def parse_first_token_true_prob(choice: dict[str, Any], true_token: str = "True"
     return math.exp(top[true_token])
 
 
+def _json_response(resp):
+    """The response itself once its body parses as JSON (raises otherwise, so the HTTP layer retries)."""
+    resp.json()
+    return resp
+
+
 class _UncheckedClient:
     """``HttpClient`` calls that return error responses (this backend reports them itself) and skip the cache."""
 
@@ -82,7 +95,8 @@ class _UncheckedClient:
         self.http = http
 
     def post(self, url: str, **kwargs):
-        return self.http.post(url, cache=False, check_status=False, **kwargs)
+        # a 200 whose body is not JSON is retried like a 503 (``fetch`` validates before returning)
+        return self.http.fetch("POST", url, _json_response, cache=False, check_status=False, **kwargs)
 
     def get(self, url: str, **kwargs):
         return self.http.get(url, cache=False, check_status=False, **kwargs)
@@ -91,7 +105,8 @@ class _UncheckedClient:
 class OpenAILLM:
     """``LLM`` over HTTP. ``session``: any object with ``post(url, json=, headers=, timeout=)`` returning a
     response with ``status_code`` and ``json()``. Default: the shared ``pasa.tools.http.HttpClient`` with the
-    response cache off (model answers are never cached) and no retries (errors surface as ``LLMServerError``)."""
+    response cache off (model answers are never cached) and ``max_retries`` retries of 429/5xx/timeouts/non-JSON
+    answers; what still fails surfaces as ``LLMServerError``."""
 
     def __init__(self, config: OpenAILLMConfig, session=None):
         self.config = config
@@ -99,7 +114,9 @@ class OpenAILLM:
         if session is None:
             from pasa.tools.http import HttpClient, HttpConfig
 
-            session = _UncheckedClient(HttpClient(HttpConfig(cache=False, max_retries=0, timeout=config.timeout)))
+            session = _UncheckedClient(
+                HttpClient(HttpConfig(cache=False, max_retries=config.max_retries, timeout=config.timeout))
+            )
         self.session = session
         self._model = config.model
 
@@ -123,7 +140,12 @@ class OpenAILLM:
 
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}{path}"
-        resp = self.session.post(url, json=payload, headers=self._headers(), timeout=self.config.timeout)
+        try:
+            resp = self.session.post(url, json=payload, headers=self._headers(), timeout=self.config.timeout)
+        except LLMServerError:
+            raise
+        except Exception as err:  # the HTTP layer's ServiceError after its retries: one error type for callers
+            raise LLMServerError(f"POST {url}: {err}") from err
         if resp.status_code != 200:
             raise LLMServerError(f"POST {url} -> HTTP {resp.status_code}: {str(getattr(resp, 'text', ''))[:200]}")
         try:

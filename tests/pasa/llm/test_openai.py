@@ -69,7 +69,19 @@ def test_http_error_raises_clear_error():
     stub = OpenAIStub()
     stub.fail_next = [503]
     with openai_server(stub) as url:
-        llm = OpenAILLM(OpenAILLMConfig(base_url=url, model="pasa-7b"))
+        llm = OpenAILLM(OpenAILLMConfig(base_url=url, model="pasa-7b", max_retries=0))
+        with pytest.raises(LLMServerError, match="503"):
+            llm.generate(["x"])
+
+
+def test_transient_server_errors_are_retried():
+    # one 429 and one 503 cost two retries, not the query (issue 11: 13/50 queries failed on one fault each)
+    stub = OpenAIStub()
+    stub.fail_next = [429, 503]
+    with openai_server(stub) as url:
+        llm = OpenAILLM(OpenAILLMConfig(base_url=url, model="pasa-7b", max_retries=2))
+        assert llm.generate(["x"]) == ["[Search] q1\n[StopSearch]"]
+        stub.fail_next = [503, 503, 503]
         with pytest.raises(LLMServerError, match="503"):
             llm.generate(["x"])
 
