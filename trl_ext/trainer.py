@@ -797,6 +797,11 @@ class SessionPPOTrainer(Trainer):
         if self.accelerator.is_main_process:
             policy_sd = {k[len("policy.") :]: v for k, v in state_dict.items() if k.startswith("policy.")}
             policy = self.accelerator.unwrap_model(self.model).policy
+            if getattr(policy.config, "tie_word_embeddings", False):  # the tied output head is the input embedding
+                head = policy.get_output_embeddings()
+                for name, module in policy.named_modules():
+                    if module is head:
+                        policy_sd.pop(f"{name}.weight", None)  # ZeRO-2/DDP state dicts list it twice, ZeRO-3 once
             policy.save_pretrained(output_dir, state_dict=policy_sd, safe_serialization=True)
             self.processing_class.save_pretrained(output_dir)
         self.accelerator.wait_for_everyone()

@@ -153,6 +153,21 @@ def test_ppo_zero3_runs_saves_resumes_and_the_policy_drives_the_agent(taught, da
     agent_runs_on(resumed)
 
 
+@pytest.mark.parametrize(
+    "config", ["configs/accelerate/deepspeed_zero2_cpu.yaml", "configs/accelerate/deepspeed_zero3_offload_cpu.yaml"]
+)
+def test_ppo_runs_under_zero2_and_zero3_with_cpu_offload(taught, data, tmp_path, config):
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+
+    out = tmp_path / "run"
+    log = launch("train_ppo_crawler.sh", smoke_args(taught, data, out, episodes=4), out, tmp_path / "a", config=config)
+    assert "2 process(es), 1 updates of 4 queries x 3 rounds" in log
+    before, after = load_weights(Path(taught)), load_weights(out)
+    assert set(after) == set(before) and all(after[k].shape == before[k].shape for k in after)
+    assert any((after[k] - before[k]).abs().max() > 0 for k in after)
+    assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
+
+
 def equivalence_args(taught, data, out, accumulation: int) -> list[str]:
     """One update of 2 user queries, one round, one PPO epoch, no whitening (it is per process): on 1 process
     2 micro-batches of 1 session, on 2 processes 1 each; the same global batch either way."""
