@@ -161,6 +161,10 @@ class RunArgs(BatchArgs):
         metadata={"help": "Selector over HTTP: 'completions' (raw prompt; vLLM, SGLang) or 'chat' (OpenAI models)."},
     )
     batch_size: int = field(default=8, metadata={"help": "Prompts per model call (HF backend)."})
+    max_batch_tokens: int = field(
+        default=16384,
+        metadata={"help": "HF backend: most padded tokens per model call (prompts sorted by length); 0 = no limit."},
+    )
     dtype: str = field(default="auto", metadata={"help": "HF backend dtype: auto, bfloat16, float32."})
     device: str | None = field(default=None, metadata={"help": "HF backend device (default: cuda if available)."})
     attn_implementation: str | None = field(
@@ -737,7 +741,12 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None, service=None) -
 
     if source is None:
         source = build_source(args, getattr(config, "released_behaviour", False), service)
-    opts: dict[str, Any] = {"batch_size": args.batch_size, "dtype": args.dtype, "device": args.device}
+    opts: dict[str, Any] = {
+        "batch_size": args.batch_size,
+        "max_batch_tokens": args.max_batch_tokens,
+        "dtype": args.dtype,
+        "device": args.device,
+    }
     opts["selector_endpoint"] = args.selector_endpoint  # load_llm keeps only what the backend's config has
     if service is not None:
         opts["timeout"] = service.llm_timeout
@@ -783,6 +792,7 @@ def check_run_args(args: RunArgs, config: AgentConfig) -> None:
     check_batch_args(args)
     check_agent_knobs(config)
     check_int_range(args.batch_size, "--batch_size", 1)
+    check_int_range(args.max_batch_tokens, "--max_batch_tokens", 0)
     check_selector_endpoint(args.selector_endpoint)
     for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
         check_model_path(spec, flag, allow_url=True)

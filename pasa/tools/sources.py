@@ -299,7 +299,7 @@ class OnlinePaperSource:
 
 SERPER_KEY_ENV = "SERPER_API_KEY"
 NO_SOURCE_HELP = (
-    "no paper source: set SERPER_API_KEY for Google search (online), or pass an offline index (--index DIR, built "
+    "no paper source: set SERPER_API_KEY for Google search (online), or pass an offline index (--search_index DIR, built "
     "with `pasa index`) or the released paper database (--paper_db cs_paper_2nd.zip --id2paper id2paper.json)"
 )
 

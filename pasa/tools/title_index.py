@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+from pasa.io import make_temp_dir
 from pasa.paper import Paper, normalize_arxiv_id, title_key
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def build_title_index(records: Iterable[MetadataRecord], out_dir: str, source: o
     t0 = time.perf_counter()
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(dir=parent, prefix=".title-index-tmp-")
+    tmp_dir = make_temp_dir(parent, prefix=".title-index-tmp-")  # the umask's mode, not 0700
     con = sqlite3.connect(os.path.join(tmp_dir, DB_NAME))
     con.executescript(
         "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"

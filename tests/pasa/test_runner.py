@@ -167,6 +167,23 @@ def test_no_cache_flag_reaches_the_online_source(monkeypatch, tmp_path, tiny_che
     assert not any(tmp_path.iterdir())  # no cache file created
 
 
+def test_hf_batching_flags_reach_the_backend(tmp_path, tiny_checkpoint):
+    from pasa.agent import AgentConfig
+    from pasa.runner import RunArgs, build_agent
+
+    args = RunArgs(
+        query="q",
+        crawler_path=tiny_checkpoint,
+        selector_path=tiny_checkpoint,
+        device="cpu",
+        batch_size=3,
+        max_batch_tokens=777,
+        search_index=None,
+    )
+    agent = build_agent(args, AgentConfig(), source=object())
+    assert (agent.crawler.llm.config.batch_size, agent.crawler.llm.config.max_batch_tokens) == (3, 777)
+
+
 # -- degraded results (issue 11 point 2) ---------------------------------------------------------------------------
 class DegradedAgent(CountingAgent):
     """Records failed tool calls in ``extra["failures"]`` (contract 2) for the questions in ``degraded``."""
