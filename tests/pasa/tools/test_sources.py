@@ -230,7 +230,7 @@ def test_factory_with_nothing_says_what_to_pass(monkeypatch):
     with pytest.raises(ValueError) as info:
         build_paper_source()
     assert str(info.value) == NO_SOURCE_HELP
-    assert "--index" in NO_SOURCE_HELP and "--paper_db" in NO_SOURCE_HELP and "SERPER_API_KEY" in NO_SOURCE_HELP
+    assert "--search_index" in NO_SOURCE_HELP and "--paper_db" in NO_SOURCE_HELP and "SERPER_API_KEY" in NO_SOURCE_HELP
 
 
 def test_factory_paper_db_needs_id2paper():
