@@ -206,7 +206,7 @@ def _usage() -> str:
 
 def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None) -> int:
     from pasa.flags import make_parser, rewrite_argv
-    from pasa.runner import build_source, load_items, print_summary, run_queries, setup_logging
+    from pasa.runner import build_source, check_batch_args, load_items, setup_logging
 
     parser = make_parser(
         (BaselineArgs, GoogleBaselineConfig),
@@ -214,8 +214,8 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
         example=f"pasa baseline {name} --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_{name}",
     )
     args, config = parser.parse_args_into_dataclasses(args=rewrite_argv(argv, parser))
-    output_dir = args.output_dir
     setup_logging(args.log_level)
+    _check(lambda: check_batch_args(args), parser.prog)
     items = load_items(args, parser)
     if name == "google-llm" and llm is None:
         if not args.llm:
@@ -226,17 +226,22 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
     if source is None:
         if args.online is False or (args.online is None and not os.environ.get("SERPER_API_KEY")):
             print("note: no Google (SERPER_API_KEY unset or --online false): results come from the offline source")
-        source = build_source(args)
+        source = _check(lambda: build_source(args), parser.prog)
     baseline = GoogleBaseline(source, config, paraphraser=llm if name == "google-llm" else None)
-    results = run_queries(baseline, items, output_dir, progress=len(items) > 1)
-    print_summary(results, output_dir)
-    return 1 if any(r.status == "failed" for r in results) else 0
+    return _run_batch(baseline, items, args)
 
 
 def _run_pasa_llm(argv: list[str], source=None) -> int:
     from pasa.agent import AgentConfig
     from pasa.flags import make_parser, rewrite_argv
-    from pasa.runner import RunArgs, build_agent, load_items, print_summary, run_queries, setup_logging
+    from pasa.runner import (
+        RunArgs,
+        build_agent,
+        check_model_servers,
+        check_run_args,
+        load_items,
+        setup_logging,
+    )
 
     parser = make_parser(
         (PasaLLMArgs, RunArgs, AgentConfig),
@@ -249,19 +254,48 @@ def _run_pasa_llm(argv: list[str], source=None) -> int:
     setup_logging(args.log_level)
     if not any(a.startswith("--selector_endpoint") for a in argv):
         args.selector_endpoint = "chat"  # OpenAI models (the PaSa-GPT-4o row) have no /completions endpoint
-    output_dir = args.output_dir
     if llm_args.llm:
         args.crawler_path = args.selector_path = llm_args.llm
     crawler, selector = args.crawler_path, args.selector_path
     for spec in (crawler, selector):
         if not spec.startswith(("http://", "https://")):
             parser.error(f"pasa-llm runs on an OpenAI-compatible server; {spec!r} is not a URL (use `pasa run`)")
+    _check(lambda: check_run_args(args, config), parser.prog)
     items = load_items(args, parser)
-    agent = build_agent(args, config, source)
+    if source is None:
+        _check(lambda: check_model_servers(args), parser.prog)
+    agent = _check(lambda: build_agent(args, config, source), parser.prog)
     tagged = _Tagged(agent, method="pasa-llm", model=crawler.partition("#")[2] or None)
-    results = run_queries(tagged, items, output_dir, progress=len(items) > 1)
-    print_summary(results, output_dir)
-    return 1 if any(r.status == "failed" for r in results) else 0
+    return _run_batch(tagged, items, args)
+
+
+def _check(fn, prog: str):
+    """``fn()``, or one line and exit status 2 (1: a service) on a bad argument, before any query runs."""
+    from pasa.checks import CheckError, exit_with
+
+    try:
+        return fn()
+    except CheckError as err:
+        exit_with(err, prog)
+    except (ValueError, OSError) as err:  # no usable paper source, missing key, damaged index
+        exit_with(CheckError(str(err).splitlines()[0] if str(err) else type(err).__name__), prog)
+
+
+def _run_batch(agent, items, args) -> int:
+    """The batch as ``pasa run`` runs it: resume, ``--redo_degraded``, the identical-failure stop, the summary."""
+    from pasa.runner import print_summary, run_queries
+
+    results = run_queries(
+        agent,
+        items,
+        args.output_dir,
+        progress=len(items) > 1,
+        redo_degraded=args.redo_degraded,
+        max_consecutive_failures=args.max_consecutive_failures,
+    )
+    print_summary(results, args.output_dir, total=len(items))
+    stopped = len(results) < len(items)
+    return 1 if stopped or any(r.status == "failed" for r in results) else 0
 
 
 class _Tagged:

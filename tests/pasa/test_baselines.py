@@ -187,3 +187,26 @@ def test_cli_pasa_llm_rejects_local_checkpoints(tmp_path):
     with pytest.raises(SystemExit) as err:
         main(["pasa-llm", "--llm", "checkpoints/pasa-7b", "--query", "q", "--output_folder", str(tmp_path)], source())
     assert err.value.code == 2
+
+
+def test_cli_baseline_bad_input_is_one_line_before_any_search(tmp_path, capsys):
+    src = source()
+    with pytest.raises(SystemExit) as err:
+        main(["google", "--input_file", str(tmp_path), "--output_dir", str(tmp_path / "out")], src)
+    assert err.value.code == 2 and src.searches == []
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pasa baseline google: error:") and "--input_file" in lines[0]
+
+
+def test_cli_baseline_redoes_degraded_results_on_request(tmp_path):
+    out = tmp_path / "google"
+    src = source()
+    assert main(["google", "--query", "find alpha", "--output_dir", str(out)], src) == 0
+    tree = json.loads((out / "0.json").read_text())
+    tree["extra"]["failures"] = {"search": 1, "lookup": 0, "title": 0, "sections": 0, "crawler_no_action": 0}
+    (out / "0.json").write_text(json.dumps(tree))
+    assert main(["google", "--query", "find alpha", "--output_dir", str(out)], src) == 0
+    assert len(src.searches) == 1  # degraded but on disk: kept without the flag
+    assert main(["google", "--query", "find alpha", "--output_dir", str(out), "--redo_degraded"], src) == 0
+    assert len(src.searches) == 2
+    assert not json.loads((out / "0.json").read_text())["extra"].get("failures", {}).get("search")
