@@ -224,12 +224,12 @@ def _print_tables(evaluation: FolderEvaluation, title: str, per_query: bool) -> 
 EVAL_EXAMPLE = "pasa eval results/real --per_query --output_file results/real_summary.json"
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(prog: str = "pasa eval") -> argparse.ArgumentParser:
     from pasa.flags import make_argparser
 
     parser = make_argparser(
-        prog="pasa eval",
-        example=EVAL_EXAMPLE,
+        prog=prog,
+        example=EVAL_EXAMPLE.replace("pasa eval", prog),
         description="Score a folder of result trees with the paper's metrics (released metrics.py).",
     )
     parser.add_argument("results_dir", help="Folder with one JSON result tree per query (as `pasa run` writes).")
@@ -257,18 +257,18 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "pasa eval") -> int:
     from pasa.checks import CheckError, check_output_file, exit_with
     from pasa.flags import rewrite_argv
 
-    parser = make_parser()
+    parser = make_parser(prog)
     args = parser.parse_args(rewrite_argv(argv, parser))
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )
     for folder in filter(None, (args.results_dir, args.ensemble)):
         if not os.path.isdir(folder):
-            print(f"pasa eval: {folder!r} is not a folder", file=sys.stderr)
+            print(f"{prog}: {folder!r} is not a folder", file=sys.stderr)
             return 2
     if args.output_file:
         try:
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in evaluation.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if evaluation.summary is None:
-        print(f"pasa eval: no usable result tree in {args.results_dir!r}", file=sys.stderr)
+        print(f"{prog}: no usable result tree in {args.results_dir!r}", file=sys.stderr)
         return 1
     summary = evaluation.summary
     title = args.results_dir + (f" + {args.ensemble} (ensemble)" if args.ensemble else "")
