@@ -539,7 +539,8 @@ class LocalSearchIndex:
         row = (
             self._db()
             .execute(
-                f"SELECT arxiv_id, title, abstract, sections, source, published, section_ids FROM papers WHERE {where}", (arg,)
+                f"SELECT arxiv_id, title, abstract, sections, source, published, section_ids FROM papers WHERE {where}",
+                (arg,),
             )
             .fetchone()
         )
