@@ -57,7 +57,10 @@ TOY_QUERIES = [
         "message passing quantum chemistry",
     ),
 ]
-TIME_KEYS = ("generate", "env", "value_bootstrap", "rollout_forward", "ref_forward", "ppo_epochs", "other", "update")
+TIME_KEYS = (
+    "generate", "env", "value_bootstrap", "rollout_forward", "ref_forward", "ppo_epochs", "train_forward",
+    "train_backward", "optimizer", "other", "update",
+)  # fmt: skip
 
 
 def load_ppo_script():
@@ -147,7 +150,7 @@ def train(world: dict[str, str], out: Path, args, learning_rate: float) -> list[
     argv = [
         "--model_name_or_path", world["sft"], "--dataset_name", world["train_file"], "--paper_db", world["paper_db"],
         "--id2paper", world["id2paper"], "--search_index", world["index"], "--output_dir", str(out),
-        "--use_selector", "false", "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
+        "--use_selector", str(args.selector).lower(), "--selector_path", world["sft"], "--selector_batch_size", "8", "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
         "--attn_implementation", "sdpa", "--rounds", str(args.rounds), "--response_length", "24",
         "--search_papers", "2", "--value_warmup_updates", "0", "--kl_coef", str(args.kl_coef),
         "--learning_rate", str(learning_rate), "--lr_scheduler_type", "constant",
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="1: search sessions only (the toy's reward is there)")
     p.add_argument("--queries_per_update", type=int, default=6, help="per process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--selector", action=argparse.BooleanOptionalAction, default=False,
+                   help="score new papers with a local selector (the tiny policy itself, so its random votes change "
+                   "the rewards): for timing the selector only")  # fmt: skip
     p.add_argument("--control", action=argparse.BooleanOptionalAction, default=True, help="also run lr=0")
     p.add_argument("--window", type=int, default=5, help="updates averaged per printed row")
     p.add_argument("--work_dir", default=None, help="default: a new temporary folder")
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="ppo_toy_"))
     world = build_world(work, args.seed)
     say = print if rank() == 0 else (lambda *a, **k: None)
-    if rank() == 0:
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # one process only: it builds a config of its own
         say("known rewards per session (good wording / bad wording):")
         for q, good, bad in known_rewards(world):
             say(f"  {q!r}: {good:+.2f} / {bad:+.2f}")

@@ -692,6 +692,7 @@ class SessionPPOTrainer(Trainer):
                 idx = order[m * mbs : (m + 1) * mbs] if m < own else order[:mbs]
                 idx = [int(i) for i in idx]
                 with accelerator.accumulate(self.model):
+                    t0 = time.perf_counter()
                     inputs, context = self._batch_inputs(batch, idx)
                     width = batch.responses.shape[1]
                     logits, vpred = self.model(**inputs)
@@ -714,11 +715,17 @@ class SessionPPOTrainer(Trainer):
                         args.cliprange_value,
                     )
                     loss = weight * (pg_coef * pg_loss + args.vf_coef * vf_loss)
+                    t1 = time.perf_counter()
+                    # under DeepSpeed, backward also runs the optimizer step at accumulation boundaries
                     accelerator.backward(loss)
+                    t2 = time.perf_counter()
                     if accelerator.sync_gradients and args.max_grad_norm:
                         accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad()
+                    t3 = time.perf_counter()
+                    for key, dt in (("train_forward", t1 - t0), ("train_backward", t2 - t1), ("optimizer", t3 - t2)):
+                        self._times[key] = self._times.get(key, 0.0) + dt
                 if weight:
                     count += 1
                     for k, v in {
@@ -781,7 +788,7 @@ class SessionPPOTrainer(Trainer):
         times = dict(getattr(self, "_times", {}))
         parts = ("generate", "env", "rollout_forward", "ref_forward", "ppo_epochs")
         times["other"] = times.get("update", 0.0) - sum(times.get(k, 0.0) for k in parts)
-        time_keys = [*parts, "value_bootstrap", "other", "update"]
+        time_keys = [*parts, "value_bootstrap", "train_forward", "train_backward", "optimizer", "other", "update"]
         tt = torch.tensor([times.get(k, 0.0) for k in time_keys], dtype=torch.float64, device=self.accelerator.device)
         tt = self.accelerator.reduce(tt, "mean").cpu()
         metrics.update({f"time/{k}": tt[i].item() for i, k in enumerate(time_keys)})
