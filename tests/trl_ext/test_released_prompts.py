@@ -33,6 +33,7 @@ def trainer(tok, tmp_path, **overrides):
     t.args = SessionPPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **overrides)
     t.processing_class = tok
     t.accelerator = SimpleNamespace(device=torch.device("cpu"))
+    t._times = {}  # per-update timings the trainer keeps
     return t
 
 

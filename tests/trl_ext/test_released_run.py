@@ -36,10 +36,10 @@ def run(setup, released: bool):
     ppo = load_script("ppo")
     out = d / f"out-{released}"
     args = [
-        "--sft_model_path", path, "--value_model_path", path, "--use_selector", "false",
-        "--train_file", str(d / "train.jsonl"), "--paper_db", str(d / "papers.zip"),
+        "--model_name_or_path", path, "--value_model_path", path, "--use_selector", "false",
+        "--dataset_name", str(d / "train.jsonl"), "--paper_db", str(d / "papers.zip"),
         "--id2paper", str(d / "id2paper.json"), "--search_index", str(d / "index"),
-        "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--model_dtype", "float32",
+        "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
         "--attn_implementation", "sdpa", "--total_episodes", "2", "--gradient_accumulation_steps", "2",
         "--response_length", "200", "--value_warmup_updates", "0", "--save_steps", "0", "--report_to", "none",
         "--seed", "0", "--released_behaviour", str(released).lower(),
