@@ -19,8 +19,13 @@ Launch lines::
     python scripts/ppo.py --config configs/recipes/ppo_crawler.yaml --model_name_or_path checkpoints/tiny \\
         --selector_path checkpoints/tiny --bf16 false --attn_implementation sdpa --total_episodes 8 --use_cpu true
 
-    # CPU, two processes
+    # CPU, two processes: DeepSpeed ZeRO-3 (as tested), or plain DDP
+    DS_ACCELERATOR=cpu accelerate launch --config_file configs/accelerate/deepspeed_zero3_cpu.yaml scripts/ppo.py \\
+        --config configs/recipes/ppo_crawler.yaml --use_cpu true --bf16 false --dtype float32 ...
     accelerate launch --config_file configs/accelerate/cpu_2proc.yaml scripts/ppo.py ... --use_cpu true
+
+    # will it fit? (policy + value + reference + optimizer per GPU, DeepSpeed's estimators)
+    python scripts/plan_memory.py --num_gpus 8 --gpu_memory_gb 80
 """
 
 from __future__ import annotations
@@ -203,7 +208,8 @@ def run(script_args: PPOScriptArguments, cfg):
     trainer.train()
     say(f"policy saved to {cfg.output_dir}")
     if trainer.num_updates <= cfg.value_warmup_updates:
-        say("the saved policy is the SFT policy: every update of this run was a value warm-up update")
+        decay = f" (up to weight decay {cfg.weight_decay:g})" if cfg.weight_decay else ""
+        say(f"the saved policy is the SFT policy{decay}: every update of this run was a value warm-up update")
     return trainer
 
 

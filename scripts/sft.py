@@ -16,8 +16,10 @@ Launch lines::
     python scripts/sft.py --config configs/recipes/sft_crawler.yaml --model_name_or_path checkpoints/tiny \\
         --bf16 false --attn_implementation sdpa --max_steps 20
 
-    # CPU, two processes
-    accelerate launch --cpu --num_processes 2 scripts/sft.py --config ... --bf16 false
+    # CPU, two processes: DeepSpeed ZeRO-3 (as tested), or plain DDP
+    DS_ACCELERATOR=cpu accelerate launch --config_file configs/accelerate/deepspeed_zero3_cpu.yaml scripts/sft.py \\
+        --config configs/recipes/sft_crawler.yaml --use_cpu true --bf16 false --dtype float32 ...
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml scripts/sft.py --config ... --use_cpu true
 """
 
 from __future__ import annotations

@@ -224,3 +224,34 @@ def test_released_and_old_flag_names(caplog, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--value_step" in err[0] and "--value_papers_max" in err[0]
+
+
+def test_warmup_banner():
+    assert ppo.warmup_banner(50, 250) == [
+        "value warm-up: policy frozen for updates 1-50 (value loss only), policy trained from update 51"
+    ]
+    short = ppo.warmup_banner(50, 2)
+    assert len(short) == 2 and "the saved policy will be the SFT policy" in short[1]
+    assert ppo.warmup_banner(0, 2) == ["value warm-up: none (policy trained from update 1)"]
+
+
+def test_run_inside_the_warmup_saves_the_sft_policy(taught_checkpoint, paper_data, tmp_path, capsys):
+    """Value-only updates leave the policy exactly as it was, and the run says so."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    args = [*RECIPE, *smoke_args(taught_checkpoint, paper_data, out, episodes=2)]
+    args += ["--value_warmup_updates", "5", "--rounds", "1", "--save_steps", "0"]
+    script_args, cfg = ppo.make_parser().parse_args_and_config(args=args)
+    trainer = ppo.run(script_args, cfg)
+    printed = capsys.readouterr().out
+    assert "policy frozen for updates 1-5" in printed and "the saved policy is the SFT policy" in printed
+    before, after = (
+        load_file(os.path.join(taught_checkpoint, "model.safetensors")),
+        load_file(str(out / "model.safetensors")),
+    )
+    assert all(torch.equal(before[k], after[k]) for k in after)
+    logs = [h for h in trainer.state.log_history if "loss/value" in h]
+    assert logs[-1]["policy/loss_on"] == 0.0 and logs[-1]["loss/value"] > 0
