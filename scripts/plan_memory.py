@@ -174,7 +174,9 @@ def plan(args) -> list[tuple[str, float, str]]:
             )
         )
         if args.local_selector:
-            rows.append(("local selector (16 bit)", 2 * shape.causal_lm_params / GB, "--selector <dir>; 0 with a URL"))
+            rows.append(
+                ("local selector (16 bit)", 2 * shape.causal_lm_params / GB, "--selector_path <dir>; 0 with a URL")
+            )
     else:
         tokens = args.micro_batch * args.max_length
         act = activations_gb(shape, tokens, args.gradient_checkpointing)

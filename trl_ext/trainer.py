@@ -772,6 +772,10 @@ class SessionPPOTrainer(Trainer):
         metrics.update({f"env/sessions_round_{r}": per_round[r].item() for r in range(self.args.rounds)})
         metrics["objective/rlhf_reward"] = metrics["objective/scores"] + metrics["objective/non_score_reward"]
         metrics["env/sessions"] = sessions / self.world_size
+        # sessions of the busiest and the idlest process: the others repeat zero-weight batches to stay in step
+        counts = self.accelerator.gather(torch.tensor([len(batch)], device=self.accelerator.device)).cpu()
+        metrics["env/sessions_min_process"] = float(counts.min())
+        metrics["env/sessions_max_process"] = float(counts.max())
         metrics["env/recall"] = totals[-2].item() / max(totals[-1].item(), 1.0)
         ev = R.explained_variance(batch.values, batch.returns, mask)
         stats = dict(stats)
