@@ -218,6 +218,19 @@ def check_output_dir(path: str, flag: str = "--output_dir") -> str:
     return path
 
 
+def check_builder_inputs(args: Any, prog: str) -> None:
+    """The data builders' check (``scripts/build_*_data.py``): every input file given exists and the teacher is a
+    checkpoint or a URL; one line and exit 2 before any work (issue 12 item 2)."""
+    try:
+        for flag in ("input_file", "pairs", "paper_db", "id2paper"):
+            if getattr(args, flag, None):
+                check_input_file(getattr(args, flag), f"--{flag}")
+        if getattr(args, "teacher", None):
+            check_model_path(args.teacher, "--teacher", allow_url=True)
+    except CheckError as err:
+        exit_with(err, prog)
+
+
 def check_output_file(path: str, flag: str = "--output_file") -> str:
     """The file's folder exists (or can be created) and ``path`` is not a folder."""
     if os.path.isdir(path):

@@ -25,14 +25,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-COLUMNS = (
-    ("crawler_recall", "Crawler Recall"),
-    ("precision", "Precision"),
-    ("recall", "Recall"),
-    ("recall_at_100", "Recall@100"),
-    ("recall_at_50", "Recall@50"),
-    ("recall_at_20", "Recall@20"),
-)
+from pasa.metrics import METRIC_COLUMNS as COLUMNS  # the paper's column order
+
 # The paper's Tables 5 (AutoScholarQuery test) and 6 (RealScholarQuery): DESIGN §1.4, docs/evaluation.md.
 PAPER: dict[str, dict[str, tuple[float, ...]]] = {
     "real": {

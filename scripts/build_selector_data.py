@@ -235,20 +235,6 @@ EXAMPLE = (
 )
 
 
-def check_inputs(args, prog: str) -> None:
-    """One line and exit 2 before any work when a file or the teacher is missing (issue 12 item 2)."""
-    from pasa.checks import CheckError, check_input_file, check_model_path, exit_with
-
-    try:
-        for flag in ("input_file", "pairs", "paper_db", "id2paper"):
-            if getattr(args, flag, None):
-                check_input_file(getattr(args, flag), f"--{flag}")
-        if args.teacher:
-            check_model_path(args.teacher, "--teacher", allow_url=True)
-    except CheckError as err:
-        exit_with(err, prog)
-
-
 def make_parser() -> argparse.ArgumentParser:
     p = make_argparser("scripts/build_selector_data.py", example=EXAMPLE, description=__doc__.split("\n\n")[0])
     p.add_argument("--input_file", help="AutoScholarQuery-format jsonl (question, answer).")
@@ -270,7 +256,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(rewrite_argv(argv, parser))
-    check_inputs(args, parser.prog)
+    from pasa.checks import check_builder_inputs
+
+    check_builder_inputs(args, parser.prog)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
