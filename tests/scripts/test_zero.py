@@ -127,10 +127,32 @@ def data(tmp_path_factory) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def uneven_data(tmp_path_factory, data) -> dict[str, str]:
+    """Four queries, one pass per update: one can find papers, three have an end date before every paper. Each
+    update, the process holding the first opens expand sessions and the other none, whatever the policy samples."""
+    d = tmp_path_factory.mktemp("zero-uneven")
+    lines = [json.dumps({"question": QUERIES[0][0], "answer": QUERIES[0][1]})]
+    lines += [
+        json.dumps(
+            {
+                "question": f"{QUERIES[1][0]} {i}",
+                "answer": QUERIES[1][1],
+                "source_meta": {"published_time": "19000108"},
+            }
+        )
+        for i in range(3)
+    ]
+    (d / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return {**data, "train_file": str(d / "train.jsonl")}
+
+
 # -- PPO ----------------------------------------------------------------------------------------------------------
-def test_ppo_zero3_runs_saves_resumes_and_the_policy_drives_the_agent(taught, data, tmp_path):
+def test_ppo_zero3_runs_saves_resumes_and_the_policy_drives_the_agent(taught, uneven_data, tmp_path):
+    data = uneven_data
     out = tmp_path / "run"
-    log = launch("train_ppo_crawler.sh", smoke_args(taught, data, out, episodes=8), out, tmp_path / "a")
+    args = [*smoke_args(taught, data, out, episodes=8), "--use_end_date", "true"]
+    log = launch("train_ppo_crawler.sh", args, out, tmp_path / "a")
     assert "2 process(es), 2 updates of 4 queries x 3 rounds" in log
     assert "value warm-up: none" in log
     for ckpt in ("checkpoint-1", "checkpoint-2"):
@@ -147,7 +169,8 @@ def test_ppo_zero3_runs_saves_resumes_and_the_policy_drives_the_agent(taught, da
 
     # resume from the first ZeRO-3 checkpoint: update 2 runs again and gives the same policy (seeded rollouts)
     resumed = tmp_path / "resumed"
-    args = [*smoke_args(taught, data, resumed, episodes=8), "--resume_from_checkpoint", str(out / "checkpoint-1")]
+    args = [*smoke_args(taught, data, resumed, episodes=8), "--use_end_date", "true"]
+    args += ["--resume_from_checkpoint", str(out / "checkpoint-1")]
     log = launch("train_ppo_crawler.sh", args, resumed, tmp_path / "b")
     assert f"resumed from {out / 'checkpoint-1'} at update 2" in log
     again = load_weights(resumed)
