@@ -4,6 +4,7 @@ set and then runs in the agent loop, the released recipes, and a two-process CPU
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ CPU_ARGS = ["--bf16", "false", "--report_to", "none", "--save_strategy", "no", "
 
 
 sft = load_script("sft")
+ppo = load_script("ppo")
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +306,21 @@ def test_recipes_carry_the_released_hyperparameters(name):
     assert args.weight_decay == 0.01 and args.warmup_steps == 0.01 and args.completion_only_loss
     assert model_args.attn_implementation == "flash_attention_2" and model_args.dtype == "bfloat16"
     assert args.output_dir == f"results/{name}"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the fallback is for machines without a GPU")
+@pytest.mark.parametrize("script", [sft, ppo])
+def test_gpu_recipe_falls_back_to_cpu_float32_with_one_warning(script, caplog):
+    # issue 12: the documented single-process line with the bf16 recipe used to die in TrainingArguments
+    recipe = "sft_selector.yaml" if script is sft else "ppo_crawler.yaml"
+    with caplog.at_level(logging.WARNING):
+        parsed = script.make_parser().parse_args_and_config(
+            args=["--config", str(ROOT / "configs" / "recipes" / recipe)]
+        )
+    train_args = next(a for a in parsed if hasattr(a, "bf16"))
+    dtype = next(a.dtype for a in parsed if getattr(a, "dtype", None))
+    assert train_args.use_cpu and not train_args.bf16 and dtype == "float32"
+    assert sum("training on CPU in float32" in r.getMessage() for r in caplog.records) == 1
 
 
 def _free_port() -> int:
