@@ -213,12 +213,30 @@ def run(script_args: PPOScriptArguments, cfg):
     return trainer
 
 
+def check_models(cfg) -> None:
+    """One line and exit 2 before the paper source, the index or any model loads: each checkpoint folder exists
+    (never a Hub download), a served selector answers (exit 1)."""
+    from pasa.checks import CheckError, check_model_path, check_model_server, exit_with, is_http_url
+
+    try:
+        check_model_path(cfg.model_name_or_path, "--model_name_or_path", allow_hub_id=False)
+        check_model_path(cfg.value_model_path or cfg.model_name_or_path, "--value_model_path", allow_hub_id=False)
+        if cfg.use_selector and cfg.selector_path:
+            if is_http_url(cfg.selector_path):
+                check_model_server(cfg.selector_path, "--selector_path")
+            else:
+                check_model_path(cfg.selector_path, "--selector_path", allow_hub_id=False)
+    except CheckError as err:
+        exit_with(err, "scripts/ppo.py")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pasa.flags import quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, cfg = make_parser().parse_args_and_config(args=argv)
+    check_models(cfg)
     run(script_args, cfg)
     return 0
 

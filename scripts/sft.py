@@ -141,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    from pasa.checks import CheckError, check_model_path, exit_with
+
+    try:  # one line before anything loads: a local path never becomes a Hub download
+        check_model_path(model_args.model_name_or_path, "--model_name_or_path", allow_hub_id=False)
+    except CheckError as err:
+        exit_with(err, "scripts/sft.py")
     try:
         trainer = build_trainer(script_args, training_args, model_args)
     except SFTRecordError as err:

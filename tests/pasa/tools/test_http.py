@@ -403,9 +403,12 @@ def test_queueing_for_our_own_rate_limit_does_not_count_against_max_wait(tmp_pat
     # four lookups queue behind a 0.3 s per-host interval: the last one waits ~0.9 s for its first slot, longer
     # than max_wait; the budget is for the server's time, so each still gets its retry after one 503
     script = Script({f"/{p}": [Reply(503, "busy"), Reply(200, "ok")] for p in "abcd"})
-    with serve(script) as url, make_client(
-        tmp_path, cache=False, sleep=time.sleep, max_retries=2, max_wait=0.5, min_interval={"127.0.0.1": 0.3}
-    ) as http:
+    with (
+        serve(script) as url,
+        make_client(
+            tmp_path, cache=False, sleep=time.sleep, max_retries=2, max_wait=0.5, min_interval={"127.0.0.1": 0.3}
+        ) as http,
+    ):
         results: dict[str, object] = {}
 
         def fetch(p: str) -> None:
