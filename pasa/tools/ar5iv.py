@@ -348,17 +348,7 @@ def fetch_ar5iv_document(
         PaperNotFoundError: no HTML version (a 404, or a redirect to the abstract page).
         ServiceError: HTTP failure after retries, or a page that never parsed (``BadAnswerError``).
     """
-    from pasa.tools.http import HTTPStatusError
-
-    url = url_template.format(arxiv_id=normalize_arxiv_id(arxiv_id))
-    try:
-        return http.get_parsed(url, lambda resp: check_ar5iv_answer(resp, released_cite_split))
-    except HTTPStatusError as err:
-        if err.status_code == 404:
-            raise PaperNotFoundError(f"no HTML page for {arxiv_id!r} at {url}") from err
-        raise
-    except PaperNotFoundError as err:
-        raise PaperNotFoundError(f"no HTML version of {arxiv_id!r} at {url}: {err}") from err
+    return _get_ar5iv(http, arxiv_id, url_template, lambda resp: check_ar5iv_answer(resp, released_cite_split))
 
 
 def fetch_ar5iv_html(http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL) -> str:
@@ -368,16 +358,21 @@ def fetch_ar5iv_html(http: HttpClient, arxiv_id: str, url_template: str = AR5IV_
         PaperNotFoundError: no HTML version (not a LaTeXML page).
         ServiceError: HTTP failure after retries (a 404 is a ``PaperNotFoundError``).
     """
-    from pasa.tools.http import HTTPStatusError
-
-    url = url_template.format(arxiv_id=normalize_arxiv_id(arxiv_id))
 
     def check(resp) -> str:
         check_ar5iv_answer(resp)
         return resp.text
 
+    return _get_ar5iv(http, arxiv_id, url_template, check)
+
+
+def _get_ar5iv(http: HttpClient, arxiv_id: str, url_template: str, parse):
+    """``parse(response)`` of the paper's page; a 404 or a page that is not LaTeXML is ``PaperNotFoundError``."""
+    from pasa.tools.http import HTTPStatusError
+
+    url = url_template.format(arxiv_id=normalize_arxiv_id(arxiv_id))
     try:
-        return http.get_parsed(url, check)
+        return http.get_parsed(url, parse)
     except HTTPStatusError as err:
         if err.status_code == 404:
             raise PaperNotFoundError(f"no HTML page for {arxiv_id!r} at {url}") from err
