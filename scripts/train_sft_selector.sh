@@ -10,10 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-configs/accelerate/deepspeed_zero3.yaml}
+RECIPE=${RECIPE:-configs/recipes/sft_selector.yaml}  # another recipe, e.g. the *_smoke.yaml CPU runs on `pasa tiny` artifacts
 # DeepSpeed on a CPU config (configs/accelerate/deepspeed_zero3_cpu.yaml): its CPU accelerator, even where GPUs exist
 if grep -q "^use_cpu: true" "$ACCELERATE_CONFIG"; then export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}; fi
 launch_args=(--config_file "$ACCELERATE_CONFIG" --main_process_port "${MAIN_PROCESS_PORT:-2501}")
 if [[ -n "${NUM_PROCESSES:-}" ]]; then launch_args+=(--num_processes "$NUM_PROCESSES"); fi
 if [[ -n "${MACHINE_RANK:-}" ]]; then launch_args+=(--machine_rank "$MACHINE_RANK"); fi
 if [[ -n "${MAIN_PROCESS_IP:-}" ]]; then launch_args+=(--main_process_ip "$MAIN_PROCESS_IP"); fi
-exec accelerate launch "${launch_args[@]}" scripts/sft.py --config configs/recipes/sft_selector.yaml "$@"
+exec accelerate launch "${launch_args[@]}" scripts/sft.py --config "$RECIPE" "$@"
