@@ -150,18 +150,26 @@ def check_model_server(spec: str, flag: str = "--crawler_path", timeout: float =
     """
     base, _, model = spec.partition("#")
     url = base.rstrip("/") + "/models"
-    if session is None:
-        import requests
+    if session is None:  # the one HTTP layer (key redaction, timeouts); no cache and no retries for a probe
+        from pasa.tools.http import HttpClient, HttpConfig
 
-        session = requests
+        client = HttpClient(HttpConfig(cache=False, max_retries=0, timeout=timeout))
+
+        def get(url, **kwargs):
+            return client.get(url, cache=False, check_status=False, **kwargs)
+    else:
+        get = session.get
     headers = {}
     key = os.environ.get("OPENAI_API_KEY")
     if key:
         headers["Authorization"] = f"Bearer {key}"
     try:
-        resp = session.get(url, headers=headers, timeout=timeout)
+        resp = get(url, headers=headers, timeout=timeout)
     except Exception as err:  # connection refused, DNS, timeout: all mean "not reachable"
-        cause = type(err).__name__
+        root = err
+        while root.__cause__ is not None:  # the HTTP layer wraps the transport error: name the original
+            root = root.__cause__
+        cause = type(root).__name__
         raise CheckError(
             f"cannot reach the model server of {flag} at {base} ({cause}); start it or fix the URL",
             ENVIRONMENT_EXIT,
