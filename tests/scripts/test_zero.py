@@ -98,7 +98,22 @@ def agent_runs_on(path: Path) -> None:
         Crawler(llm), Selector(llm), InMemoryPaperSource(demo_papers()), AgentConfig(expand_layers=1, threads_num=1)
     )
     root = agent.run(QUERIES[0][0])
-    assert json.loads(json.dumps(root.to_dict()))["title"] == QUERIES[0][0] or root.to_dict()
+    tree = json.loads(json.dumps(root.to_dict()))  # the released JSON shape, serialisable
+    assert list(tree) == [
+        "title",
+        "arxiv_id",
+        "depth",
+        "child",
+        "abstract",
+        "sections",
+        "source",
+        "select_score",
+        "extra",
+    ]
+    assert tree["title"] == QUERIES[0][0] and set(tree["extra"]["failures"]) >= {"search", "crawler_no_action"}
+    # every paper the loaded model scored got a probability (the selector forward ran on the saved weights)
+    nodes = [n for papers in tree["child"].values() for n in papers]
+    assert all(0.0 <= n["select_score"] <= 1.0 for n in nodes)
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
