@@ -66,6 +66,24 @@ class Paper:
     section_ids: dict[str, list[str | None]] | None = None
 
 
+class CitedSections(dict):
+    """Sections as a source fetched them: section name -> cited titles (a plain ``dict``), plus the cited arXiv ids
+    parallel to the titles (``section_ids``, None where a reference names no id; None: the page gave no ids) and
+    where the page came from (``source``, e.g. ``"ar5iv"``, ``"arxiv_html"``, ``"paper_db"``).
+
+    >>> s = CitedSections({"Intro": ["BERT"]}, {"Intro": ["1810.04805"]}, "ar5iv")
+    >>> s == {"Intro": ["BERT"]}, s.section_ids["Intro"], s.source
+    (True, ['1810.04805'], 'ar5iv')
+    """
+
+    def __init__(
+        self, sections: Sections, section_ids: dict[str, list[str | None]] | None = None, source: str = ""
+    ) -> None:
+        super().__init__(sections)
+        self.section_ids = section_ids
+        self.source = source
+
+
 @dataclass
 class PaperNode:
     """A node of the result tree: the root (the user query) or a paper found by search or expansion."""
