@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - start:6.0f} s] {message}", flush=True)
+    def log(message: str) -> None:  # wall time, and this process's CPU time (the machine may be shared)
+        print(f"[{time.perf_counter() - start:6.0f} s wall, {time.process_time():6.0f} s CPU] {message}", flush=True)
 
     # 1. checkpoint, split, index, training data
     base = Path(args.base_model) if args.base_model else out / "smollm2"
@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print(f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs "
           f"({sum(p['label'] for p in test_pairs)} positive); {'quick' if args.quick else 'full'} run, "
-          f"{time.perf_counter() - start:.0f} s; curves {out / 'mini_curve.png'}")
+          f"{time.perf_counter() - start:.0f} s wall, {time.process_time():.0f} s CPU on {os.cpu_count()} cores "
+          f"(load average {os.getloadavg()[0]:.1f}); curves {out / 'mini_curve.png'}")
     print(table(rows))
     final = rows["PPO"]
     print(f"mini: format {final['format_rate']:.2f}, crawler recall {final['crawler_recall']:.3f}, selector AUC "

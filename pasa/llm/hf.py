@@ -39,7 +39,13 @@ class HFLLMConfig:
         default=2.0, metadata={"help": "Sampling temperature when sample=True (released RL: 2.0)."}
     )
     top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling when sample=True (released RL: 0.8)."})
-    true_token: str = field(default="True", metadata={"help": "Token whose probability is the selector score."})
+    true_token: str = field(
+        default="True",
+        metadata={
+            "help": "Text of the one token whose probability is the selector score (released: 'True', the first "
+            "token of a trained selector's reply; ' True' is what an untrained chat model writes after 'Decision:')."
+        },
+    )
     gguf_file: str | None = field(
         default=None,
         metadata={
@@ -83,13 +89,18 @@ class HFLLM:
         self._lock = threading.Lock()
 
     def _single_token_id(self, token: str) -> int:
-        token_id = self.tokenizer.convert_tokens_to_ids(token)
-        if token_id is None or token_id == self.tokenizer.unk_token_id or self.tokenizer.tokenize(token) != [token]:
+        """The id of the one token that ``token`` (text, e.g. ``"True"`` or ``" True"``) encodes to.
+
+        Encoding the text, not looking up a vocabulary entry, works the same for every BPE flavour: byte-level
+        vocabularies spell " True" as ``ĠTrue`` (Qwen, SmolLM2), SentencePiece ones as ``▁True``.
+        """
+        ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id:
             raise ValueError(
-                f"tokenizer of {self.config.model_name_or_path!r} has no single {token!r} token; "
-                "the selector score P(True) is defined on one token (as in Qwen2.5's vocabulary)"
+                f"tokenizer of {self.config.model_name_or_path!r} has no single {token!r} token (it encodes to "
+                f"{len(ids)}); the selector score P(True) is defined on one token (--true_token)"
             )
-        return token_id
+        return ids[0]
 
     @property
     def device(self):

@@ -110,3 +110,16 @@ def test_sft_chat_rendering_masks_all_but_the_reply(tokenizer):
     assert full.startswith(prompt)  # the completion mask is the suffix: the reply, <|im_end|> and its newline
     assert full[len(prompt) :] == REPLY + "<|im_end|>\n"
     assert parse_search_queries(full[len(prompt) :]) == ["graph neural networks", "message passing survey"]
+
+
+def test_true_token_is_given_as_text_so_a_leading_space_works(tokenizer):
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+
+    class Frozen:  # the model is not needed to pick the token
+        def eval(self):
+            return self
+
+    spaced = HFLLM(HFLLMConfig("smollm2-vocab", true_token=" True"), Frozen(), tokenizer)
+    assert tokenizer.convert_ids_to_tokens(spaced.true_token_id) == "ĠTrue"
+    with pytest.raises(ValueError, match="no single 'Truthfulness' token"):
+        HFLLM(HFLLMConfig("smollm2-vocab", true_token="Truthfulness"), Frozen(), tokenizer)
