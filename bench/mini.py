@@ -51,7 +51,7 @@ class Budget:
     ppo_updates: int
 
 
-QUICK = Budget(test_queries=12, train_queries=200, selector_steps=16, crawler_steps=16, ppo_updates=2)
+QUICK = Budget(test_queries=12, train_queries=200, selector_steps=16, crawler_steps=24, ppo_updates=2)
 FULL = Budget(test_queries=48, train_queries=952, selector_steps=60, crawler_steps=60, ppo_updates=6)
 
 
@@ -147,10 +147,10 @@ class RepliesLLM:
         return [self.memory[p] for p in prompts]
 
 
-def load(path: str, max_new_tokens: int):
+def load(path: str, max_new_tokens: int, **kwargs):
     from pasa.llm import load_llm
 
-    return load_llm(path, batch_size=8, max_new_tokens=max_new_tokens, device="cpu", dtype="float32")
+    return load_llm(path, batch_size=8, max_new_tokens=max_new_tokens, device="cpu", dtype="float32", **kwargs)
 
 
 def measure(name, crawler_path, selector_path, test, pairs, index, args, cfg, log, selector_row=None) -> dict:
@@ -166,7 +166,9 @@ def measure(name, crawler_path, selector_path, test, pairs, index, args, cfg, lo
         selector = crawler if selector_path == crawler_path else load(selector_path, 1)
         scored = selector_row or {f"selector_{k}": v for k, v in mini.evaluate_selector(selector, pairs).items()}
         row.update({k: v for k, v in scored.items() if k.startswith("selector_")})
-        cached = RepliesLLM(crawler, [render_search_prompt(r["question"]) for r in test], [r["reply"] for r in row["replies"]])
+        cached = RepliesLLM(
+            crawler, [render_search_prompt(r["question"]) for r in test], [r["reply"] for r in row["replies"]]
+        )
         e2e = mini.evaluate_end_to_end(cached, selector, test, index, args.search_papers)
         row.update({f"e2e_{k}": v for k, v in e2e.items()})
         del selector, cached
@@ -256,52 +258,86 @@ def main(argv: list[str] | None = None) -> int:
         queries_file, index, None, build.CrawlerDataConfig(max_queries=args.max_queries)
     )
     crawler_train = write_jsonl(data / "crawler_train.jsonl", sessions)
-    log(f"selector pairs: {sum(1 for _ in open(selector_train))} train, {len(test_pairs)} held out; "
-        f"crawler sessions: {dict(counts)}")
+    log(
+        f"selector pairs: {sum(1 for _ in open(selector_train))} train, {len(test_pairs)} held out; "
+        f"crawler sessions: {dict(counts)}"
+    )
 
     cfg = session_config(ppo_argv(str(base), queries_file, str(out / "index"), out / "ppo", budget.ppo_updates))
     rows, curves = {}, {}
 
     # 2. zero-shot
     rows["zero-shot"] = measure("zero-shot", str(base), str(base), test, test_pairs, index, args, cfg, log)
+    # An untrained chat model writes " True" (another token) after "Decision:": its score there is the fair
+    # zero-shot baseline of the Selector's ranking; the recipe itself keeps the released token "True".
+    spaced = mini.evaluate_selector(load(str(base), 1, true_token=" True"), test_pairs)
+    rows["zero-shot"]["selector_auc_space_true"] = spaced["auc"]
+    log(f"[zero-shot] selector scored on ' True' instead of 'True': AUC {spaced['auc']:.3f}")
 
     # 3. SFT
-    curves["sft_selector"] = run_sft("mini_sft_selector.yaml", str(base), selector_train, out / "sft_selector",
-                                     budget.selector_steps, args.top_layers)
-    log(f"selector SFT: {budget.selector_steps} steps, loss {curves['sft_selector'][0]['loss']:.3f} -> "
-        f"{curves['sft_selector'][-1]['loss']:.3f}")
-    curves["sft_crawler"] = run_sft("mini_sft_crawler.yaml", str(base), crawler_train, out / "sft_crawler",
-                                    budget.crawler_steps, args.top_layers)
-    log(f"crawler SFT: {budget.crawler_steps} steps, loss {curves['sft_crawler'][0]['loss']:.3f} -> "
-        f"{curves['sft_crawler'][-1]['loss']:.3f}")
+    curves["sft_selector"] = run_sft(
+        "mini_sft_selector.yaml",
+        str(base),
+        selector_train,
+        out / "sft_selector",
+        budget.selector_steps,
+        args.top_layers,
+    )
+    log(
+        f"selector SFT: {budget.selector_steps} steps, loss {curves['sft_selector'][0]['loss']:.3f} -> "
+        f"{curves['sft_selector'][-1]['loss']:.3f}"
+    )
+    curves["sft_crawler"] = run_sft(
+        "mini_sft_crawler.yaml", str(base), crawler_train, out / "sft_crawler", budget.crawler_steps, args.top_layers
+    )
+    log(
+        f"crawler SFT: {budget.crawler_steps} steps, loss {curves['sft_crawler'][0]['loss']:.3f} -> "
+        f"{curves['sft_crawler'][-1]['loss']:.3f}"
+    )
     sft_selector = str(out / "sft_selector")
     rows["SFT"] = measure("SFT", str(out / "sft_crawler"), sft_selector, test, test_pairs, index, args, cfg, log)
 
     # 4. PPO and its lr=0 control
     for key, lr in (("ppo", None), ("ppo_lr0", 0.0)):
-        run_argv = ppo_argv(str(out / "sft_crawler"), queries_file, str(out / "index"), out / key,
-                            budget.ppo_updates, lr)
+        run_argv = ppo_argv(
+            str(out / "sft_crawler"), queries_file, str(out / "index"), out / key, budget.ppo_updates, lr
+        )
         curves[key] = run_ppo(run_argv)
-        log(f"{key}: {len(curves[key])} updates, rollout reward per session "
-            f"{[round(h['env/reward_per_session'], 3) for h in curves[key]]}")
+        log(
+            f"{key}: {len(curves[key])} updates, rollout reward per session "
+            f"{[round(h['env/reward_per_session'], 3) for h in curves[key]]}"
+        )
     rows["PPO"] = measure("PPO", str(out / "ppo"), sft_selector, test, test_pairs, index, args, cfg, log, rows["SFT"])
-    rows["PPO lr=0 (control)"] = measure("PPO lr=0", str(out / "ppo_lr0"), None, test, test_pairs, index, args, cfg, log)
+    rows["PPO lr=0 (control)"] = measure(
+        "PPO lr=0", str(out / "ppo_lr0"), None, test, test_pairs, index, args, cfg, log
+    )
     bm25 = mini.evaluate_bm25(test, index, args.search_papers)
-    rows["BM25 on the question"] = {"crawler_recall": bm25["crawler_recall"], "e2e_recall": bm25["recall"],
-                                    "e2e_precision": bm25["precision"]}
+    rows["BM25 on the question"] = {
+        "crawler_recall": bm25["crawler_recall"],
+        "e2e_recall": bm25["recall"],
+        "e2e_precision": bm25["precision"],
+    }
 
     # 5. report
     plot(curves, out / "mini_curve.png")
     results = {"budget": budget.__dict__, "rows": rows, "curves": curves, "seconds": time.perf_counter() - start}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    print(f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs "
-          f"({sum(p['label'] for p in test_pairs)} positive); {'quick' if args.quick else 'full'} run, "
-          f"{time.perf_counter() - start:.0f} s wall, {time.process_time():.0f} s CPU on {os.cpu_count()} cores "
-          f"(load average {os.getloadavg()[0]:.1f}); curves {out / 'mini_curve.png'}")
+    print(
+        f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs "
+        f"({sum(p['label'] for p in test_pairs)} positive); {'quick' if args.quick else 'full'} run, "
+        f"{time.perf_counter() - start:.0f} s wall, {time.process_time():.0f} s CPU on {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.1f}); curves {out / 'mini_curve.png'}"
+    )
     print(table(rows))
+    print(
+        f"zero-shot selector AUC scored on ' True' (the token it writes after 'Decision:'): "
+        f"{rows['zero-shot']['selector_auc_space_true']:.3f}"
+    )
     final = rows["PPO"]
-    print(f"mini: format {final['format_rate']:.2f}, crawler recall {final['crawler_recall']:.3f}, selector AUC "
-          f"{final['selector_auc']:.3f}, recall {final['e2e_recall']:.3f}, precision {final['e2e_precision']:.3f}")
+    print(
+        f"mini: format {final['format_rate']:.2f}, crawler recall {final['crawler_recall']:.3f}, selector AUC "
+        f"{final['selector_auc']:.3f}, recall {final['e2e_recall']:.3f}, precision {final['e2e_precision']:.3f}"
+    )
     return 0
 
 

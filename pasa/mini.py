@@ -56,7 +56,9 @@ def dequantize_gguf(gguf_path: str, output_dir: str, dtype: str = "float32") -> 
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
     if missing or unexpected:
-        raise RuntimeError(f"GGUF state dict does not fit {type(plain).__name__}: missing {missing}, extra {unexpected}")
+        raise RuntimeError(
+            f"GGUF state dict does not fit {type(plain).__name__}: missing {missing}, extra {unexpected}"
+        )
     plain.generation_config = loaded.generation_config
     os.makedirs(output_dir, exist_ok=True)
     plain.save_pretrained(output_dir)

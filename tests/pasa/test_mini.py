@@ -88,7 +88,9 @@ def test_search_recall_and_bm25_baseline(tmp_path):
     assert mini.search_recall(["Graph Attention Networks"], RECORDS[0]["answer"], index, 2) == 1.0
     assert mini.search_recall([], RECORDS[0]["answer"], index, 2) == 0.0
     bm25 = mini.evaluate_bm25(RECORDS, index, 1)  # one hit: at most one of q0's and q3's two answers
-    assert 0.0 < bm25["recall"] < 1.0 and bm25["precision"] > bm25["recall"] and bm25["recall"] == bm25["crawler_recall"]
+    assert (
+        0.0 < bm25["recall"] < 1.0 and bm25["precision"] > bm25["recall"] and bm25["recall"] == bm25["crawler_recall"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -123,3 +123,22 @@ def test_true_token_is_given_as_text_so_a_leading_space_works(tokenizer):
     assert tokenizer.convert_ids_to_tokens(spaced.true_token_id) == "ĠTrue"
     with pytest.raises(ValueError, match="no single 'Truthfulness' token"):
         HFLLM(HFLLMConfig("smollm2-vocab", true_token="Truthfulness"), Frozen(), tokenizer)
+
+
+@pytest.mark.slow
+def test_prepare_saves_a_plain_checkpoint_equal_to_the_gguf_model(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pasa.mini import main
+
+    out = tmp_path / "smollm2"
+    assert main(["prepare", "--output_dir", str(out)]) == 0
+    plain = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    folder, name = os.path.split(GGUF)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    assert type(plain).__name__ == "LlamaForCausalLM"
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+    ids = tokenizer("[Search] graph neural networks", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, loaded(ids).logits)
