@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", default=str(ROOT / mini.DEV_QUERIES), help="AutoScholarQuery jsonl with qids.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the qid split.")
     p.add_argument("--search_papers", type=int, default=10, help="Hits per search query (the agent's default).")
-    p.add_argument("--max_new_tokens", type=int, default=64, help="Crawler reply budget at evaluation.")
-    p.add_argument("--max_queries", type=int, default=3, help="Answer titles per Crawler SFT search session.")
+    p.add_argument("--max_new_tokens", type=int, default=96, help="Crawler reply budget at evaluation.")
+    p.add_argument("--max_titles", type=int, default=2, help="Answer titles per Crawler SFT search session.")
     p.add_argument("--top_layers", type=int, default=6, help="SFT trains the last N decoder layers (0: all).")
     p.add_argument("--base_model", default=None, help="A checkpoint to start from instead of SmolLM2 (tests).")
     for name in Budget.__dataclass_fields__:
@@ -249,13 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     index = mini.build_title_index(records, str(out / "index"))
     log(f"{len(records)} queries with answers: {len(train)} train, {len(test)} held out; index of {len(index)} titles")
     data = out / "data"
-    selector_train = write_jsonl(data / "selector_train.jsonl", mini.selector_pairs(train, index))
-    test_pairs = mini.selector_pairs(test, index)
+    pool = [p.title for p in mini.answer_papers(records)]
+    selector_train = write_jsonl(data / "selector_train.jsonl", mini.selector_pairs(train, index, pool=pool))
+    test_pairs = mini.selector_pairs(test, index, pool=pool, seed=args.seed + 1)
     write_jsonl(data / "selector_test.jsonl", test_pairs)
-    queries_file = write_jsonl(data / "train_queries.jsonl", mini.with_title_queries(train, args.max_queries))
+    queries_file = write_jsonl(data / "train_queries.jsonl", mini.with_title_queries(train, args.max_titles))
     build = load_script("build_crawler_data")
     sessions, counts = build.build_crawler_data(
-        queries_file, index, None, build.CrawlerDataConfig(max_queries=args.max_queries)
+        queries_file, index, None, build.CrawlerDataConfig(max_queries=args.max_titles + 1)
     )
     crawler_train = write_jsonl(data / "crawler_train.jsonl", sessions)
     log(

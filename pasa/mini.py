@@ -138,13 +138,20 @@ def build_title_index(records: list[dict], index_dir: str, distractors: list | N
     return LocalSearchIndex.build(papers, index_dir, source={"mini": "answer titles", "papers": len(papers)})
 
 
-def selector_pairs(records: list[dict], index, negatives: int = 3, search_k: int = 20) -> list[dict]:
-    """(query, title, label) pairs: every answer is positive; the hard negatives are the best BM25 hits of the
-    question among papers that are not this query's answers (other queries' answers, distractors).
+def selector_pairs(
+    records: list[dict], index, negatives: int = 2, random_negatives: int = 2, pool: list[str] | None = None,
+    seed: int = 0, search_k: int = 20,
+) -> list[dict]:  # fmt: skip
+    """(query, title, label) pairs: every answer is positive; ``negatives`` hard negatives are the best BM25 hits of
+    the question that are not its answers (other queries' answers), and ``random_negatives`` more are drawn from
+    ``pool`` (titles; seeded by ``seed`` and the qid), so the Selector sees both near misses and off-topic papers,
+    as the agent's search results hold both.
 
     Each pair carries the Selector prompt (``render_select_prompt`` with ``ABSTRACT_UNAVAILABLE``) and its target
     (``True``/``False``, the token the score is read from).
     """
+    import random
+
     from pasa.paper import title_key
     from pasa.prompts import render_select_prompt
 
@@ -154,7 +161,10 @@ def selector_pairs(records: list[dict], index, negatives: int = 3, search_k: int
         keys = {title_key(a) for a in answers}
         hits = [index.get_by_id(i) for i in index.search(question, search_k)]
         hard = [p.title for p in hits if p is not None and title_key(p.title) not in keys][:negatives]
-        for title, label in [(a, True) for a in answers] + [(t, False) for t in hard]:
+        rng = random.Random(f"{seed}:{record['qid']}")
+        others = [t for t in (pool or []) if title_key(t) not in keys and t not in hard]
+        drawn = rng.sample(others, min(random_negatives, len(others)))
+        for title, label in [(a, True) for a in answers] + [(t, False) for t in hard + drawn]:
             prompt = render_select_prompt(question, title, ABSTRACT_UNAVAILABLE)
             pairs.append(
                 {"prompt": prompt, "completion": str(label), "label": int(label), "qid": record["qid"], "title": title}
@@ -162,13 +172,19 @@ def selector_pairs(records: list[dict], index, negatives: int = 3, search_k: int
     return pairs
 
 
-def with_title_queries(records: list[dict], max_queries: int) -> list[dict]:
-    """[pure] Records whose ``search_queries`` are their answer titles (the Crawler SFT target without a teacher).
+def with_title_queries(records: list[dict], max_titles: int) -> list[dict]:
+    """[pure] Records whose ``search_queries`` are the question itself, then up to ``max_titles`` answer titles: the
+    Crawler SFT target without a teacher.
 
-    >>> with_title_queries([{"question": "q", "answer": ["A", "B", "C"]}], 2)[0]["search_queries"]
-    ['A', 'B']
+    The question first is what ``scripts/build_crawler_data.py`` searches without a teacher; a pretrained model
+    learns to copy it within a few steps, so the reply has a well-formed first action early in training. The answer
+    titles after it are the queries known to find the answers in a title index, so the crawler learns to add
+    title-like queries.
+
+    >>> with_title_queries([{"question": "q?", "answer": ["A", "B", "C"]}], 2)[0]["search_queries"]
+    ['q?', 'A', 'B']
     """
-    return [{**r, "search_queries": list(r["answer"][:max_queries])} for r in records]
+    return [{**r, "search_queries": [r["question"], *r["answer"][:max_titles]]} for r in records]
 
 
 # -- evaluation (pure metrics, then the model-driven measurements) -----------------------------------------------

@@ -59,7 +59,7 @@ def test_title_index_finds_answers_and_selector_pairs_use_other_queries_as_negat
     hits = [index.get_by_id(i) for i in index.search("graph attention networks", 2)]
     assert {p.title for p in hits} == {"Graph Attention Networks", "Graph Attention Networks v2"}
     assert hits[0].abstract == mini.ABSTRACT_UNAVAILABLE
-    pairs = mini.selector_pairs(RECORDS[:1], index, negatives=2)
+    pairs = mini.selector_pairs(RECORDS[:1], index, negatives=2, random_negatives=0)
     positives = [p["title"] for p in pairs if p["label"]]
     negatives = [p["title"] for p in pairs if not p["label"]]
     assert positives == RECORDS[0]["answer"]
@@ -67,6 +67,11 @@ def test_title_index_finds_answers_and_selector_pairs_use_other_queries_as_negat
     assert {"Semi-Supervised Classification with Graph Convolutional Networks"} <= set(negatives)  # hard: shares words
     assert all(p["prompt"].endswith("Decision:") and mini.ABSTRACT_UNAVAILABLE in p["prompt"] for p in pairs)
     assert {p["completion"] for p in pairs} == {"True", "False"}
+    pool = [p.title for p in mini.answer_papers(RECORDS)]
+    mixed = mini.selector_pairs(RECORDS[:1], index, negatives=1, random_negatives=3, pool=pool, seed=5)
+    drawn = [p["title"] for p in mixed if not p["label"]][1:]
+    assert len(drawn) == 3 and not set(drawn) & set(RECORDS[0]["answer"]) and len(set(drawn)) == 3
+    assert mixed == mini.selector_pairs(RECORDS[:1], index, negatives=1, random_negatives=3, pool=pool, seed=5)
 
 
 def test_crawler_sessions_search_for_the_answer_titles(tmp_path):
@@ -77,10 +82,11 @@ def test_crawler_sessions_search_for_the_answer_titles(tmp_path):
     index = mini.build_title_index(RECORDS, str(tmp_path / "index"))
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in mini.with_title_queries(RECORDS, 1)), encoding="utf-8")
-    sessions, counts = build.build_crawler_data(str(path), index, None, build.CrawlerDataConfig(max_queries=1))
+    sessions, counts = build.build_crawler_data(str(path), index, None, build.CrawlerDataConfig(max_queries=2))
     assert counts["search_sessions"] == len(RECORDS) and counts["expand_sessions"] == 0  # titles have no full text
     for record, session in zip(RECORDS, sessions):
-        assert parse_search_queries(session["messages"][1]["content"]) == record["answer"][:1]
+        queries = parse_search_queries(session["messages"][1]["content"])
+        assert queries == [record["question"], record["answer"][0]]
 
 
 def test_search_recall_and_bm25_baseline(tmp_path):
