@@ -153,7 +153,7 @@ def check_model_server(spec: str, flag: str = "--crawler_path", timeout: float =
     if session is None:  # the one HTTP layer (key redaction, timeouts); no cache and no retries for a probe
         from pasa.tools.http import HttpClient, HttpConfig
 
-        client = HttpClient(HttpConfig(cache=False, max_retries=0, timeout=timeout))
+        client = HttpClient(HttpConfig(no_cache=True, http_retries=0, http_timeout=timeout))
 
         def get(url, **kwargs):
             return client.get(url, cache=False, check_status=False, **kwargs)
