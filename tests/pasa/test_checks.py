@@ -1,4 +1,4 @@
-"""Input checks: one line naming the problem and what to do, before any work (issue 11 point 8, 12 item 2)."""
+"""Input checks: one line naming the problem and what to do, before any work."""
 
 from __future__ import annotations
 

@@ -19,9 +19,12 @@ def write_jsonl(path, lines):
 
 def test_end_date_is_published_minus_seven_days():
     assert end_date_from_published("20240301") == "20240223"  # leap year
-    assert end_date_from_published(None) is None
-    with pytest.raises(ValueError):
-        end_date_from_published("2024-03-01")
+    assert end_date_from_published("2024-03-01") == end_date_from_published("2024-03-01T10:00:00Z") == "20240223"
+    assert end_date_from_published(20240110) == "20240103"
+    assert end_date_from_published(None) is None and end_date_from_published("") is None
+    for bad in ("March 2024", "20241301", "2024-1-10"):
+        with pytest.raises(ValueError):
+            end_date_from_published(bad)
 
 
 def test_load_queries_reports_bad_lines_and_keeps_line_indices(tmp_path, caplog):
@@ -137,11 +140,12 @@ def test_cli_requires_exactly_one_input(tiny_checkpoint, capsys):
 
 
 def test_demo_runs_the_loop(tmp_path, capsys):
-    from pasa.runner import demo_main
+    from pasa.demo import demo_main
 
-    assert demo_main(["--output_folder", str(tmp_path)]) == 0
+    assert demo_main(["--output_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "rule-based stand-in" in out and "RANDOM Qwen2" in out
+    assert "pasa run --query" in out and "--crawler_path" in out and "pasa download" in out  # a next step that works
     tree = json.loads((tmp_path / "results" / "0.json").read_text())
     assert len(tree["child"]) == 3 and tree["extra"]["touch_ids"]
     assert any(c["child"] for nodes in tree["child"].values() for c in nodes)  # expansion happened
@@ -150,20 +154,14 @@ def test_demo_runs_the_loop(tmp_path, capsys):
 def test_no_cache_flag_reaches_the_online_source(monkeypatch, tmp_path, tiny_checkpoint):
     from pasa.agent import AgentConfig
     from pasa.runner import RunArgs, build_agent
+    from pasa.tools.http import HttpConfig
     from pasa.tools.sources import CompositePaperSource
 
     monkeypatch.setenv("SERPER_API_KEY", "dummy-key-for-test")
-    args = RunArgs(
-        query="q",
-        crawler_path=tiny_checkpoint,
-        selector_path=tiny_checkpoint,
-        device="cpu",
-        no_cache=True,
-        cache_dir=str(tmp_path),
-    )
-    agent = build_agent(args, AgentConfig())
+    args = RunArgs(query="q", crawler_path=tiny_checkpoint, selector_path=tiny_checkpoint, device="cpu")
+    agent = build_agent(args, AgentConfig(), http=HttpConfig(no_cache=True, cache_dir=str(tmp_path)))
     assert isinstance(agent.source, CompositePaperSource)
-    assert agent.source.searcher.http.config.cache is False
+    assert agent.source.searcher.http.config.no_cache is True
     assert not any(tmp_path.iterdir())  # no cache file created
 
 
@@ -184,9 +182,9 @@ def test_hf_batching_flags_reach_the_backend(tmp_path, tiny_checkpoint):
     assert (agent.crawler.llm.config.batch_size, agent.crawler.llm.config.max_batch_tokens) == (3, 777)
 
 
-# -- degraded results (issue 11 point 2) ---------------------------------------------------------------------------
+# -- degraded results ---------------------------------------------------------------------------
 class DegradedAgent(CountingAgent):
-    """Records failed tool calls in ``extra["failures"]`` (contract 2) for the questions in ``degraded``."""
+    """Records failed tool calls in ``extra["failures"]`` for the questions in ``degraded``."""
 
     def __init__(self, degraded=(), **kwargs):
         super().__init__(**kwargs)
@@ -227,7 +225,7 @@ def test_unreadable_result_on_disk_is_computed_again(tmp_path):
     assert agent.ran == ["q0"] and json.loads((tmp_path / "0.json").read_text())["title"] == "q0"
 
 
-# -- locks and temporaries (issue 11 point 5) ----------------------------------------------------------------------
+# -- locks and temporaries ----------------------------------------------------------------------
 def test_query_locked_by_a_live_run_is_left_to_it_and_stale_lock_taken_over(tmp_path):
     import subprocess
     import sys
@@ -284,7 +282,7 @@ def test_two_runs_on_one_folder_split_the_queries(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{i}.json" for i in range(12))
 
 
-# -- a batch that keeps failing the same way stops (issue 11 point 8) ---------------------------------------------
+# -- a batch that keeps failing the same way stops ---------------------------------------------
 def test_batch_stops_after_consecutive_identical_failures(tmp_path, caplog):
     from pasa.runner import summary_line
 
@@ -298,7 +296,7 @@ def test_batch_stops_after_consecutive_identical_failures(tmp_path, caplog):
     assert summary_line(results, total=10).endswith("not run 6 (batch stopped)")
 
 
-# -- command line: flags, checks before any work, progress (issue 11 point 8, issue 12 items 2, 4, 7, 8) --------
+# -- command line: flags, checks before any work, progress --------------------------------------------------------
 def run_cli(argv, capsys, source=None):
     """(exit status, stdout, stderr) of ``pasa run argv``."""
     try:
@@ -323,7 +321,8 @@ def run_cli(argv, capsys, source=None):
         (["--output_dir", "{q}"], "is a file; pass a folder"),
         (["--output_dir", "{q}/sub"], "is not writable"),
         (["--search_index", "{tmp}/no-index"], "does not exist; build it with `pasa index"),
-        (["--index", "{tmp}/no-index"], "--search_index"),
+        (["--serch_index", "{tmp}/no-index"], "unrecognized argument --serch_index; did you mean --search_index?"),
+        (["--crawler", "c"], "unrecognized argument --crawler; did you mean --crawler_path?"),
         (["--end_date", "2024-01-01"], "--end_date must be YYYYMMDD"),
     ],
 )
@@ -334,7 +333,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, tiny_checkpo
     argv = base + [a.format(q=q, tmp=tmp_path) for a in extra]
     code, out, err = run_cli(argv, capsys, source=InMemoryPaperSource([]))
     assert code == 2
-    lines = [line for line in err.splitlines() if not line.startswith("WARNING pasa.flags")]
+    lines = err.splitlines()
     assert (
         len(lines) == 1 and lines[0].startswith("pasa run: error: ") and message.format(q=q, tmp=tmp_path) in lines[0]
     )
@@ -362,18 +361,24 @@ def test_unreachable_model_server_stops_before_the_batch(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "cannot reach the model server of --crawler_path" in err
 
 
-def test_released_flags_are_accepted(tmp_path, tiny_checkpoint, capsys, caplog):
-    """The released run_paper_agent.py spelling (--crawler_path --selector_path --output_folder) runs silently."""
+def test_released_flag_names_only_in_the_released_entry_point(capsys, caplog):
+    """run_paper_agent.py takes the released spelling (--output_folder); `pasa run` names its own flag."""
     from pasa.runner import parse_args
+    from run_paper_agent import RELEASED_FLAGS
 
     argv = ["--query", "q", "--crawler_path", "c", "--selector_path", "s", "--output_folder", "o"]
     with caplog.at_level(logging.WARNING):
-        args, _, _ = parse_args(argv)
-    assert (args.crawler_path, args.selector_path, args.output_dir, args.output_folder) == ("c", "s", "o", "o")
-    assert caplog.text == ""
-    args, config, _ = parse_args(["--query", "q", "--crawler", "c", "--index", "i", "--released_behaviour"])
-    assert args.crawler_path == "c" and args.search_index == "i" and "deprecated" in caplog.text
-    assert config.released_behaviour is True
+        args, config, _ = parse_args(argv + ["--released_behaviour"], "run_paper_agent.py", RELEASED_FLAGS)
+    assert (args.crawler_path, args.selector_path, args.output_dir) == ("c", "s", "o")
+    assert config.released_behaviour is True and caplog.text == ""
+    args, _, _ = parse_args(argv[:-2] + ["--output_dir", "o2"], "run_paper_agent.py", RELEASED_FLAGS)
+    assert args.output_dir == "o2"
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        "pasa run: error: unrecognized argument --output_folder; did you mean --output_dir?\n"
+    )
 
 
 def test_help_names_the_command_and_shows_an_example(capsys):
@@ -392,7 +397,7 @@ def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys, monkey
     agent = CountingAgent().agent
     monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
     argv = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
-    code, out, err = run_cli(argv + ["--output_dir", str(tmp_path), "--log_level", "ERROR"], capsys)
+    code, out, err = run_cli(argv + ["--output_dir", str(tmp_path), "--log_level", "ERROR"], capsys, agent.source)
     assert code == 0 and "Top papers" in out
     assert "search: 1 queries, 1 calls -> 1 ids, 1 lookups; selector 1 scored, 1 selected" in err
 
@@ -442,7 +447,7 @@ def test_result_of_another_query_is_never_overwritten(tmp_path, caplog):
 
 
 def test_failure_signature_ignores_object_addresses():
-    from pasa.runner import _failure_signature
+    from pasa.batch import failure_signature as _failure_signature
 
     first = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f3a2c1d>: Failed to establish")
     second = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f99aa00>: Failed to establish")
@@ -465,7 +470,7 @@ def test_redo_keeps_the_less_degraded_result_and_write_errors_fail_the_query(tmp
     def full_disk(path, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("pasa.runner.write_text_atomic", full_disk)
+    monkeypatch.setattr("pasa.batch.write_text_atomic", full_disk)
     results = run_queries(CountingAgent(), ITEMS[1:], str(tmp_path), progress=False, max_consecutive_failures=2)
     assert [r.status for r in results] == ["failed", "failed"] and "No space left" in results[0].error
     assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())  # locks released

@@ -332,7 +332,7 @@ def test_parse_retry_after_forms():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
 
 
-# -- bad answers are never cached (issue 11 point 1) ----------------------------------------------------------------
+# -- bad answers are never cached ----------------------------------------------------------------
 def _json_object(resp):
     payload = resp.json()
     if not isinstance(payload, dict):
@@ -382,7 +382,7 @@ def test_not_found_from_the_parser_is_a_valid_cached_answer(tmp_path):
     assert script.count() == 1
 
 
-# -- a cap on what one request may cost (issue 11 point 6) -----------------------------------------------------------
+# -- a cap on what one request may cost -----------------------------------------------------------
 def test_long_retry_after_gives_up_at_once(tmp_path):
     sleeps = SleepRecorder()
     script = Script({"/x": Reply(429, "come back later", {"Retry-After": "3600"})})
@@ -437,7 +437,7 @@ def test_queueing_for_our_own_rate_limit_does_not_count_against_max_wait(tmp_pat
     assert script.count() == 8
 
 
-# -- secrets are redacted (issue 11 point 7) ------------------------------------------------------------------------
+# -- secrets are redacted ------------------------------------------------------------------------
 def test_key_quoted_in_an_error_body_is_redacted_everywhere(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SERPER_API_KEY", "sk-serper-secret-123")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret-456")
@@ -499,4 +499,6 @@ def test_settings_parse_with_hf_argument_parser(monkeypatch):
     assert config.max_wait is None  # 0 = no cap
     (config,) = parser.parse_args_into_dataclasses(["--no_cache", "--llm_timeout", "30"])
     assert config.no_cache and config.llm_timeout == 30.0
-    assert "--min_interval" not in parser._option_string_actions and "--user_agent" not in parser._option_string_actions
+    assert (
+        "--min_interval" not in parser._option_string_actions and "--user_agent" not in parser._option_string_actions
+    )
