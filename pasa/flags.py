@@ -46,15 +46,30 @@ def make_parser(dataclass_types, prog: str, example: str | None = None, descript
     )
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse``'s parser whose "unrecognized arguments" error is one line naming the closest known flag."""
+
+    def error(self, message: str):
+        prefix = "unrecognized arguments: "
+        flags = [a for a in message.removeprefix(prefix).split() if a.startswith("--")]
+        if message.startswith(prefix) and flags:
+            self.exit(
+                USAGE_EXIT,
+                f"{self.prog}: error: {unknown_flag_message(flags[0].partition('=')[0], known_flags(self))}\n",
+            )
+        super().error(message)
+
+
 def make_argparser(prog: str, example: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     """A plain ``argparse`` parser with the same help layout as :func:`make_parser`."""
     epilog = f"example:\n  {example}" if example else None
-    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
+    return ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
 
 
 def known_flags(parser: argparse.ArgumentParser) -> list[str]:
-    """The long option strings a parser accepts."""
-    return sorted(s for s in parser._option_string_actions if s.startswith("--"))  # noqa: SLF001
+    """The long option strings a parser accepts (``HfArgumentParser``'s dashed twins of ``--a_b`` left out)."""
+    names = {s for s in parser._option_string_actions if s.startswith("--")}  # noqa: SLF001
+    return sorted(s for s in names if "-" not in s[2:] or s[2:].replace("-", "_") not in {n[2:] for n in names})
 
 
 def unknown_flag_message(flag: str, known: Iterable[str]) -> str:
@@ -76,7 +91,7 @@ def unknown_flag_message(flag: str, known: Iterable[str]) -> str:
 def find_unknown_flag(argv: Sequence[str], parser: argparse.ArgumentParser) -> str | None:
     """The first ``--flag`` of ``argv`` that ``parser`` does not accept (an unambiguous prefix is accepted, as
     argparse does), or None."""
-    known = known_flags(parser)
+    known = [s for s in parser._option_string_actions if s.startswith("--")]  # noqa: SLF001
     for arg in argv:
         if arg == "--":
             return None
@@ -148,8 +163,9 @@ def quiet_other_ranks() -> bool:
 
 # Kept for the commands that call them before parsing: the flags are checked, nothing is renamed.
 def rewrite_argv(argv: Sequence[str] | None, parser, *_, **__) -> list[str]:
-    """:func:`check_flags` for an ``argparse`` parser; ``argv`` as a list otherwise."""
-    if isinstance(parser, argparse.ArgumentParser):
+    """:func:`check_flags` for an ``HfArgumentParser`` (it parses strictly); ``argv`` as a list otherwise (a plain
+    parser may take only the flags it knows, ``parse_known_args``)."""
+    if hasattr(parser, "parse_args_into_dataclasses") and not hasattr(parser, "parse_args_and_config"):
         return check_flags(argv, parser)
     return list(sys.argv[1:] if argv is None else argv)
 

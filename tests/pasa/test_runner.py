@@ -1,5 +1,7 @@
 import json
 import logging
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -521,3 +523,202 @@ def test_stage_progress_places_calls_in_their_layer():
         "layer 2: 1 sections fetched, crawler 1 papers -> 1 sections, 1 lookups -> 1 found; selector 1 scored, "
         "1 selected",
     ]
+
+
+# -- one query, persisted -------------------------------------------------------------------------------------------
+class EventAgent(CountingAgent):
+    """Reports events through ``on_event`` and records the citation counts on the root, as the agent does."""
+
+    def __init__(self, lock_seen=None, **kwargs):
+        super().__init__(**kwargs)
+        self.lock_seen = lock_seen
+
+    def run(self, question, end_date=None, answer=None, seed_papers=None, on_event=None):
+        from pasa.agent import AgentEvent  # noqa: F401 - present once the agent reports events
+
+        if self.lock_seen is not None:
+            self.lock_seen.append(any(p.name.endswith(".lock") for p in self.folder.iterdir()))
+        root = super().run(question, end_date, answer)
+        for kind, layer, count in (("queries", 0, 1), ("search", 0, 1), ("ids", 0, 1), ("scored", 0, 1)):
+            if on_event is not None:
+                on_event(SimpleEvent(kind, layer, count))
+        root.extra["citations"] = {"by_id": 2, "by_title": 3, "not_found": 1, "failed": 0}
+        root.extra["seeds"] = seed_papers
+        return root
+
+
+@dataclass(frozen=True)
+class SimpleEvent:
+    kind: str
+    layer: int
+    count: int = 1
+
+
+def _event_agent(tmp_path, lock_seen=None):
+    agent = EventAgent(lock_seen)
+    agent.folder = tmp_path
+    return agent
+
+
+@pytest.fixture
+def agent_events(monkeypatch):
+    """Stands in for ``pasa.agent.AgentEvent`` where the agent does not define it."""
+    import pasa.agent
+
+    if not hasattr(pasa.agent, "AgentEvent"):
+        monkeypatch.setattr(pasa.agent, "AgentEvent", SimpleEvent, raising=False)
+
+
+def test_run_query_runs_under_the_lock_and_writes_the_tree(tmp_path, agent_events):
+    from pasa.progress import StageProgress
+    from pasa.runner import run_query
+
+    seen = []
+    progress = StageProgress(write=lambda text: None)
+    item = QueryItem(3, "q3", "20240101", ["a"], seed_papers=["2401.00001"])
+    result = run_query(_event_agent(tmp_path, seen), item, str(tmp_path), on_event=progress.on_event)
+    assert result.status == "done" and seen == [True]  # the lock file existed while the agent ran
+    tree = json.loads((tmp_path / "3.json").read_text())
+    assert tree["title"] == "q3" and tree["extra"]["seeds"] == ["2401.00001"]
+    assert result.citations == {"by_id": 2, "by_title": 3, "not_found": 1, "failed": 0}
+    assert progress.counts[(0, "queries")] == 1 and progress.counts[(0, "scored")] == 1
+    assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())
+    again = run_query(_event_agent(tmp_path, seen), item, str(tmp_path))
+    assert again.status == "skipped" and again.citations == result.citations and seen == [True]
+
+
+def test_summary_prints_citation_counts_per_query_and_in_total(tmp_path, capsys, agent_events):
+    from pasa.runner import print_summary
+
+    results = run_queries(_event_agent(tmp_path), ITEMS[:2], str(tmp_path), progress=False)
+    print_summary(results, str(tmp_path))
+    printed = capsys.readouterr().out
+    assert printed.count("2 by id, 3 by title, 1 not found, 0 failed") == 2  # one row per query
+    assert "citations: 4 by id, 6 by title, 2 not found, 0 failed" in printed  # the total
+    results = run_queries(CountingAgent(), ITEMS[2:3], str(tmp_path), progress=False)
+    print_summary(results, str(tmp_path))
+    assert "citations" not in capsys.readouterr().out  # trees without the counts: no column
+
+
+def test_progress_comes_from_the_agents_events_when_it_reports_them(tmp_path, capsys, agent_events):
+    from pasa.runner import agent_reports_events, run_with_progress
+
+    agent = _event_agent(tmp_path)
+    assert agent_reports_events(agent) and not agent_reports_events(CountingAgent())
+    run_with_progress(agent, ITEMS[0], str(tmp_path))
+    assert "search: 1 queries, 1 calls -> 1 ids, 0 lookups; selector 1 scored, 0 selected" in capsys.readouterr().err
+
+
+# -- one-off queries and bad query files -------------------------------------------------------------------------
+def test_one_off_queries_get_a_folder_each(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    from pasa.runner import default_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    agent = CountingAgent().agent
+    monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
+    models = ["--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint, "--log_level", "ERROR"]
+    for question in ("first question", "second question"):
+        code, out, _ = run_cli(["--query", question] + models, capsys, agent.source)
+        assert code == 0, out
+        folder = default_output_dir(question)
+        assert json.loads((tmp_path / folder / "0.json").read_text())["title"] == question
+        assert f"result tree: {folder}/0.json" in out
+    assert default_output_dir("first question") != default_output_dir("first question", "20240101")
+    assert default_output_dir(None) == "results"
+
+
+def test_a_folder_holding_other_queries_stops_before_loading_models(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    (tmp_path / "0.json").write_text(json.dumps({"title": "another query", "child": {}}))
+
+    def load_models(*args, **kwargs):
+        raise AssertionError("models loaded")
+
+    monkeypatch.setattr("pasa.runner.build_agent", load_models)
+    argv = ["--query", "q", "--output_dir", str(tmp_path), "--crawler_path", tiny_checkpoint]
+    code, _, err = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, InMemoryPaperSource([]))
+    assert code == 2 and err.count("\n") == 1 and "holds the result of another query ('another query')" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("question,answer\nwhat is RAG,T1\nwhat is RL,T2\n", "is not JSONL: its first line is 'question,answer'"),
+        ("", "is empty; write one JSON object per line"),
+        ('{"answer": ["x"]}\n{not json\n', "has no usable query: 1 malformed lines, 1 missing a required field"),
+    ],
+)
+def test_bad_query_files_are_one_line(tmp_path, tiny_checkpoint, capsys, caplog, content, message):
+    path = tmp_path / "q.csv"
+    path.write_text(content)
+    argv = ["--input_file", str(path), "--output_dir", str(tmp_path / "out"), "--crawler_path", tiny_checkpoint]
+    code, out, err = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, InMemoryPaperSource([]))
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    if "JSONL" in message:
+        assert "JSONL expected" in err and "malformed JSON" not in caplog.text  # said once, not once per line
+    if "usable" in message:
+        assert "warnings above" in err and "malformed JSON" in caplog.text  # and the warnings are there
+
+
+# -- a search service that cannot work -----------------------------------------------------------------------------
+class _Serper(BaseHTTPRequestHandler):
+    status = 403
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(b'{"message": "Unauthorized."}')
+
+    def log_message(self, *args):
+        pass
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("service", ["rejects the key", "unreachable"])
+def test_search_service_that_cannot_work_is_one_line_before_models(
+    service, tmp_path, tiny_checkpoint, capsys, monkeypatch
+):
+    import threading
+
+    def load_models(*args, **kwargs):
+        raise AssertionError("models loaded")
+
+    monkeypatch.setattr("pasa.runner.build_agent", load_models)
+    monkeypatch.setenv("SERPER_API_KEY", "garbage")
+    server = HTTPServer(("127.0.0.1", 0), _Serper)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port if service == "rejects the key" else _closed_port()
+    try:
+        argv = ["--query", "q", "--output_dir", str(tmp_path), "--online", "true", "--no_cache"]
+        argv += ["--serper_url", f"http://127.0.0.1:{port}/search", "--crawler_path", tiny_checkpoint]
+        code, _, err = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys)
+    finally:
+        server.shutdown()
+    assert code == 1 and err.count("\n") == 1, err
+    if service == "rejects the key":
+        assert "127.0.0.1 rejected the key in SERPER_API_KEY (HTTP 403)" in err
+    else:
+        assert "cannot reach 127.0.0.1 (ConnectionError)" in err
+
+
+def test_every_search_failing_exits_non_zero(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    class NoSearch(CountingAgent):
+        def run(self, question, end_date=None, answer=None):
+            from pasa.paper import PaperNode
+
+            root = PaperNode(title=question)
+            root.extra.update(failures={"search": 5}, crawler_recall_papers=[], recall_papers=[])
+            return root
+
+    agent = NoSearch()
+    monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
+    argv = ["--query", "q", "--output_dir", str(tmp_path), "--crawler_path", tiny_checkpoint, "--progress", "false"]
+    code, out, _ = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, agent.agent.source)
+    assert code == 1 and "every search failed" in out
