@@ -283,9 +283,6 @@ def summary_line(results: list[QueryResult], total: int | None = None) -> str:
         line += f", not run {total - len(results)} (batch stopped)"
     if c["degraded"]:
         line += " (rerun with --redo_degraded to recompute degraded results)"
-    citations = total_citations(results)
-    if citations:
-        line += f"; citations: {format_citations(citations)}"
     return line
 
 
@@ -317,6 +314,9 @@ def print_summary(results: list[QueryResult], output_folder: str, total: int | N
         table.add_row(*row, f"{r.seconds:.1f}", q)
     _console().print(table)
     print(summary_line(results, total))  # plain: one unwrapped line, for logs and scripts
+    citations = total_citations(results)
+    if citations:
+        print(f"cited papers resolved: {format_citations(citations)}")
 
 
 def print_selected(root: PaperNode, top: int = 20) -> None:

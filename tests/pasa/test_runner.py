@@ -588,15 +588,14 @@ def test_run_query_runs_under_the_lock_and_writes_the_tree(tmp_path, agent_event
 
 
 def test_summary_prints_citation_counts_per_query_and_in_total(tmp_path, capsys, agent_events):
-    from pasa.runner import print_summary
+    from pasa.runner import QueryResult, print_summary
 
     results = run_queries(_event_agent(tmp_path), ITEMS[:2], str(tmp_path), progress=False)
     print_summary(results, str(tmp_path))
     printed = capsys.readouterr().out
     assert printed.count("2 by id, 3 by title, 1 not found, 0 failed") == 2  # one row per query
-    assert "citations: 4 by id, 6 by title, 2 not found, 0 failed" in printed  # the total
-    results = run_queries(CountingAgent(), ITEMS[2:3], str(tmp_path), progress=False)
-    print_summary(results, str(tmp_path))
+    assert "cited papers resolved: 4 by id, 6 by title, 2 not found, 0 failed" in printed  # the total
+    print_summary([QueryResult(ITEMS[2], "done")], str(tmp_path))
     assert "citations" not in capsys.readouterr().out  # trees without the counts: no column
 
 
