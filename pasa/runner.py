@@ -180,7 +180,7 @@ def default_output_dir(query: str | None, end_date: str | None = None) -> str:
     one-off queries never meet in one folder.
 
     >>> default_output_dir("Give me papers about RAG!")
-    'results/query-give-me-papers-about-rag-0a7a8c1d'
+    'results/query-give-me-papers-about-rag-b7203c74'
     """
     if not query:
         return DEFAULT_RESULTS

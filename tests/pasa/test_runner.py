@@ -721,3 +721,23 @@ def test_every_search_failing_exits_non_zero(tmp_path, tiny_checkpoint, capsys, 
     argv = ["--query", "q", "--output_dir", str(tmp_path), "--crawler_path", tiny_checkpoint, "--progress", "false"]
     code, out, _ = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, agent.agent.source)
     assert code == 1 and "every search failed" in out
+
+
+def test_one_query_reader_for_inference_and_training(tmp_path, caplog):
+    from collections import Counter
+
+    from pasa.queries import describe_skipped
+
+    path = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            json.dumps({"question": "with dashes", "answer": ["T"], "source_meta": {"published_time": "2024-01-10"}}),
+            json.dumps({"question": "no answer"}),
+            json.dumps({"question": "bad date", "answer": [], "source_meta": {"published_time": "soon"}}),
+        ],
+    )
+    assert [(i.question, i.end_date) for i in load_queries(path)] == [("with dashes", "20240103"), ("no answer", None)]
+    skipped = Counter()
+    training = load_queries(path, require_answer=True, offset_days=1, skipped=skipped)
+    assert [(i.question, i.end_date) for i in training] == [("with dashes", "20240109")]
+    assert describe_skipped(skipped) == "1 missing a required field, 1 with a bad published_time"
