@@ -121,7 +121,7 @@ def make_world(seed):
 
 def strip(tree: dict) -> dict:
     tree = dict(tree)
-    tree["extra"] = {k: v for k, v in tree["extra"].items() if k not in ("failures", "crawler_raw_replies")}
+    tree["extra"] = {k: v for k, v in tree["extra"].items() if k not in ("failures", "crawler_raw_replies", "citations")}
     return tree
 
 
