@@ -50,141 +50,6 @@ __all__ = ["RELEASED_VALUES", "AgentConfig", "AgentEvent", "PaperAgent", "StageS
 SEED_KEY = "[Seed]"
 
 
-@dataclass
-class AgentConfig:
-    """The released knobs of ``run_paper_agent.py`` (DESIGN §1.1), with their defaults, and the released-compat flags.
-
-    Every row of docs/released_differences.md ("Agent") that has a released form is one flag here;
-    ``released_behaviour`` sets all of them to their released values (``RELEASED_VALUES``).
-    """
-
-    expand_layers: int = field(default=2, metadata={"help": "Number of expansion layers after the search round."})
-    search_queries: int = field(default=5, metadata={"help": "Crawler search queries kept (the first ones)."})
-    search_papers: int = field(default=10, metadata={"help": "Search results requested per query."})
-    expand_papers: int = field(default=20, metadata={"help": "Papers expanded per layer at depth > 0 (top by score)."})
-    threads_num: int = field(
-        default=20,
-        metadata={
-            "help": "Concurrent search calls (the released name; released: one thread pool for every tool call). "
-            "Lookups and section fetches have their own limit, lookup_concurrency."
-        },
-    )
-    lookup_concurrency: int = field(
-        default=256,
-        metadata={
-            "help": "Concurrent paper lookups (by id or title) and section fetches. Local lookups answer at once; "
-            "the web services behind them (arXiv, ar5iv) are rate-limited per host by the HTTP layer, so extra "
-            "threads only wait there."
-        },
-    )
-    max_concurrency: int = field(
-        default=0,
-        metadata={
-            "help": "Model calls in flight at once, per model. 0 = the backend's own figure: 1 for a local model "
-            "(calls would queue on the device), OpenAILLM's `concurrency` for a server (vLLM, SGLang, OpenAI)."
-        },
-    )
-    model_batch_size: int = field(
-        default=0,
-        metadata={
-            "help": "Most prompts per model call. 0 = the backend's own figure: its batch_size for a local model (a "
-            "chunk's results flow on while the next chunk runs), 1 for a server (every prompt is its own request), "
-            "no limit for a scripted model. -1 = no limit (the backend splits a call itself)."
-        },
-    )
-    batch_wait_s: float = field(
-        default=0.25,
-        metadata={
-            "help": "Longest a prompt waits for more prompts while tool calls are still running; when no tool call "
-            "is running the waiting prompts go at once."
-        },
-    )
-    released_behaviour: bool = field(
-        default=False,
-        metadata={
-            "help": "Reproduce the released paper_agent.py exactly: sets every released-compat flag below to its "
-            "released value (docs/released_differences.md, Agent). Default: the project's corrected behaviour."
-        },
-    )
-    filter_by_end_date: bool = field(
-        default=True,
-        metadata={
-            "help": "Drop papers published after the end date wherever a date is known, whether found by search or "
-            "by expansion. The released agent only passed the date to Google, so papers resolved from search ids "
-            "or cited titles were never filtered. False restores the released behaviour."
-        },
-    )
-    selector_sees_cited_title: bool = field(
-        default=False,
-        metadata={
-            "help": "Score a cited paper with the title string as written in the citing paper's bibliography (and "
-            "the resolved paper's abstract), as released; default: the resolved paper's own title. The node's "
-            "title is the resolved paper's in both modes."
-        },
-    )
-    refetch_empty_sections: bool = field(
-        default=True,
-        metadata={
-            "help": "Fetch sections (ar5iv) for a paper whose record has sections {} (e.g. a paper DB entry with "
-            'nothing citable). Released: only a missing record ("") was fetched; a {} paper was shown to the '
-            "crawler with no sections and marked 'not expand'."
-        },
-    )
-    keep_empty_queries: bool = field(
-        default=False,
-        metadata={
-            "help": "Keep an empty '[Search] ' query: counted against search_queries, searched, and a root child "
-            "'' (released). Default: dropped before the limit."
-        },
-    )
-    search_queries_from_expand_papers: bool = field(
-        default=False,
-        metadata={
-            "help": "Use expand_papers as the search-query limit, as the released run_paper_agent.py did by "
-            "mistake (search_queries=args.expand_papers). Default: search_queries."
-        },
-    )
-    dedup_title_lookups: bool = field(
-        default=True,
-        metadata={
-            "help": "Look a cited title up once per normalised title (letters only, lower case) in a layer. "
-            "Released: every cited string was looked up as written (a title source with its own matching may "
-            "then resolve two spellings differently)."
-        },
-    )
-    resolve_citations_by_id: bool = field(
-        default=True,
-        metadata={
-            "help": "Resolve a citation by its arXiv id when the paper record has one (Paper.section_ids, a "
-            "database built from unarXive), else by title. Released: always by title."
-        },
-    )
-    keep_failed_sections: bool = field(
-        default=False,
-        metadata={
-            "help": "Store what a failed section fetch returned (null or {}) on the node, as released. Default: "
-            'the node keeps its sections field as it was ("").'
-        },
-    )
-    max_query_chars: int = field(
-        default=512,
-        metadata={
-            "help": "Cut a search query to this many characters (a garbage crawler reply once sent a 96 kB query "
-            "to Google); 0 = no cap (released)."
-        },
-    )
-
-    def __post_init__(self):
-        if self.released_behaviour:
-            for name, value in RELEASED_VALUES.items():
-                setattr(self, name, value)
-
-    @property
-    def query_limit(self) -> int:
-        """How many search queries are kept (released script: expand_papers, by mistake)."""
-        return loop_rules(self).query_limit
-
-
 @dataclass(frozen=True)
 class AgentEvent:
     """Progress of a run: ``count`` more of ``kind`` in ``layer`` (0 = the search round, N = the N-th expansion).
@@ -235,7 +100,8 @@ class PaperAgent:
         on_event: Callable[[AgentEvent], None] | None = None,
     ) -> PaperNode:
         """Search, then ``expand_layers`` expansion layers. ``end_date``: ``YYYYMMDD`` or None; ``seed_papers``:
-        arXiv ids queued at depth 0 before the search results; ``on_event`` is called on this thread."""
+        arXiv ids queued at depth 0 before the search results; ``on_event`` is called on the thread that runs
+        the loop, one event at a time (this thread, unless it already runs an event loop)."""
         run = self.arun(user_query, end_date, answer, seed_papers, on_event)
         try:
             asyncio.get_running_loop()
@@ -347,12 +213,15 @@ class _Run:
         if seeds:
             self.root.child[SEED_KEY] = []
         for arxiv_id, lookup in zip(seeds, seed_lookups, strict=True):
+            if not self.touch(arxiv_id):
+                continue
             paper, _ = await lookup
             if paper is None:
                 logger.warning("seed paper %s not found in the paper source; skipped", arxiv_id)
-            elif self.touch(arxiv_id):  # the user named it: no end-date rule
-                layer.append(self.queue_paper(self.root, SEED_KEY, paper, paper.title, depth=0, tag="Seed"))
-                self.start_early_expansion(layer[-1], rank=len(layer) - 1)
+                continue
+            # the user named it: queued whatever its date
+            layer.append(self.queue_paper(self.root, SEED_KEY, paper, paper.title, depth=0, tag="Seed"))
+            self.start_early_expansion(layer[-1], rank=len(layer) - 1)
         queries = await writing
         for query in queries:
             self.root.child[query] = []
@@ -562,3 +431,139 @@ class _Run:
                     min(s.start for s in batcher.spans), max(s.end for s in batcher.spans), len(batcher.spans)
                 )
         return out
+
+
+# -- configuration ------------------------------------------------------------------------------------------------
+@dataclass
+class AgentConfig:
+    """The released knobs of ``run_paper_agent.py`` (DESIGN §1.1), with their defaults, and the released-compat flags.
+
+    Every row of docs/released_differences.md ("Agent") that has a released form is one flag here;
+    ``released_behaviour`` sets all of them to their released values (``RELEASED_VALUES``).
+    """
+
+    expand_layers: int = field(default=2, metadata={"help": "Number of expansion layers after the search round."})
+    search_queries: int = field(default=5, metadata={"help": "Crawler search queries kept (the first ones)."})
+    search_papers: int = field(default=10, metadata={"help": "Search results requested per query."})
+    expand_papers: int = field(default=20, metadata={"help": "Papers expanded per layer at depth > 0 (top by score)."})
+    threads_num: int = field(
+        default=20,
+        metadata={
+            "help": "Concurrent search calls (the released name; released: one thread pool for every tool call). "
+            "Lookups and section fetches have their own limit, lookup_concurrency."
+        },
+    )
+    lookup_concurrency: int = field(
+        default=256,
+        metadata={
+            "help": "Concurrent paper lookups (by id or title) and section fetches. Local lookups answer at once; "
+            "the web services behind them (arXiv, ar5iv) are rate-limited per host by the HTTP layer, so extra "
+            "threads only wait there."
+        },
+    )
+    max_concurrency: int = field(
+        default=0,
+        metadata={
+            "help": "Model calls in flight at once, per model. 0 = the backend's own figure: 1 for a local model "
+            "(calls would queue on the device), OpenAILLM's `concurrency` for a server (vLLM, SGLang, OpenAI)."
+        },
+    )
+    model_batch_size: int = field(
+        default=0,
+        metadata={
+            "help": "Most prompts per model call. 0 = the backend's own figure: its batch_size for a local model (a "
+            "chunk's results flow on while the next chunk runs), 1 for a server (every prompt is its own request), "
+            "no limit for a scripted model. -1 = no limit (the backend splits a call itself)."
+        },
+    )
+    batch_wait_s: float = field(
+        default=0.25,
+        metadata={
+            "help": "Longest a prompt waits for more prompts while tool calls are still running; when no tool call "
+            "is running the waiting prompts go at once."
+        },
+    )
+    released_behaviour: bool = field(
+        default=False,
+        metadata={
+            "help": "Reproduce the released paper_agent.py exactly: sets every released-compat flag below to its "
+            "released value (docs/released_differences.md, Agent). Default: the project's corrected behaviour."
+        },
+    )
+    filter_by_end_date: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop papers published after the end date wherever a date is known, whether found by search or "
+            "by expansion. The released agent only passed the date to Google, so papers resolved from search ids "
+            "or cited titles were never filtered. False restores the released behaviour."
+        },
+    )
+    selector_sees_cited_title: bool = field(
+        default=False,
+        metadata={
+            "help": "Score a cited paper with the title string as written in the citing paper's bibliography (and "
+            "the resolved paper's abstract), as released; default: the resolved paper's own title. The node's "
+            "title is the resolved paper's in both modes."
+        },
+    )
+    refetch_empty_sections: bool = field(
+        default=True,
+        metadata={
+            "help": "Fetch sections (ar5iv) for a paper whose record has sections {} (e.g. a paper DB entry with "
+            'nothing citable). Released: only a missing record ("") was fetched; a {} paper was shown to the '
+            "crawler with no sections and marked 'not expand'."
+        },
+    )
+    keep_empty_queries: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep an empty '[Search] ' query: counted against search_queries, searched, and a root child "
+            "'' (released). Default: dropped before the limit."
+        },
+    )
+    search_queries_from_expand_papers: bool = field(
+        default=False,
+        metadata={
+            "help": "Use expand_papers as the search-query limit, as the released run_paper_agent.py did by "
+            "mistake (search_queries=args.expand_papers). Default: search_queries."
+        },
+    )
+    dedup_title_lookups: bool = field(
+        default=True,
+        metadata={
+            "help": "Look a cited title up once per normalised title (letters only, lower case) in a layer. "
+            "Released: every cited string was looked up as written (a title source with its own matching may "
+            "then resolve two spellings differently)."
+        },
+    )
+    resolve_citations_by_id: bool = field(
+        default=True,
+        metadata={
+            "help": "Resolve a citation by its arXiv id when the paper record has one (Paper.section_ids, a "
+            "database built from unarXive), else by title. Released: always by title."
+        },
+    )
+    keep_failed_sections: bool = field(
+        default=False,
+        metadata={
+            "help": "Store what a failed section fetch returned (null or {}) on the node, as released. Default: "
+            'the node keeps its sections field as it was ("").'
+        },
+    )
+    max_query_chars: int = field(
+        default=512,
+        metadata={
+            "help": "Cut a search query to this many characters (a garbage crawler reply once sent a 96 kB query "
+            "to Google); 0 = no cap (released)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.released_behaviour:
+            for name, value in RELEASED_VALUES.items():
+                setattr(self, name, value)
+
+    @property
+    def query_limit(self) -> int:
+        """How many search queries are kept (released script: expand_papers, by mistake)."""
+        return loop_rules(self).query_limit

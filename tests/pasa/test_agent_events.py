@@ -89,7 +89,7 @@ def test_seed_papers_are_queued_first_scored_and_expanded(caplog):
     assert list(root.child)[:1] == ["[Seed]"] and {"q1", "q2"} <= set(root.child)
     f, a = root.child["[Seed]"]
     assert [(n.arxiv_id, n.depth, n.select_score) for n in (f, a)] == [(F, 0, SCORES[t(F)]), (A, 0, SCORES[t(A)])]
-    assert f.source.startswith("Seed ") and root.extra["touch_ids"][:2] == [F, A]
+    assert f.source.startswith("Seed ") and root.extra["touch_ids"][:3] == [F, A, UNKNOWN]
     assert f.extra["expand"] == "success" and [c.arxiv_id for c in f.child["S"]] == [H]  # H: no end date here
     assert a.extra["expand"] == "success"  # A is expanded as a seed, and searched only once
     assert [n.arxiv_id for n in root.child["q1"]] == [B, C]
@@ -97,10 +97,10 @@ def test_seed_papers_are_queued_first_scored_and_expanded(caplog):
     assert t(F) in root.extra["crawler_recall_papers"] and t(F) in root.extra["recall_papers"]
 
 
-def test_seed_papers_without_expansion_are_still_scored():
-    root = make_agent(AgentConfig(expand_layers=0)).run("find things", seed_papers=[E])
-    (e,) = root.child["[Seed]"]
-    assert (e.select_score, e.extra) == (SCORES[t(E)], {})
+def test_seed_papers_without_expansion_are_scored_whatever_their_date():
+    root = make_agent(AgentConfig(expand_layers=0)).run("find things", end_date="20240601", seed_papers=[E, H])
+    e, h = root.child["[Seed]"]  # H is published after the end date: the user named it, it stays
+    assert [(n.arxiv_id, n.select_score, n.extra) for n in (e, h)] == [(E, SCORES[t(E)], {}), (H, SCORES[t(H)], {})]
 
 
 # -- citation counts and fetched sections --------------------------------------------------------------------------
