@@ -439,7 +439,8 @@ class AgentConfig:
     """The released knobs of ``run_paper_agent.py`` (DESIGN §1.1), with their defaults, and the released-compat flags.
 
     Every row of docs/released_differences.md ("Agent") that has a released form is one flag here;
-    ``released_behaviour`` sets all of them to their released values (``RELEASED_VALUES``).
+    ``released_behaviour`` sets all of them to their released values (the table in ``pasa/released.py``, which
+    also holds each flag's two forms of the step it changes).
     """
 
     expand_layers: int = field(default=2, metadata={"help": "Number of expansion layers after the search round."})

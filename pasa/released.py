@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from pasa.paper import Paper, PaperNode, title_key
@@ -54,12 +53,17 @@ def keep_sections_field(node: PaperNode, fetched: Any) -> None:
     """A failed section fetch leaves the node's sections field as it was."""
 
 
-def cut_query(query: str, max_chars: int) -> str:
+@dataclass(frozen=True)
+class CutQuery:
     """Cut a search query to ``max_chars`` characters (a garbage reply once made a 96 kB query)."""
-    if len(query) <= max_chars:
-        return query
-    logger.warning("search query of %d characters cut to %d: %r...", len(query), max_chars, query[:80])
-    return query[:max_chars].rstrip()
+
+    max_chars: int
+
+    def __call__(self, query: str) -> str:
+        if len(query) <= self.max_chars:
+            return query
+        logger.warning("search query of %d characters cut to %d: %r...", len(query), self.max_chars, query[:80])
+        return query[: self.max_chars].rstrip()
 
 
 # -- the released form ----------------------------------------------------------------------------------------------
@@ -108,8 +112,9 @@ class Variant:
     released: Any
 
 
-# flag -> Variant. ``project`` / ``released`` are the step functions, or for the two plain settings
-# (search_queries_from_expand_papers, keep_empty_queries) the name of the config field / the value the loop uses.
+# flag -> Variant. ``project`` / ``released`` are the step functions (``CutQuery`` is built with the config's
+# ``max_query_chars``); for the two plain settings, the config field that limits the search queries and whether an
+# empty query is kept.
 RELEASED: dict[str, Variant] = {
     "filter_by_end_date": Variant(False, keep_published_by, keep_any_date),
     "selector_sees_cited_title": Variant(True, show_resolved_title, show_cited_title),
@@ -119,7 +124,7 @@ RELEASED: dict[str, Variant] = {
     "dedup_title_lookups": Variant(False, title_lookup_key, title_as_written),
     "resolve_citations_by_id": Variant(False, citation_ids, no_citation_ids),
     "keep_failed_sections": Variant(True, keep_sections_field, store_failed_sections),
-    "max_query_chars": Variant(0, cut_query, uncut_query),
+    "max_query_chars": Variant(0, CutQuery, uncut_query),
 }
 
 # Every released value (``AgentConfig(released_behaviour=True)`` sets them all).
@@ -156,7 +161,7 @@ def loop_rules(config) -> LoopRules:
         title_key=pick("dedup_title_lookups"),
         citation_ids=pick("resolve_citations_by_id"),
         on_failed_sections=pick("keep_failed_sections"),
-        cap_query=partial(cap, max_chars=config.max_query_chars) if cap is cut_query else cap,
+        cap_query=CutQuery(config.max_query_chars) if cap is CutQuery else cap,
         query_limit=getattr(config, pick("search_queries_from_expand_papers")),
         keep_empty_queries=pick("keep_empty_queries"),
     )

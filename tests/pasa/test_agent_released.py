@@ -5,12 +5,14 @@ and ``released_behaviour=True`` which must set it). The world is built so that t
 """
 
 import logging
+from dataclasses import fields
 
 import pytest
 
 from pasa.agent import RELEASED_VALUES, AgentConfig, PaperAgent
 from pasa.crawler import Crawler
 from pasa.paper import FAILURE_KINDS, PaperNode, is_degraded
+from pasa.released import RELEASED, LoopRules, loop_rules
 from pasa.selector import Selector
 from tests.fakes import InMemoryPaperSource, ScriptedLLM
 from tests.fakes import paper as _paper
@@ -56,6 +58,18 @@ def test_switch_sets_every_released_flag_and_default_is_the_project():
         assert getattr(off, name) != value, name
     # individual flags stay usable without the switch
     assert AgentConfig(keep_empty_queries=True).selector_sees_cited_title is False
+
+
+def test_each_flag_picks_its_own_step():
+    """``loop_rules`` gives every step its released form under the switch, the project's form by default, and one
+    flag changes one step only."""
+    project, released_rules = loop_rules(AgentConfig()), loop_rules(AgentConfig(released_behaviour=True))
+    steps = [f.name for f in fields(LoopRules)]
+    assert all(getattr(project, s) != getattr(released_rules, s) for s in steps)
+    assert len(RELEASED) == len(steps) == len(RELEASED_VALUES)
+    for flag, value in RELEASED_VALUES.items():
+        one = loop_rules(AgentConfig(**{flag: value}))
+        assert sum(getattr(one, s) != getattr(project, s) for s in steps) == 1, flag
 
 
 # -- row 1: the selector sees the cited string ----------------------------------------------------------------------
