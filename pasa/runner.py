@@ -63,7 +63,7 @@ from pasa.checks import (
     is_http_url,
     resolve_model,
 )
-from pasa.progress import StageProgress, with_stage_progress  # noqa: F401
+from pasa.progress import StageProgress
 from pasa.queries import (  # noqa: F401
     END_DATE_OFFSET_DAYS,
     QueryItem,
@@ -361,10 +361,7 @@ def run_with_progress(agent: PaperAgent, item: QueryItem, output_folder: str, **
 
     console = Console(stderr=True)
     progress = StageProgress(write=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
-    if agent_reports_events(agent):
-        kwargs["on_event"] = progress.on_event
-    else:
-        agent = with_stage_progress(agent, progress)
+    kwargs["on_event"] = progress.on_event
     if not console.is_terminal:
         try:
             return run_queries(agent, [item], output_folder, progress=False, **kwargs)
@@ -378,16 +375,6 @@ def run_with_progress(agent: PaperAgent, item: QueryItem, output_folder: str, **
         finally:
             progress.on_update = None
     progress.finish()
-
-
-def agent_reports_events(agent) -> bool:
-    """Whether ``agent.run`` takes ``on_event`` (then the stage counts come from the agent's own events)."""
-    import inspect
-
-    try:
-        return "on_event" in inspect.signature(agent.run).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def every_search_failed(results: list[QueryResult]) -> bool:

@@ -1,11 +1,10 @@
 import json
 import logging
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pasa.agent import AgentConfig, PaperAgent
+from pasa.agent import AgentConfig, AgentEvent, PaperAgent
 from pasa.crawler import Crawler
 from pasa.runner import QueryItem, end_date_from_published, load_queries, main, run_queries
 from pasa.selector import Selector
@@ -405,7 +404,7 @@ def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys, monkey
 
 
 def test_stage_progress_counts_a_scripted_run():
-    from pasa.runner import StageProgress, with_stage_progress
+    from pasa.progress import StageProgress
 
     replies = {"A title": "[Expand] Intro\n[StopExpand]"}
     crawler = Crawler(ScriptedLLM(replies=replies, default_reply="[Search] s\n[StopSearch]"))
@@ -414,7 +413,7 @@ def test_stage_progress_counts_a_scripted_run():
     agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=1))
     lines = []
     progress = StageProgress(write=lines.append)
-    root = with_stage_progress(agent, progress).run("q")
+    root = agent.run("q", on_event=progress.on_event)
     progress.finish()
     assert root.extra["crawler_recall_papers"] == ["A title", "Cited"]
     assert [line.split("] ", 1)[1] for line in lines[-1].splitlines()] == [
@@ -495,7 +494,7 @@ def test_paper_db_at_the_default_location_is_used(tmp_path, monkeypatch):
 
 def test_stage_progress_places_calls_in_their_layer():
     """Two layers: the search paper cites B (layer 1), B cites C (layer 2); B's sections are fetched."""
-    from pasa.runner import StageProgress, with_stage_progress
+    from pasa.progress import StageProgress
 
     class FetchOnly(InMemoryPaperSource):  # B's record has no sections: the agent fetches them
         def get_by_title(self, title):
@@ -513,7 +512,7 @@ def test_stage_progress_places_calls_in_their_layer():
     agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=2))
     lines = []
     progress = StageProgress(write=lines.append)
-    root = with_stage_progress(agent, progress).run("q")
+    root = agent.run("q", on_event=progress.on_event)
     progress.finish()
     assert root.extra["crawler_recall_papers"] == ["A title", "Bee", "Sea"]
     assert [line.split("] ", 1)[1] for line in lines[-1].splitlines()] == [
@@ -534,24 +533,15 @@ class EventAgent(CountingAgent):
         self.lock_seen = lock_seen
 
     def run(self, question, end_date=None, answer=None, seed_papers=None, on_event=None):
-        from pasa.agent import AgentEvent  # noqa: F401 - present once the agent reports events
-
         if self.lock_seen is not None:
             self.lock_seen.append(any(p.name.endswith(".lock") for p in self.folder.iterdir()))
         root = super().run(question, end_date, answer)
         for kind, layer, count in (("queries", 0, 1), ("search", 0, 1), ("ids", 0, 1), ("scored", 0, 1)):
             if on_event is not None:
-                on_event(SimpleEvent(kind, layer, count))
+                on_event(AgentEvent(kind, layer, count))
         root.extra["citations"] = {"by_id": 2, "by_title": 3, "not_found": 1, "failed": 0}
         root.extra["seeds"] = seed_papers
         return root
-
-
-@dataclass(frozen=True)
-class SimpleEvent:
-    kind: str
-    layer: int
-    count: int = 1
 
 
 def _event_agent(tmp_path, lock_seen=None):
@@ -560,16 +550,7 @@ def _event_agent(tmp_path, lock_seen=None):
     return agent
 
 
-@pytest.fixture
-def agent_events(monkeypatch):
-    """Stands in for ``pasa.agent.AgentEvent`` where the agent does not define it."""
-    import pasa.agent
-
-    if not hasattr(pasa.agent, "AgentEvent"):
-        monkeypatch.setattr(pasa.agent, "AgentEvent", SimpleEvent, raising=False)
-
-
-def test_run_query_runs_under_the_lock_and_writes_the_tree(tmp_path, agent_events):
+def test_run_query_runs_under_the_lock_and_writes_the_tree(tmp_path):
     from pasa.progress import StageProgress
     from pasa.runner import run_query
 
@@ -587,7 +568,7 @@ def test_run_query_runs_under_the_lock_and_writes_the_tree(tmp_path, agent_event
     assert again.status == "skipped" and again.citations == result.citations and seen == [True]
 
 
-def test_summary_prints_citation_counts_per_query_and_in_total(tmp_path, capsys, agent_events):
+def test_summary_prints_citation_counts_per_query_and_in_total(tmp_path, capsys):
     from pasa.runner import QueryResult, print_summary
 
     results = run_queries(_event_agent(tmp_path), ITEMS[:2], str(tmp_path), progress=False)
@@ -599,11 +580,10 @@ def test_summary_prints_citation_counts_per_query_and_in_total(tmp_path, capsys,
     assert "citations" not in capsys.readouterr().out  # trees without the counts: no column
 
 
-def test_progress_comes_from_the_agents_events_when_it_reports_them(tmp_path, capsys, agent_events):
-    from pasa.runner import agent_reports_events, run_with_progress
+def test_progress_comes_from_the_agents_events_when_it_reports_them(tmp_path, capsys):
+    from pasa.runner import run_with_progress
 
     agent = _event_agent(tmp_path)
-    assert agent_reports_events(agent) and not agent_reports_events(CountingAgent())
     run_with_progress(agent, ITEMS[0], str(tmp_path))
     assert "search: 1 queries, 1 calls -> 1 ids, 0 lookups; selector 1 scored, 0 selected" in capsys.readouterr().err
 
