@@ -59,78 +59,6 @@ def demo_papers() -> list[Paper]:
     return papers
 
 
-def _training_corpus() -> list[str]:
-    from pasa import prompts
-
-    corpus = [prompts.GENERATE_QUERY, prompts.SELECT_SECTION, prompts.GET_SELECTED, prompts.GET_VALUE]
-    corpus += ["[Search] graph neural networks survey\n[Search] message passing\n[StopSearch]"]
-    corpus += ["[Expand] 2 Related Work\n[StopExpand]", "Decision: True\nReason: relevant.", "Decision: False"]
-    for p in demo_papers():
-        corpus += [p.title, p.abstract, " ".join(p.sections or {})]
-    return corpus
-
-
-def build_tiny_tokenizer(vocab_size: int = 1024):
-    """A byte-level BPE ``PreTrainedTokenizerFast`` trained in-process, Qwen-style (no hub, no files read)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_training_corpus(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-        padding_side="left",
-        model_max_length=4096,
-    )
-    # Qwen's vocabulary has "True"/"False" as single tokens; the selector's P(True) depends on it.
-    fast.add_tokens([t for t in WORD_TOKENS if fast.convert_tokens_to_ids(t) in (None, fast.unk_token_id)])
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def build_tiny_checkpoint(path: str, seed: int = 0, hidden_size: int = 16, num_layers: int = 2):
-    """Save a tiny random Qwen2ForCausalLM and its tokenizer to ``path`` with ``save_pretrained``."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = build_tiny_tokenizer()
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=False,
-    )
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 # -- pasa demo ------------------------------------------------------------------------------------------------------
 DEMO_QUERY = "Give me papers about retrieval-augmented generation for language models"
 
@@ -205,3 +133,74 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(DEMO_NEXT_STEPS)
     return 0
 
+
+def _training_corpus() -> list[str]:
+    from pasa import prompts
+
+    corpus = [prompts.GENERATE_QUERY, prompts.SELECT_SECTION, prompts.GET_SELECTED, prompts.GET_VALUE]
+    corpus += ["[Search] graph neural networks survey\n[Search] message passing\n[StopSearch]"]
+    corpus += ["[Expand] 2 Related Work\n[StopExpand]", "Decision: True\nReason: relevant.", "Decision: False"]
+    for p in demo_papers():
+        corpus += [p.title, p.abstract, " ".join(p.sections or {})]
+    return corpus
+
+
+def build_tiny_tokenizer(vocab_size: int = 1024):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained in-process, Qwen-style (no hub, no files read)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_training_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        padding_side="left",
+        model_max_length=4096,
+    )
+    # Qwen's vocabulary has "True"/"False" as single tokens; the selector's P(True) depends on it.
+    fast.add_tokens([t for t in WORD_TOKENS if fast.convert_tokens_to_ids(t) in (None, fast.unk_token_id)])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_checkpoint(path: str, seed: int = 0, hidden_size: int = 16, num_layers: int = 2):
+    """Save a tiny random Qwen2ForCausalLM and its tokenizer to ``path`` with ``save_pretrained``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -126,10 +126,6 @@ class BatchArgs:
     )
     log_level: str = field(default="INFO", metadata={"help": "Logging level."})
 
-    def __post_init__(self):
-        if self.output_dir is None:
-            self.output_dir = default_output_dir(self.query, self.end_date)
-
 
 @dataclass
 class RunArgs(BatchArgs):
@@ -269,6 +265,8 @@ def check_batch_args(args: BatchArgs) -> None:
     if args.input_file:
         check_jsonl_file(args.input_file)
     check_end_date(args.end_date)
+    if args.output_dir is None:
+        args.output_dir = default_output_dir(args.query, args.end_date)
     if args.limit is not None:
         check_int_range(args.limit, "--limit", 1)
     check_int_range(args.max_consecutive_failures, "--max_consecutive_failures", 0)
