@@ -200,21 +200,18 @@ def make_parser(prog: str = "pasa run"):
 def build_source(args: BatchArgs, released_behaviour: bool = False, http: HttpConfig | None = None):
     """The paper source of a batch (``build_paper_source``) with the command line's HTTP settings (``HttpConfig``;
     unset: from the ``PASA_*`` environment) and the tools layer's released switch."""
-    from pasa.tools.http import HttpClient
     from pasa.tools.sources import build_paper_source
 
     paper_db, id2paper = args.paper_db, args.id2paper
     if paper_db is None and id2paper is None and os.path.isfile(DEFAULT_PAPER_DB) and os.path.isfile(DEFAULT_ID2PAPER):
         logger.info("paper database: %s (the default location)", DEFAULT_PAPER_DB)
         paper_db, id2paper = DEFAULT_PAPER_DB, DEFAULT_ID2PAPER
-    http = http if http is not None else HttpConfig()
     return build_paper_source(
         paper_db=paper_db,
         id2paper=id2paper,
         index=args.search_index,
         online=args.online,
-        http=HttpClient(http),
-        service=http,
+        service=http if http is not None else HttpConfig(),  # its HTTP client is made only for online search
         title_index=args.title_index,
         released_behaviour=released_behaviour,
     )
