@@ -96,7 +96,7 @@ class BatchArgs:
         default=None,
         metadata={
             "help": "One JSON tree per query goes here (default: results/ for --input_file, a folder of its own "
-            "per query under results/ for --query) (released: --output_folder)."
+            "per query under results/ for --query) (released: --output_folder, run_paper_agent.py takes it)."
         },
     )
     paper_db: str | None = field(
