@@ -261,8 +261,20 @@ def check_builder_inputs(args: Any, prog: str) -> None:
                 check_input_file(getattr(args, flag), f"--{flag}")
         if getattr(args, "teacher", None):
             check_model_path(args.teacher, "--teacher", allow_url=True)
+            check_teacher_server(args.teacher)
     except CheckError as err:
         exit_with(err, prog)
+
+
+def check_teacher_server(spec: str) -> None:
+    """A teacher given as a URL answers before any record is built: OpenAI's API needs ``OPENAI_API_KEY``."""
+    if not is_http_url(spec):
+        return
+    from urllib.parse import urlparse
+
+    if urlparse(spec).hostname == "api.openai.com" and not os.environ.get("OPENAI_API_KEY"):
+        raise CheckError("--teacher is OpenAI's API and OPENAI_API_KEY is not set; export OPENAI_API_KEY=...")
+    check_model_server(spec, "--teacher")
 
 
 def check_output_file(path: str, flag: str = "--output_file") -> str:
