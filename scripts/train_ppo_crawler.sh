@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Crawler PPO with the released recipe: DeepSpeed ZeRO-3, bf16, configs/recipes/ppo_crawler.yaml (docs/ppo.md).
 #   bash scripts/train_ppo_crawler.sh                                  # one node, 8 GPUs
-#   bash scripts/train_ppo_crawler.sh --selector http://10.0.0.5:8000/v1#pasa-7b-selector --output_dir results/x
+#   bash scripts/train_ppo_crawler.sh --selector_path http://<selector-host>:8000/v1#pasa-7b-selector --output_dir results/x
 # The released run used 2 nodes x 8 GPUs; on each node:
-#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=10.0.0.1 \
+#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=<node-0-host> \
 #       bash scripts/train_ppo_crawler.sh
 # Checked first (scripts/launch_check.py; PASA_LAUNCH_CHECK=0 skips): GPUs for the config, model paths.
 # Extra arguments go to scripts/ppo.py and override the recipe. Environment: ACCELERATE_CONFIG (default

@@ -6,7 +6,7 @@
 # Extra arguments go to scripts/sft.py and override the recipe. Environment: ACCELERATE_CONFIG (default
 # configs/accelerate/deepspeed_zero3.yaml), NUM_PROCESSES (default: the config's), MAIN_PROCESS_PORT (2501), and for
 # several nodes MACHINE_RANK and MAIN_PROCESS_IP, e.g. on each of 2 nodes:
-#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=10.0.0.1 \
+#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=<node-0-host> \
 #       bash scripts/train_sft_crawler.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
