@@ -486,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         seconds, basis = estimate_seconds_per_query(models, measured_seconds_per_query(runs))
     print(format_estimate(runs, seconds, serper_per_query, online, basis), flush=True)
+    unkeyed = [os.path.join(args.output_dir, b, r) for b in benchmarks for r in ("run1", "run2")]
+    unkeyed = [folder for folder in unkeyed if os.path.isdir(folder)]
+    if unkeyed:  # folders of a version that did not record what produced them: never mixed into this table
+        print(f"note: {', '.join(unkeyed)} do not say which models produced them; they are not reused")
     if args.dry_run:
         return 0
 

@@ -137,3 +137,14 @@ def test_a_served_model_is_keyed_by_its_url_and_a_folder_by_its_content(tmp_path
     a = reproduce.fingerprint_model("http://h:8000/v1#pasa-7b-crawler")
     assert a != reproduce.fingerprint_model("http://h:8000/v1#other") and a.startswith("served:")
     assert reproduce.fingerprint_model(str(tmp_path / "absent")) == "missing"
+
+
+def test_unkeyed_run_folders_are_never_reused(tiny_artifacts, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tiny_artifacts)
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    (tmp_path / "real/run1").mkdir(parents=True)
+    (tmp_path / "real/run1/0.json").write_text("{}")
+    argv = ["--limit", "1", "--benchmarks", "real", "--no_ensemble", "--output_dir", str(tmp_path), "--dry_run"]
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "real/run1: 1 of 1 queries to run" in out and "not reused" in out
