@@ -37,6 +37,7 @@ for _var, _sub in CACHE_VARS.items():
 def pytest_unconfigure(config):
     shutil.rmtree(CACHE_ROOT, ignore_errors=True)
 
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
