@@ -17,9 +17,10 @@ import zipfile
 import pytest
 
 from pasa import build_db
-from pasa.build_db import build_database, convert_paper, section_keys
+from pasa.build_db import build_database
 from pasa.paper import title_key
 from pasa.tools.paper_db import PaperDB
+from pasa.unarxive import convert_paper, section_keys
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "unarxive")
 SAMPLE = os.path.join(FIXTURES, "sample_3papers.jsonl")
@@ -305,9 +306,10 @@ def test_truncated_gzip_and_odd_shapes_never_abort(tmp_path):
 def test_doctests():
     import doctest
 
+    from pasa import unarxive
     from pasa.tools import title_index
 
-    assert doctest.testmod(build_db).failed == 0 and doctest.testmod(title_index).failed == 0
+    assert all(doctest.testmod(m).failed == 0 for m in (build_db, unarxive, title_index))
 
 
 def test_agent_resolves_the_built_citations_by_id(tmp_path):
