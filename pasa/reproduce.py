@@ -447,11 +447,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pasa.flags import rewrite_argv
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
-    args, passthrough = parser.parse_known_args(rewrite_argv(argv, parser))
+    args, passthrough = parser.parse_known_args(argv)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     for b in benchmarks:
         if b not in BENCHMARKS:

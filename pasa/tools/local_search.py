@@ -593,10 +593,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``pasa index``: build an index, print progress and stats. Exit code 2 on bad arguments or no records."""
-    from pasa.flags import rewrite_argv
-
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     if args.jsonl is None and args.paper_db is None:
         print("pasa index: give --paper_db ZIP --id2paper JSON, or --jsonl FILE", file=sys.stderr)
         return 2
