@@ -450,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args, passthrough = parser.parse_known_args(argv)  # what this parser does not know goes to `pasa run`
+    _check_run_flags(passthrough, parser)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     for b in benchmarks:
         if b not in BENCHMARKS:
@@ -504,6 +505,19 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(path, table)
     print("\n" + table + f"\nwritten to {path}")
     return status
+
+
+def _check_run_flags(passthrough: list[str], parser: argparse.ArgumentParser) -> None:
+    """A flag neither ``pasa reproduce`` nor ``pasa run`` knows stops here, before any run, with the closest flag of
+    either (exit status 2)."""
+    from pasa.flags import find_unknown_flag, known_flags, unknown_flag_message
+    from pasa.runner import make_parser as make_run_parser
+
+    run_parser = make_run_parser()
+    unknown = find_unknown_flag(passthrough, run_parser)
+    if unknown is not None:
+        message = unknown_flag_message(unknown, known_flags(parser) + known_flags(run_parser))
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def _run_argv(passthrough: list[str], search_index: str | None) -> list[str]:

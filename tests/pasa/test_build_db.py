@@ -253,6 +253,15 @@ def test_a_build_that_cannot_start_is_one_line_and_leaves_nothing(make_args, exp
     assert not out.exists()  # no build_report.json, no empty folder
 
 
+def test_a_mistyped_flag_is_named_before_a_missing_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_db.main([SAMPLE, "--outptu_dir", str(tmp_path / "db")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err == ["pasa build-db: error: unrecognized argument --outptu_dir; did you mean --output_dir?"]
+    assert not (tmp_path / "db").exists()
+
+
 def test_a_build_failing_midway_removes_the_folder_it_created(tmp_path, capsys, monkeypatch):
     import pasa.build_db as build_db
 
