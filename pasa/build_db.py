@@ -90,7 +90,6 @@ COUNT_HELP = {
     "titles_extracted": "cited titles read from the raw reference string",
     "cited_with_id": "cited titles that carry an arXiv id (section_ids not null)",
 }
-LOGGED = {k for k, v in COUNT_HELP.items() if v.startswith("*")}
 
 
 # -- one input file (worker process) -------------------------------------------------------------------------------
