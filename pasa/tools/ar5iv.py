@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 import bs4
 
-from pasa.paper import Sections, normalize_arxiv_id
+from pasa.paper import CitedSections, Sections, normalize_arxiv_id
+from pasa.tools.citations import AUTHORS_RE, clean_reference, extract_title, is_venue
 from pasa.tools.http import HttpClient, PaperNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,20 @@ IGNORED_TAGS = frozenset({"a", "figure", "center", "caption", "td", "h1", "h2", 
 STOP_WORDS = ("references", "acknowledgments", "acknowledgements", "about this document", "appendix")
 YEAR_SUFFIX_RE = re.compile(r"\.\s\d{4}[a-z]?\.")
 META_RE = re.compile(r"^(.*?\.\s)(.*?)(\.\s.*|$)", re.DOTALL)
+# arXiv's archives before 2007 (old-style ids are <archive>[.<subject class>]/YYMMNNN)
+OLD_ARCHIVES = (
+    "acc-phys|adap-org|alg-geom|ao-sci|astro-ph|atom-ph|bayes-an|chao-dyn|chem-ph|cmp-lg|comp-gas|cond-mat|cs|dg-ga|"
+    "funct-an|gr-qc|hep-ex|hep-lat|hep-ph|hep-th|math-ph|math|mtrl-th|nlin|nucl-ex|nucl-th|patt-sol|physics|"
+    "plasm-ph|q-alg|q-bio|quant-ph|solv-int|supr-con"
+)
+_NEW_ID = r"(?P<id>\d{4}\.\d{4,5})(?:v\d+)?(?!\d)"
+ARXIV_REF_RES = (
+    # arXiv:2101.00001, arxiv.org/abs|pdf|html/2101.00001, arxiv.org/2101.00001, arXiv's DOI 10.48550/arXiv.2101.00001
+    re.compile(rf"(?:arxiv\s?:\s?|arxiv\.org/(?:(?:abs|pdf|html)/)?|10\.48550/arxiv\.){_NEW_ID}", re.IGNORECASE),
+    re.compile(rf"(?<![\w.-])(?P<id>(?:{OLD_ARCHIVES})(?:\.[A-Za-z]{{2}})?/\d{{7}})(?:v\d+)?(?!\d)", re.IGNORECASE),
+    re.compile(rf"\[{_NEW_ID}(?=[\]\s,;])"),  # physics styles: "JHEP 11 (2019) 061 [1906.04669]"
+)
+DOI_RE = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+")
 
 
 @dataclass
@@ -57,6 +72,8 @@ class Reference:
     authors: str
     title: str
     journal: str
+    arxiv_id: str | None = None  # written in the reference (text or link); never guessed
+    doi: str | None = None
 
 
 @dataclass
@@ -79,7 +96,8 @@ class Ar5ivDocument:
     abstract: str = ""
     sections: list[TocEntry] = field(default_factory=list)
     references: dict[str, Reference] = field(default_factory=dict)
-    section_citations: Sections = field(default_factory=dict)
+    section_cites: dict[str, list[str]] = field(default_factory=dict)  # section -> cited bibliography ids
+    section_citations: CitedSections = field(default_factory=lambda: CitedSections({}))
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -117,8 +135,92 @@ def parse_metadata(metas: list[str]) -> Reference:
     return Reference(metas, meta_string, authors, title, journal)
 
 
-def parse_bibliography(soup: bs4.BeautifulSoup) -> dict[str, Reference]:
-    """[pure] ``li`` id (``bib.bibN``) -> parsed reference, from the first ``ltx_biblist``."""
+def find_arxiv_id(text: str) -> str | None:
+    """[pure] The arXiv identifier a reference writes, without version: ``arXiv:2101.00001``, ``arxiv.org/abs/...``
+    and ``/pdf/`` links, old-style ids (``hep-th/0312171``, subject class dropped), a bracketed bare id as physics
+    styles write it (``[1906.04669]``) and arXiv's DOI (``10.48550/arXiv.2203.03454``); None when it writes none.
+
+    >>> find_arxiv_id("Ellis, Int. J. Mod. Phys. A 29 (2014), arXiv:1409.4232v2 [hep-ph].")
+    '1409.4232'
+    >>> find_arxiv_id("C. Gilson, J. Phys. A 40, 3839 (2007) [nlin.si/0701027]."), find_arxiv_id("JHEP 11 (2019) 061")
+    ('nlin/0701027', None)
+    """
+    for pattern in ARXIV_REF_RES:
+        for match in pattern.finditer(text):
+            arxiv_id = match.group("id")
+            if "/" in arxiv_id:
+                archive, number = arxiv_id.split("/")
+                return f"{archive.split('.')[0].lower()}/{number}"
+            if 1 <= int(arxiv_id[2:4]) <= 12:  # YYMM.NNNNN: a month, so "1234.5678" page ranges are not ids
+                return arxiv_id
+    return None
+
+
+def find_doi(text: str) -> str | None:
+    """[pure] The first DOI a reference writes (``10.1103/PhysRevD.104.094031``), trailing punctuation dropped."""
+    match = DOI_RE.search(text)
+    return match.group(0).rstrip(".,;:)]}") if match else None
+
+
+def _block_text(block: bs4.Tag) -> str:
+    return " ".join(block.get_text().split())
+
+
+def reference_title(blocks: list[str]) -> str:
+    """[pure] The cited title of a reference from its ``ltx_bibblock`` texts, with ``pasa.tools.citations``.
+
+    ``.bbl`` styles with ``\\newblock`` give LaTeXML one block per part: when the first block is an author list
+    and the second reads as a title, the second is the title. Otherwise (one block: a hand-written ``\\bibitem``
+    or a style without ``\\newblock``) the extractor reads the joined text.
+
+    >>> reference_title(["Ashish Vaswani, Noam Shazeer.", "Attention is all you need.", "In NeurIPS, 2017."])
+    'Attention is all you need'
+    >>> reference_title(["Y. Cao and P. Jarillo-Herrero, Nature 556, 43 (2018)."])
+    ''
+    """
+    blocks = [b for b in (" ".join(x.split()) for x in blocks) if b]
+    if len(blocks) >= 2 and (title := _second_block_title(blocks)):
+        return title
+    return extract_title(" ".join(blocks))
+
+
+def _second_block_title(blocks: list[str]) -> str:
+    authors, candidate = clean_reference(blocks[0]), clean_reference(blocks[1])
+    match = AUTHORS_RE.match(authors)
+    if match is None or len(authors) - match.end() > len(" (2019a).") or is_venue(candidate):
+        return ""
+    title = _strip_title(candidate)
+    return title if len(title.split()) >= 2 else ""
+
+
+def _strip_title(text: str) -> str:
+    return text.strip().strip("“”\"'").strip().rstrip(".,;:").strip()
+
+
+def _reference(li: bs4.Tag, released: bool) -> Reference:
+    blocks = [
+        b for b in li.find_all("span", class_="ltx_bibblock") if "ltx_bib_cited" not in (b.get("class") or [])
+    ]  # LaTeXML's own BibTeX adds a "Cited by: §1" block
+    metas = [x.get_text().strip() for x in blocks]
+    ref = parse_metadata(metas)
+    if released:
+        return ref
+    texts = [_block_text(b) for b in blocks]
+    marked = li.find(class_="ltx_bib_title")  # LaTeXML formatting a .bib itself marks the title
+    ref.title = _strip_title(_block_text(marked)) if marked is not None else reference_title(texts)
+    hrefs = " ".join(a.get("href") or "" for a in li.find_all("a"))
+    joined = " ".join(texts)
+    ref.arxiv_id = find_arxiv_id(hrefs) or find_arxiv_id(joined)
+    ref.doi = find_doi(hrefs) or find_doi(joined)
+    return ref
+
+
+def parse_bibliography(soup: bs4.BeautifulSoup, released_titles: bool = False) -> dict[str, Reference]:
+    """[pure] ``li`` id (``bib.bibN``) -> parsed reference, from the first ``ltx_biblist``.
+
+    Default: titles by ``reference_title`` and the arXiv id and DOI each reference writes (text or links).
+    ``released_titles``: the released ``parse_metadata`` split, no ids.
+    """
     biblist = soup.find(class_="ltx_biblist")
     if biblist is None:
         return {}
@@ -127,8 +229,7 @@ def parse_bibliography(soup: bs4.BeautifulSoup) -> dict[str, Reference]:
         li_id = li.get("id")
         if not li_id:  # the released code raised KeyError here
             continue
-        metas = [x.get_text().strip() for x in li.find_all("span", class_="ltx_bibblock")]
-        references[li_id] = parse_metadata(metas)
+        references[li_id] = _reference(li, released_titles)
     return references
 
 
@@ -233,19 +334,31 @@ def second_level_citations(sections: list[TocEntry]) -> dict[str, list[str]]:
     return {_key(k): v for k, v in res.items() if "appendix" not in k.lower()}
 
 
-def cited_titles(section_cites: dict[str, list[str]], references: dict[str, Reference]) -> Sections:
-    """[pure] Section -> titles of the references it cites (page order, no duplicates); sections citing nothing
-    known are dropped."""
+def cited_titles(
+    section_cites: dict[str, list[str]], references: dict[str, Reference], source: str = ""
+) -> CitedSections:
+    """[pure] Section -> titles of the references it cites (page order, no duplicates), with the arXiv ids they
+    write in parallel (``section_ids``; None when no reference writes one). A reference with an id but no title
+    is cited as ``"arXiv:<id>"`` (followed by its id); sections citing nothing known are dropped."""
     out: Sections = {}
-    for name, ids in section_cites.items():
+    ids_out: dict[str, list[str | None]] = {}
+    for name, bib_ids in section_cites.items():
         titles: list[str] = []
-        for bib_id in ids:
+        ids: list[str | None] = []
+        for bib_id in bib_ids:
             ref = references.get(bib_id)
-            if ref is not None and ref.title and ref.title not in titles:
-                titles.append(ref.title)
+            if ref is None:
+                continue
+            title = ref.title or (f"arXiv:{ref.arxiv_id}" if ref.arxiv_id else "")
+            if not title or title in titles or (ref.arxiv_id and ref.arxiv_id in ids):
+                continue
+            titles.append(title)
+            ids.append(ref.arxiv_id)
         if titles:
             out[name] = titles
-    return out
+            ids_out[name] = ids
+    has_ids = any(i for ids in ids_out.values() for i in ids)
+    return CitedSections(out, ids_out if has_ids else None, source)
 
 
 def _title(soup: bs4.BeautifulSoup) -> str:
@@ -275,8 +388,13 @@ def _abstract(soup: bs4.BeautifulSoup) -> str:
     return " ".join(text.split())
 
 
-def parse_ar5iv_html(html: str | bytes, released_cite_split: bool = False) -> Ar5ivDocument:
-    """[pure] Parse a LaTeXML page (ar5iv or arxiv.org/html). Never raises; see ``Ar5ivDocument.problems``."""
+def parse_ar5iv_html(
+    html: str | bytes, released_cite_split: bool = False, released_titles: bool = False, source: str = ""
+) -> Ar5ivDocument:
+    """[pure] Parse a LaTeXML page (ar5iv or arxiv.org/html). Never raises; see ``Ar5ivDocument.problems``.
+
+    ``released_cite_split``: only the first reference of a multi-reference ``<cite>``; ``released_titles``: the
+    released title split and no arXiv ids (``parse_bibliography``); ``source`` names the page on the result."""
     doc = Ar5ivDocument()
     try:
         soup = bs4.BeautifulSoup(html, "lxml")
@@ -287,7 +405,7 @@ def parse_ar5iv_html(html: str | bytes, released_cite_split: bool = False) -> Ar
         doc.abstract = _abstract(soup)
         if not doc.abstract:
             doc.problems.append("no abstract")
-        doc.references = parse_bibliography(soup)
+        doc.references = parse_bibliography(soup, released_titles)
         if not doc.references:
             doc.problems.append("no bibliography")
         toc = build_toc(soup)
@@ -300,12 +418,13 @@ def parse_ar5iv_html(html: str | bytes, released_cite_split: bool = False) -> Ar
         doc.sections = _fill_and_filter(top, by_id, released_cite_split)
         if not doc.sections:
             doc.problems.append("no sections")
-        doc.section_citations = cited_titles(second_level_citations(doc.sections), doc.references)
+        doc.section_cites = second_level_citations(doc.sections)
+        doc.section_citations = cited_titles(doc.section_cites, doc.references, source)
         if doc.sections and doc.references and not doc.section_citations:
             doc.problems.append("no section cites a parsed reference")
     except (RecursionError, AttributeError, KeyError, TypeError, ValueError) as err:  # malformed markup
         doc.problems.append(f"unparseable page: {type(err).__name__}: {err}")
-        doc.section_citations = {}
+        doc.section_citations = CitedSections({})
     return doc
 
 
