@@ -60,6 +60,8 @@ ARXIV_REF_RES = (
     re.compile(rf"(?<![\w.-])(?P<id>(?:{OLD_ARCHIVES})(?:\.[A-Za-z]{{2}})?/\d{{7}})(?:v\d+)?(?!\d)", re.IGNORECASE),
     re.compile(rf"\[{_NEW_ID}(?=[\]\s,;])"),  # physics styles: "JHEP 11 (2019) 061 [1906.04669]"
 )
+LOWER_WORD_RE = re.compile(r"\b[a-z]{4,}\b")
+NAME_LIST_WORDS = frozenset({"others", "della", "editor", "editors"})
 DOI_RE = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+")
 
 
@@ -185,12 +187,20 @@ def reference_title(blocks: list[str]) -> str:
 
 
 def _second_block_title(blocks: list[str]) -> str:
+    """The second block when the first reads as an author list and the second as a title (not a venue)."""
     authors, candidate = clean_reference(blocks[0]), clean_reference(blocks[1])
-    match = AUTHORS_RE.match(authors)
-    if match is None or len(authors) - match.end() > len(" (2019a).") or is_venue(candidate):
+    if not _looks_like_authors(authors) or is_venue(candidate):
         return ""
     title = _strip_title(candidate)
     return title if len(title.split()) >= 2 else ""
+
+
+def _looks_like_authors(text: str) -> bool:
+    """Names from the start (``pasa.tools.citations.AUTHORS_RE``) and no lower-case word a title would have
+    (``Le Cun, Y., Bottou, L., and Bengio, Y. (1997).``, ``A. v. d. Oord, S. Dieleman, and K. Kavukcuoglu.``)."""
+    if AUTHORS_RE.match(text) is None:
+        return False
+    return not any(w not in NAME_LIST_WORDS for w in LOWER_WORD_RE.findall(text))
 
 
 def _strip_title(text: str) -> str:

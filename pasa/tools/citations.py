@@ -57,13 +57,13 @@ def clean_reference(raw: str) -> str:
 _UP = r"[^\W\d_a-z]"  # an upper-case letter, accented ones included (Python has no \p{Lu})
 _INIT = rf"(?:Th|Ch|Sh|Ph|Kh|Zh|Ts|Sz|Gy|Yu|Ju|{_UP})\.(?:\s?-\s?{_UP}\.)?"  # J.  Th.  J.-F.
 _INITS = rf"{_INIT}(?:\s?{_INIT})*"
-_PART = r"(?:(?:van|von|de|der|den|da|di|del|della|la|le|du|dos|das|ter|ten|al|el|bin)\s)*"
+_PART = r"(?:(?:van|von|de|der|den|da|di|del|della|la|le|du|dos|das|ter|ten|al|el|bin|v\.\s?d\.)\s)*"  # v. d. Oord
 _CAPW = rf"(?:{_UP}[\w'’\-]*|[A-Z]\w*-\w+)"  # Hough, O’Rourke, Pinto-Gomez
 _SUFFIX = r"(?:\s(?:Jr\.?|Sr\.?|II|III|IV))?"
 _NAME = (
     rf"(?:{_INITS}\s?{_PART}{_CAPW}(?:\s{_CAPW})?{_SUFFIX}"  # J. B. Hough, W. A. Goddard III
     rf"|{_CAPW}(?:\s(?:{_INIT}|{_UP}\b|{_PART}{_CAPW})){{0,3}}\s{_PART}{_CAPW}{_SUFFIX}"  # Alex M Lamb, M Cerezo
-    rf"|{_PART}{_CAPW}(?:\s{_PART}{_CAPW})?,\s(?:{_CAPW}\s)?{_INITS}{_SUFFIX}"  # Ball, J. M.  Dixon, Mike J.
+    rf"|{_PART}{_CAPW}(?:\s{_PART}{_CAPW})?,\s(?:{_CAPW}\s)?{_INITS}(?:\s[a-z]\.){{0,2}}{_SUFFIX}"  # Ball, J. M.  Oord, A. v. d.
     rf"|{_PART}{_CAPW}\s(?:{_INITS}|[A-Z]{{1,3}}\b)"  # Aguilera D. N.   Bayles AV
     r")"
     # a name ends at a separator, never inside a phrase: "Smooth Kuranishi atlases" is not a person
