@@ -140,7 +140,11 @@ def gold_of(html: str, order: list[str], titles: dict[str, str], by_title: bool)
     gold = {}
     for bib_id, k in zip(ids, keys):  # an id counts where the style prints it (plain drops a .bib url field)
         arxiv_id = ARXIV_IDS.get(k)
-        gold[bib_id] = {"key": k, "title": titles[k], "arxiv_id": arxiv_id if arxiv_id and arxiv_id in items[bib_id] else None}
+        gold[bib_id] = {
+            "key": k,
+            "title": titles[k],
+            "arxiv_id": arxiv_id if arxiv_id and arxiv_id in items[bib_id] else None,
+        }
     return gold
 
 
@@ -163,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
             order = BIBITEM_RE.findall(bbl.read_text(encoding="utf-8")) if bbl.exists() else keys
         gold[name] = gold_of(html, order, titles, by_title=name == "latexml_bib")
         if name == "handwritten":  # typed without a title
-            gold[name] = {k: {**g, "title": ""} if g["key"] == "im2016generating" else g for k, g in gold[name].items()}
+            gold[name] = {
+                k: {**g, "title": ""} if g["key"] == "im2016generating" else g for k, g in gold[name].items()
+            }
         (out / f"{name}.html").write_text(html, encoding="utf-8")
         print(f"{name}: {len(gold[name])} references, {len(html) // 1024} KiB")
     (out / "gold.json").write_text(json.dumps(gold, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -36,7 +36,7 @@ import bs4
 
 from pasa.paper import CitedSections, Sections, normalize_arxiv_id
 from pasa.tools.citations import AUTHORS_RE, clean_reference, extract_title, is_venue
-from pasa.tools.http import HttpClient, PaperNotFoundError
+from pasa.tools.http import HttpClient, PaperNotFoundError, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -442,7 +442,9 @@ def parse_ar5iv_html(
 ABS_PAGE_MARKERS = ('name="citation_arxiv_id"', 'id="abs"', "arxiv.org/abs/")
 
 
-def check_ar5iv_answer(resp, released_cite_split: bool = False) -> Ar5ivDocument:
+def check_ar5iv_answer(
+    resp, released_cite_split: bool = False, released_titles: bool = False, source: str = "ar5iv"
+) -> Ar5ivDocument:
     """The HTTP layer's validator for an ar5iv answer: the parsed page, or why it is no answer.
 
     A LaTeXML page (``ltx_document``) that ends with ``</html>`` is parsed. arXiv's abstract page (ar5iv redirects
@@ -450,13 +452,11 @@ def check_ar5iv_answer(resp, released_cite_split: bool = False) -> Ar5ivDocument
     empty 200, a page cut short, an error page served with 200) raises ``ServiceError``, so the HTTP layer evicts
     it from the cache and retries.
     """
-    from pasa.tools.http import ServiceError
-
     html = resp.text
     if "ltx_document" in html:
         if "</html>" not in html[-4096:].lower():
             raise ServiceError(f"ar5iv page of {len(html)} characters is cut short (no closing </html>)")
-        doc = parse_ar5iv_html(html, released_cite_split)
+        doc = parse_ar5iv_html(html, released_cite_split, released_titles, source)
         if any(p.startswith("unparseable page") for p in doc.problems):
             raise ServiceError(f"ar5iv page does not parse: {doc.reason}")
         return doc
@@ -469,7 +469,12 @@ def check_ar5iv_answer(resp, released_cite_split: bool = False) -> Ar5ivDocument
 
 
 def fetch_ar5iv_document(
-    http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL, released_cite_split: bool = False
+    http: HttpClient,
+    arxiv_id: str,
+    url_template: str = AR5IV_URL,
+    released_cite_split: bool = False,
+    released_titles: bool = False,
+    source: str = "ar5iv",
 ) -> Ar5ivDocument:
     """The parsed LaTeXML page of a paper (parsed inside the HTTP layer: a bad page is never cached).
 
@@ -477,7 +482,12 @@ def fetch_ar5iv_document(
         PaperNotFoundError: no HTML version (a 404, or a redirect to the abstract page).
         ServiceError: HTTP failure after retries, or a page that never parsed (``BadAnswerError``).
     """
-    return _get_ar5iv(http, arxiv_id, url_template, lambda resp: check_ar5iv_answer(resp, released_cite_split))
+    return _get_ar5iv(
+        http,
+        arxiv_id,
+        url_template,
+        lambda resp: check_ar5iv_answer(resp, released_cite_split, released_titles, source),
+    )
 
 
 def fetch_ar5iv_html(http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL) -> str:
@@ -510,12 +520,40 @@ def _get_ar5iv(http: HttpClient, arxiv_id: str, url_template: str, parse):
         raise PaperNotFoundError(f"no HTML version of {arxiv_id!r} at {url}: {err}") from err
 
 
+class UnparsedBibliographyError(ServiceError):
+    """A page whose sections cite references that its bibliography does not give (no ``ltx_biblist``, or no
+    title or id in any cited entry): the full text is there but its citations could not be read."""
+
+
 def fetch_section_citations(
-    http: HttpClient, arxiv_id: str, url_template: str = AR5IV_URL, released_cite_split: bool = False
-) -> Sections:
-    """Section name -> cited titles for a paper (released ``search_section_by_arxiv_id``); ``{}`` if the page
-    parsed but cites nothing (a fact about the paper, logged at INFO; a bad page raises instead)."""
-    doc = fetch_ar5iv_document(http, arxiv_id, url_template, released_cite_split)
+    http: HttpClient,
+    arxiv_id: str,
+    url_template: str = AR5IV_URL,
+    released_cite_split: bool = False,
+    released_titles: bool = False,
+    source: str = "ar5iv",
+) -> CitedSections:
+    """Section name -> cited titles for a paper (released ``search_section_by_arxiv_id``), with the cited arXiv ids
+    (``section_ids``) and ``source`` naming the page; ``{}`` if the page parsed but cites nothing (a fact about the
+    paper, logged at INFO).
+
+    Raises:
+        PaperNotFoundError: no HTML version.
+        UnparsedBibliographyError: the sections cite references the bibliography does not give.
+        ServiceError: HTTP failure after retries, or a page that never parsed.
+    """
+    doc = fetch_ar5iv_document(http, arxiv_id, url_template, released_cite_split, released_titles, source)
+    check_bibliography(doc, arxiv_id)
     if not doc.section_citations:
-        logger.info("ar5iv page of %s has no citable sections: %s", arxiv_id, doc.reason or "no citations")
+        logger.info("%s page of %s has no citable sections: %s", source, arxiv_id, doc.reason or "no citations")
     return doc.section_citations
+
+
+def check_bibliography(doc: Ar5ivDocument, arxiv_id: str) -> None:
+    """[pure] Raise ``UnparsedBibliographyError`` when the page's sections cite references but none could be read."""
+    cited = sum(len(ids) for ids in doc.section_cites.values())
+    if cited and not doc.section_citations:
+        raise UnparsedBibliographyError(
+            f"page of {arxiv_id} cites {cited} references but its bibliography gave none "
+            f"({doc.reason or 'no title or arXiv id in the cited entries'})"
+        )
