@@ -77,6 +77,11 @@ class Reference:
     arxiv_id: str | None = None  # written in the reference (text or link); never guessed
     doi: str | None = None
 
+    @property
+    def text(self) -> str:
+        """The reference as written (its blocks joined, whitespace folded)."""
+        return " ".join(" ".join(self.meta_list).split())
+
 
 @dataclass
 class TocEntry:
@@ -532,10 +537,12 @@ def fetch_section_citations(
     released_cite_split: bool = False,
     released_titles: bool = False,
     source: str = "ar5iv",
+    title_extractor=None,
 ) -> CitedSections:
     """Section name -> cited titles for a paper (released ``search_section_by_arxiv_id``), with the cited arXiv ids
     (``section_ids``) and ``source`` naming the page; ``{}`` if the page parsed but cites nothing (a fact about the
-    paper, logged at INFO).
+    paper, logged at INFO). ``title_extractor`` (``pasa.tools.title_llm.LLMTitleExtractor``) rereads the titles the
+    rules could not read, in one call for the page.
 
     Raises:
         PaperNotFoundError: no HTML version.
@@ -543,6 +550,8 @@ def fetch_section_citations(
         ServiceError: HTTP failure after retries, or a page that never parsed.
     """
     doc = fetch_ar5iv_document(http, arxiv_id, url_template, released_cite_split, released_titles, source)
+    if title_extractor is not None and title_extractor.refine(doc.references.values()):
+        doc.section_citations = cited_titles(doc.section_cites, doc.references, source)
     check_bibliography(doc, arxiv_id)
     if not doc.section_citations:
         logger.info("%s page of %s has no citable sections: %s", source, arxiv_id, doc.reason or "no citations")

@@ -234,6 +234,8 @@ class OnlinePaperSource:
         released_cite_split: the released multi-reference ``<cite>`` split (only the first reference counts).
         released_titles: the released bibliography title split, no cited arXiv ids.
         released_title_match: the released title lookup pick (the hit titled like the last hit).
+        title_extractor: ``pasa.tools.title_llm.LLMTitleExtractor`` for the titles the rules cannot read (not with
+            ``released_titles``); None: rules only.
     """
 
     def __init__(
@@ -248,6 +250,7 @@ class OnlinePaperSource:
         released_cite_split: bool = False,
         released_titles: bool = False,
         released_title_match: bool = False,
+        title_extractor=None,
     ):
         from pasa.tools import ar5iv, arxiv_api, serper
         from pasa.tools.http import HttpClient
@@ -264,6 +267,7 @@ class OnlinePaperSource:
         self.released_cite_split = released_cite_split
         self.released_titles = released_titles
         self.released_title_match = released_title_match
+        self.title_extractor = None if released_titles else title_extractor
         self._search = self._search_serper if search_engine == "serper" else self._search_arxiv
 
     @staticmethod
@@ -320,7 +324,13 @@ class OnlinePaperSource:
         for name, url in pages:
             try:
                 sections = ar5iv.fetch_section_citations(
-                    self.http, arxiv_id, url, self.released_cite_split, self.released_titles, source=name
+                    self.http,
+                    arxiv_id,
+                    url,
+                    self.released_cite_split,
+                    self.released_titles,
+                    source=name,
+                    title_extractor=self.title_extractor,
                 )
             except PaperNotFoundError as err:
                 logger.debug("%s sections of %r: %s", name, arxiv_id, err)
@@ -401,6 +411,7 @@ def build_paper_source(
     released_title_match: bool = False,
     search_engine: str | None = None,
     released_titles: bool = False,
+    title_llm=None,
 ) -> PaperSource:
     """The source the runner and the PPO script use.
 
@@ -417,6 +428,8 @@ def build_paper_source(
         released_behaviour: set every tools-layer released flag below, and take full text from ar5iv only.
         released_serper, released_cite_split, released_titles, released_title_match: see ``OnlinePaperSource``.
         search_engine: ``serper``, ``arxiv`` or ``local``; None: ``choose_search_engine``.
+        title_llm: a ``pasa.llm`` backend that rereads the cited titles the rules cannot read (one call per fetched
+            page, ``pasa.tools.title_llm``); None: rules only.
     """
     if released_behaviour:
         released_serper = released_cite_split = released_titles = released_title_match = True
@@ -444,6 +457,7 @@ def build_paper_source(
 
     if online:
         from pasa.tools.http import HttpClient, ServiceArgs
+        from pasa.tools.title_llm import LLMTitleExtractor
 
         service = service if service is not None else ServiceArgs()
         if http is None:
@@ -459,6 +473,7 @@ def build_paper_source(
             released_cite_split=released_cite_split,
             released_titles=released_titles,
             released_title_match=released_title_match,
+            title_extractor=None if title_llm is None else LLMTitleExtractor(title_llm),
         )
         lookups.append(remote)
     if engine == "local":

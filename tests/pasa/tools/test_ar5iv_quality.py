@@ -16,13 +16,18 @@ BENCH = Path(__file__).resolve().parents[3] / "bench" / "ar5iv_titles.py"
 LATEXML = Path(__file__).resolve().parents[2] / "fixtures" / "latexml"
 
 
-@pytest.fixture(scope="module")
-def bench():
+def load_bench():
+    """``bench/ar5iv_titles.py`` as a module."""
     spec = importlib.util.spec_from_file_location("_bench_ar5iv_titles", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_bench()
 
 
 def test_one_block_references_from_labelled_strings(bench):
