@@ -303,8 +303,12 @@ class OnlinePaperSource:
         )
 
     def get_by_title(self, title: str) -> Paper | None:
+        """The arXiv paper titled ``title``; a citation written only as its id (``"arXiv:<id>"``, see
+        ``pasa.tools.ar5iv.cited_titles``) is looked up by that id."""
         from pasa.tools import arxiv_api
 
+        if match := CITED_ID_RE.match(title):
+            return self.get_by_id(match.group(1))
         return self._not_found_is_none(
             "arXiv lookup of title",
             title,
@@ -346,6 +350,7 @@ class OnlinePaperSource:
 
 
 SERPER_KEY_ENV = "SERPER_API_KEY"
+CITED_ID_RE = re.compile(r"^arXiv:(\S+)$")  # a reference cited by its arXiv id alone
 SEARCH_ENGINES = ("serper", "arxiv", "local")
 ONLINE_ENGINES = ("serper", "arxiv")
 NO_SOURCE_HELP = (
