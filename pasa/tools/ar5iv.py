@@ -354,7 +354,8 @@ def cited_titles(
 ) -> CitedSections:
     """[pure] Section -> titles of the references it cites (page order, no duplicates), with the arXiv ids they
     write in parallel (``section_ids``; None when no reference writes one). A reference with an id but no title
-    is cited as ``"arXiv:<id>"`` (followed by its id); sections citing nothing known are dropped."""
+    is cited as its text (followed by its id; its text keeps title keys apart); sections citing nothing known are
+    dropped."""
     out: Sections = {}
     ids_out: dict[str, list[str | None]] = {}
     for name, bib_ids in section_cites.items():
@@ -364,7 +365,7 @@ def cited_titles(
             ref = references.get(bib_id)
             if ref is None:
                 continue
-            title = ref.title or (f"arXiv:{ref.arxiv_id}" if ref.arxiv_id else "")
+            title = ref.title or (ref.text if ref.arxiv_id else "")
             if not title or title in titles or (ref.arxiv_id and ref.arxiv_id in ids):
                 continue
             titles.append(title)

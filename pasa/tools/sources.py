@@ -303,12 +303,14 @@ class OnlinePaperSource:
         )
 
     def get_by_title(self, title: str) -> Paper | None:
-        """The arXiv paper titled ``title``; a citation written only as its id (``"arXiv:<id>"``, see
-        ``pasa.tools.ar5iv.cited_titles``) is looked up by that id."""
+        """The arXiv paper titled ``title``. A cited string that writes an arXiv id (a reference with an id and no
+        title is cited as its text, ``pasa.tools.ar5iv.cited_titles``) is looked up by that id (not with
+        ``released_titles``)."""
         from pasa.tools import arxiv_api
+        from pasa.tools.ar5iv import find_arxiv_id
 
-        if match := CITED_ID_RE.match(title):
-            return self.get_by_id(match.group(1))
+        if not self.released_titles and (written := find_arxiv_id(title)):
+            return self.get_by_id(written)
         return self._not_found_is_none(
             "arXiv lookup of title",
             title,
@@ -350,7 +352,6 @@ class OnlinePaperSource:
 
 
 SERPER_KEY_ENV = "SERPER_API_KEY"
-CITED_ID_RE = re.compile(r"^arXiv:(\S+)$")  # a reference cited by its arXiv id alone
 SEARCH_ENGINES = ("serper", "arxiv", "local")
 ONLINE_ENGINES = ("serper", "arxiv")
 NO_SOURCE_HELP = (

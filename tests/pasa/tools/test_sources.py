@@ -461,3 +461,14 @@ def test_factory_arxiv_engine_searches_without_a_key(tmp_path, fixtures_dir, mon
         source = build_paper_source(http=http, service=service, search_engine="arxiv")
         assert source.search("graph neural networks for molecules", 3, "20230105") == ["1704.01212", "1802.04364"]
     assert "submittedDate" in script.requests[0]["query"]
+
+
+def test_cited_string_that_writes_an_id_is_looked_up_by_id(tmp_path, fixture_bytes):
+    cited = "J. Devlin, M.-W. Chang, K. Lee and K. Toutanova, arXiv:1810.04805 (2018)."
+    script = services(fixture_bytes)
+    with serve(script) as url, make_client(tmp_path) as http:
+        assert online(url, http).get_by_title(cited).title == BERT
+        assert script.requests[-1]["query"].startswith("search_query=&id_list=1810.04805")
+        released = online(url, http)
+        released.released_titles = True
+        assert released.get_by_title(cited) is None  # released: a title search, no exact match
