@@ -490,6 +490,26 @@ def build_paper_source(
     return CompositePaperSource(remote, lookups)
 
 
+def use_title_llm(source, llm) -> int:
+    """Give every online source inside ``source`` an ``LLMTitleExtractor`` over ``llm`` (for a model loaded after the
+    source was built, e.g. the crawler); returns how many took it (0: no online full text to read titles from;
+    released sources never take it)."""
+    from pasa.tools.title_llm import LLMTitleExtractor
+
+    found = 0
+    stack = [source]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, OnlinePaperSource):
+            if not node.released_titles and node.title_extractor is None:
+                node.title_extractor = LLMTitleExtractor(llm)
+                found += 1
+            continue
+        stack.extend(getattr(node, "sources", ()))
+        stack.extend(s for s in (getattr(node, "searcher", None), getattr(node, "lookups", None)) if s is not None)
+    return found
+
+
 ARXIV_HTML_URL_ENV = "PASA_ARXIV_HTML_URL"
 
 

@@ -89,3 +89,18 @@ def test_source_rereads_titles_once_per_page(tmp_path, bench):
         assert released.title_extractor is None
     assert sections == {"1 Cited": ["Introduction to quantum mechanics"]}
     assert len(llm.calls) == 1
+
+
+def test_use_title_llm_reaches_the_online_source_of_a_composite(tmp_path, monkeypatch):
+    from pasa.tools.http import ServiceArgs
+    from pasa.tools.sources import build_paper_source, use_title_llm
+
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    llm = ScriptedLLM()
+    with make_client(tmp_path) as http:
+        service = ServiceArgs(arxiv_url="http://127.0.0.1:9/api/query", ar5iv_url="http://127.0.0.1:9/html")
+        source = build_paper_source(http=http, service=service, search_engine="arxiv")
+        assert use_title_llm(source, llm) == 1 and source.searcher.title_extractor.llm is llm
+        assert use_title_llm(source, llm) == 0  # already set: the same online source, not a second extractor
+        released = build_paper_source(http=http, service=service, search_engine="arxiv", released_behaviour=True)
+        assert use_title_llm(released, llm) == 0
