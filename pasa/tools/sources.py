@@ -374,6 +374,9 @@ def choose_search_engine(search_engine: str | None, online: bool | None, offline
     if search_engine is not None:
         if search_engine not in SEARCH_ENGINES:
             raise ValueError(f"--search_engine must be one of {', '.join(SEARCH_ENGINES)}, got {search_engine!r}")
+        if search_engine in ONLINE_ENGINES and online is False:
+            raise ValueError(f"--search_engine {search_engine} searches online; drop --online false (or use "
+                             "--search_engine local)")  # fmt: skip
         if search_engine == "serper" and not has_key:
             raise ValueError(f"--search_engine serper needs the {SERPER_KEY_ENV} environment variable (a serper.dev "
                              "key); --search_engine arxiv searches without a key")  # fmt: skip

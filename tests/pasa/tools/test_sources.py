@@ -440,6 +440,8 @@ def test_factory_search_engine_choice(tmp_path, monkeypatch):
     assert choose_search_engine("arxiv", None, offline=False) == "arxiv"
     with pytest.raises(ValueError, match="one of serper, arxiv, local, got 'google'"):
         choose_search_engine("google", None, offline=False)
+    with pytest.raises(ValueError, match="searches online; drop --online false"):
+        choose_search_engine("arxiv", False, offline=True)
     with pytest.raises(ValueError, match="--search_engine local needs an offline index"):
         choose_search_engine("local", None, offline=False)
     monkeypatch.delenv("SERPER_API_KEY")
