@@ -80,6 +80,30 @@ def looks_like_path(spec: str) -> bool:
     return first in LOCAL_PREFIXES or os.path.isdir(first)
 
 
+# Where `pasa download` puts the released checkpoints and the SFT base (README "Data and checkpoints"); any other
+# folder is a training output or the user's own, which a download would not fill.
+DOWNLOAD_FOLDERS = ("checkpoints/pasa-7b-crawler", "checkpoints/pasa-7b-selector", "checkpoints/Qwen2.5-7B-Instruct")
+
+
+def missing_checkpoint_hint(spec: str) -> str:
+    """What to do about a missing or empty checkpoint folder: download it, or train it, or pass another.
+
+    >>> missing_checkpoint_hint("checkpoints/pasa-7b-crawler")
+    'run `pasa download` (it fills checkpoints/) or pass a checkpoint folder'
+    >>> missing_checkpoint_hint("results/sft_crawler")
+    'a training output folder: train it first (scripts/train_sft_*.sh, scripts/train_ppo_crawler.sh) or pass a checkpoint folder'
+    """
+    relative = os.path.normpath(os.path.relpath(os.path.abspath(os.path.expanduser(spec))))
+    if relative in DOWNLOAD_FOLDERS:
+        return "run `pasa download` (it fills checkpoints/) or pass a checkpoint folder"
+    if relative.startswith("results" + os.sep) or "sft" in relative or "ppo" in relative:
+        return (
+            "a training output folder: train it first (scripts/train_sft_*.sh, scripts/train_ppo_crawler.sh) "
+            "or pass a checkpoint folder"
+        )
+    return "run `pasa download` for the released checkpoints, or pass a checkpoint folder"
+
+
 def check_model_path(
     spec: str | None,
     flag: str = "--model_name_or_path",
@@ -111,7 +135,7 @@ def check_model_path(
     if not os.path.exists(path):
         if allow_hub_id and not looks_like_path(spec):
             return spec  # a Hub repo id: transformers resolves it (from its cache, or downloads it)
-        raise CheckError(f"checkpoint not found: {spec} ({flag}); run `pasa download` or pass a checkpoint folder")
+        raise CheckError(f"checkpoint not found: {spec} ({flag}); {missing_checkpoint_hint(spec)}")
     if not os.path.isdir(path):
         raise CheckError(f"{flag} {spec!r} is a file; pass the checkpoint folder (the one holding config.json)")
     names = set(os.listdir(path))
@@ -121,7 +145,9 @@ def check_model_path(
             if any(n.startswith("checkpoint-") for n in names)
             else ""
         )
-        raise CheckError(f"{flag} {spec!r} is not a model checkpoint: no config.json{hint}; run `pasa download`")
+        raise CheckError(
+            f"{flag} {spec!r} is not a model checkpoint: no config.json{hint}; {missing_checkpoint_hint(spec)}"
+        )
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
@@ -235,8 +261,20 @@ def check_builder_inputs(args: Any, prog: str) -> None:
                 check_input_file(getattr(args, flag), f"--{flag}")
         if getattr(args, "teacher", None):
             check_model_path(args.teacher, "--teacher", allow_url=True)
+            check_teacher_server(args.teacher)
     except CheckError as err:
         exit_with(err, prog)
+
+
+def check_teacher_server(spec: str) -> None:
+    """A teacher given as a URL answers before any record is built: OpenAI's API needs ``OPENAI_API_KEY``."""
+    if not is_http_url(spec):
+        return
+    from urllib.parse import urlparse
+
+    if urlparse(spec).hostname == "api.openai.com" and not os.environ.get("OPENAI_API_KEY"):
+        raise CheckError("--teacher is OpenAI's API and OPENAI_API_KEY is not set; export OPENAI_API_KEY=...")
+    check_model_server(spec, "--teacher")
 
 
 def check_output_file(path: str, flag: str = "--output_file") -> str:
@@ -251,7 +289,10 @@ def check_output_file(path: str, flag: str = "--output_file") -> str:
 def check_index_dir(path: str, flag: str = "--search_index", command: str = "pasa index") -> str:
     """An index folder (``pasa index``'s, or the title index) that exists; its content is checked when loaded."""
     if not os.path.exists(path):
-        raise CheckError(f"{flag} {path!r} does not exist; build it with `{command} --output_dir {path} ...`")
+        # `pasa build-db --output_dir DIR` writes the title index into DIR/title_index
+        parent, name = os.path.split(os.path.normpath(path))
+        output_dir = parent or "." if command == "pasa build-db" and name == "title_index" else path
+        raise CheckError(f"{flag} {path!r} does not exist; build it with `{command} --output_dir {output_dir} ...`")
     if not os.path.isdir(path):
         raise CheckError(f"{flag} {path!r} is a file; pass the folder `{command}` wrote")
     return path

@@ -33,6 +33,17 @@ CHAT_TEMPLATE = (
 WORD_TOKENS = ["True", "False"]
 
 
+# Printed by `pasa demo` after what it ran: commands that work as written (the tiny folder's run is a test).
+DEMO_NEXT_STEPS = """\
+Next steps:
+  pasa tiny --output_dir /tmp/pasa-tiny && cd /tmp/pasa-tiny    # tiny random models and data in the released layout
+  pasa run --query "graph neural networks" --output_dir results/one    # the whole pipeline on them, CPU, seconds
+Real runs: `pasa download --only models,data` fetches the released PaSa-7B checkpoints and data; search is Google
+when SERPER_API_KEY is set (export SERPER_API_KEY=..., the paper's setting), else offline over the paper database:
+  pasa run --query "..." --crawler_path checkpoints/pasa-7b-crawler --selector_path checkpoints/pasa-7b-selector \\
+      --output_dir results/pasa-7b"""
+
+
 def demo_papers() -> list[Paper]:
     """The embedded demo collection (``pasa/demo_data/papers.jsonl``)."""
     text = resources.files("pasa").joinpath("demo_data/papers.jsonl").read_text(encoding="utf-8")

@@ -922,7 +922,6 @@ def demo_main(argv: list[str] | None = None) -> int:
     print(f"  selector: a tiny RANDOM Qwen2 ({ckpt}) through the real HF backend: P(True) is computed for real,")
     print("            but the scores are meaningless (untrained weights)")
     print(f"  papers  : {len(papers)} embedded papers (pasa/demo_data), bag-of-words search, in-memory citations")
-    print("  For real runs: pasa run --crawler checkpoints/pasa-7b-crawler --selector checkpoints/pasa-7b-selector")
     agent = PaperAgent(
         Crawler(ScriptedLLM(reply_fn=crawler_reply)),
         Selector(selector_llm),
@@ -941,6 +940,9 @@ def demo_main(argv: list[str] | None = None) -> int:
 
             print_selected(loads_tree(f.read()))
         print(f"result tree: {output_path(out, item)}")
+        from pasa.demo import DEMO_NEXT_STEPS
+
+        print(DEMO_NEXT_STEPS)
         return 0
     return 1
 
