@@ -129,14 +129,14 @@ def test_cli_google_batch_resume_and_eval(tmp_path, capsys):
     queries, out = tmp_path / "test.jsonl", tmp_path / "google"
     write_queries(queries)
     src = source()
-    assert main(["google", "--input_file", str(queries), "--output_folder", str(out), "--num_results", "10"], src) == 0
+    assert main(["google", "--input_file", str(queries), "--output_dir", str(out), "--num_results", "10"], src) == 0
     # line index naming (the broken line 2 is skipped but keeps its index); end date = published_time - 7 days
     assert sorted(p.name for p in out.iterdir()) == ["0.json", "2.json"]
     assert src.searches == [("find alpha", 10, "20230110"), ("alpha beta", 10, "20230222")]
     tree = json.loads((out / "0.json").read_text())
     assert tree["extra"]["answer"] == ["Paper D", "Paper Z"] and tree["extra"]["has_selector"] is False
     # resume: nothing is searched again
-    assert main(["google", "--input_file", str(queries), "--output_folder", str(out)], src) == 0
+    assert main(["google", "--input_file", str(queries), "--output_dir", str(out)], src) == 0
     assert len(src.searches) == 2
     capsys.readouterr()
     assert cli_main(["eval", str(out), "--format", "latex"]) == 0
@@ -147,14 +147,14 @@ def test_cli_google_batch_resume_and_eval(tmp_path, capsys):
 def test_cli_google_llm_with_injected_llm(tmp_path):
     out = tmp_path / "gl"
     llm = ScriptedLLM(reply_fn=lambda p: "alpha beta")
-    assert main(["google-llm", "--query", "papers on alpha", "--output_folder", str(out)], source(), llm) == 0
+    assert main(["google-llm", "--query", "papers on alpha", "--output_dir", str(out)], source(), llm) == 0
     tree = json.loads((out / "0.json").read_text())
     assert list(tree["child"]) == ["alpha beta"] and tree["child"]["alpha beta"][0]["title"] == "Paper C"
 
 
 def test_cli_google_llm_needs_a_model(tmp_path):
     with pytest.raises(SystemExit) as err:
-        main(["google-llm", "--query", "q", "--output_folder", str(tmp_path)], source())
+        main(["google-llm", "--query", "q", "--output_dir", str(tmp_path)], source())
     assert err.value.code == 2
 
 
@@ -173,7 +173,7 @@ def test_cli_pasa_llm_on_a_loopback_server(tmp_path):
     )
     out = tmp_path / "pasa_llm"
     with openai_server(stub) as url:
-        argv = ["pasa-llm", "--llm", f"{url}#gpt-4o", "--query", "papers on alpha", "--output_folder", str(out)]
+        argv = ["pasa-llm", "--llm", f"{url}#gpt-4o", "--query", "papers on alpha", "--output_dir", str(out)]
         assert main(argv, source()) == 0
     tree = json.loads((out / "0.json").read_text())
     assert tree["extra"]["method"] == "pasa-llm" and tree["extra"]["model"] == "gpt-4o"
@@ -185,7 +185,7 @@ def test_cli_pasa_llm_on_a_loopback_server(tmp_path):
 
 def test_cli_pasa_llm_rejects_local_checkpoints(tmp_path):
     with pytest.raises(SystemExit) as err:
-        main(["pasa-llm", "--llm", "checkpoints/pasa-7b", "--query", "q", "--output_folder", str(tmp_path)], source())
+        main(["pasa-llm", "--llm", "checkpoints/pasa-7b", "--query", "q", "--output_dir", str(tmp_path)], source())
     assert err.value.code == 2
 
 

@@ -142,7 +142,7 @@ def test_parse_teacher_queries(reply, queries):
 
 def test_crawler_cli_writes_sft_ready_records(paper_db, tmp_path, capsys):
     out = tmp_path / "crawler.jsonl"
-    argv = ["--queries", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
+    argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
     assert crawler_data.main(argv) == 0
     assert "bad_records" in capsys.readouterr().out
     assert len(load_sft_examples([str(out)])) == 7
@@ -219,7 +219,7 @@ def test_selector_cli_with_a_loopback_teacher_then_sft(paper_db, tmp_path, capsy
     stub = OpenAIStub(reply=lambda prompt: "False\nReason: not about it.", model="gpt-4o")
     out = tmp_path / "selector.jsonl"
     with openai_server(stub) as url:
-        argv = ["--queries", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
+        argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
         argv += ["--teacher", f"{url}#gpt-4o", "--negatives_per_query", "2", "--price_in", "2.5", "--price_out", "10"]
         assert selector_data.main(argv) == 0
     printed = capsys.readouterr().out
@@ -230,11 +230,11 @@ def test_selector_cli_with_a_loopback_teacher_then_sft(paper_db, tmp_path, capsy
 
     # both builders' outputs train with scripts/sft.py
     crawler_out = tmp_path / "crawler.jsonl"
-    crawler_argv = ["--queries", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1]]
+    crawler_argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1]]
     assert crawler_data.main([*crawler_argv, "--output", str(crawler_out)]) == 0
     sft = load_script("sft")
     model_dir = tmp_path / "model"
-    argv = ["--model_name_or_path", tiny_checkpoint, "--train_files", str(out), str(crawler_out)]
+    argv = ["--model_name_or_path", tiny_checkpoint, "--dataset_name", str(out), str(crawler_out)]
     argv += ["--output_dir", str(model_dir), "--max_steps", "2", "--bf16", "false", "--report_to", "none"]
     argv += ["--save_strategy", "no", "--gradient_checkpointing", "false", "--per_device_train_batch_size", "2"]
     assert sft.main(argv) == 0
