@@ -83,3 +83,27 @@ def test_search_engine_flag_builds_the_keyless_arxiv_source(monkeypatch, tmp_pat
     assert source.searcher.search_engine == "arxiv"
     released = build_source(args, released_behaviour=True, http=HttpConfig(cache_dir=str(tmp_path)))
     assert released.searcher.arxiv_html_url is None
+
+
+def test_keyless_run_with_a_seed_paper_over_loopback_services(tmp_path, monkeypatch, tiny_checkpoint):
+    """`pasa run --search_engine arxiv --seed_papers ...` against a loopback arXiv API: no key, the seed paper
+    looked up by id and queued under [Seed] (the tiny random crawler writes no search query)."""
+    from tests.pasa.tools.test_http import Reply, Script, serve
+    from tests.pasa.tools.test_online_agent import arxiv_api
+
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    monkeypatch.delenv("PASA_ARXIV_HTML_URL", raising=False)
+    script = Script({"/api/query": arxiv_api, "/ar5iv/2401.00001": Reply(404, "no page")})
+    out = tmp_path / "out"
+    with serve(script) as url:
+        code = main(
+            ["--query", "q", "--output_dir", str(out), "--search_engine", "arxiv", "--seed_papers", "2401.00001",
+             "--arxiv_url", f"{url}/api/query", "--ar5iv_url", f"{url}/ar5iv", "--arxiv_interval", "0",
+             "--cache_dir", str(tmp_path / "cache"), "--expand_layers", "1",
+             "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint, "--device", "cpu"]
+        )  # fmt: skip
+    (tree_file,) = out.glob("*.json")
+    tree = json.loads(tree_file.read_text())
+    assert [n["arxiv_id"] for n in tree["child"]["[Seed]"]] == ["2401.00001"]
+    assert any("id_list=2401.00001" in r["query"] for r in script.requests)
+    assert code == 0 and tree["extra"]["failures"]["crawler_no_action"] >= 1  # random crawler: degraded, not failed
