@@ -2,7 +2,7 @@
 
 A query file is JSONL, one object per line: ``question`` (required), ``answer`` (list of titles, optional),
 ``source_meta.published_time`` (the source paper's date; the end date of the search is that minus 7 days, as in
-the released ``run_paper_agent.py``). ``pasa run``, the baselines, ``pasa reproduce`` and the PPO script read them
+the released ``run_paper_agent.py``), ``seed_papers`` (arXiv ids queued before the search results, optional). ``pasa run``, the baselines, ``pasa reproduce`` and the PPO script read them
 through :func:`load_queries`.
 """
 
