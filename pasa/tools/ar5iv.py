@@ -220,13 +220,12 @@ def _strip_title(text: str) -> str:
 
 
 def _reference(li: bs4.Tag, released: bool) -> Reference:
-    blocks = [
-        b for b in li.find_all("span", class_="ltx_bibblock") if "ltx_bib_cited" not in (b.get("class") or [])
-    ]  # LaTeXML's own BibTeX adds a "Cited by: §1" block
-    metas = [x.get_text().strip() for x in blocks]
-    ref = parse_metadata(metas)
-    if released:
-        return ref
+    blocks = li.find_all("span", class_="ltx_bibblock")
+    if released:  # every block, as the released parse_metadata saw them
+        return parse_metadata([x.get_text().strip() for x in blocks])
+    # LaTeXML formatting a .bib itself adds a "Cited by: §1" block
+    blocks = [b for b in blocks if "ltx_bib_cited" not in (b.get("class") or [])]
+    ref = parse_metadata([x.get_text().strip() for x in blocks])
     texts = [_block_text(b) for b in blocks]
     marked = li.find(class_="ltx_bib_title")  # LaTeXML formatting a .bib itself marks the title
     ref.title = _strip_title(_block_text(marked)) if marked is not None else reference_title(texts)
