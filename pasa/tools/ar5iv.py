@@ -467,17 +467,17 @@ def check_ar5iv_answer(
     html = resp.text
     if "ltx_document" in html:
         if "</html>" not in html[-4096:].lower():
-            raise ServiceError(f"ar5iv page of {len(html)} characters is cut short (no closing </html>)")
+            raise ServiceError(f"{source} page of {len(html)} characters is cut short (no closing </html>)")
         doc = parse_ar5iv_html(html, released_cite_split, released_titles, source)
         if any(p.startswith("unparseable page") for p in doc.problems):
-            raise ServiceError(f"ar5iv page does not parse: {doc.reason}")
+            raise ServiceError(f"{source} page does not parse: {doc.reason}")
         return doc
     if resp.history or "/abs/" in (resp.url or "") or any(m in html for m in ABS_PAGE_MARKERS):
         raise PaperNotFoundError(
             f"no HTML version at {resp.request.url if resp.request else ''} (answered {resp.url})"
         )
     what = "an empty answer" if not html.strip() else f"{len(html)} characters that are not a LaTeXML page"
-    raise ServiceError(f"ar5iv answered {what}")
+    raise ServiceError(f"{source} answered {what}")
 
 
 def fetch_ar5iv_document(
