@@ -118,3 +118,46 @@ def build_tiny_checkpoint(path: str, seed: int = 0, hidden_size: int = 16, num_l
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# -- the demo agent (`pasa serve --demo`) ------------------------------------------------------------------------
+DEMO_CONFIG = {"search_papers": 3, "expand_papers": 3}  # small enough for seconds on a CPU
+
+
+def demo_crawler_reply(prompt: str) -> str:
+    """The rule-based stand-in crawler: searches the query and its two halves, expands a paper's first 2 sections."""
+    import re
+
+    from pasa.llm.scripted import prompt_user_query
+
+    query = prompt_user_query(prompt)
+    if query is not None:
+        words = re.findall(r"[\w-]+", query)
+        half = len(words) // 2
+        queries = [" ".join(words), " ".join(words[:half]), " ".join(words[half:])]
+        return "".join(f"[Search] {q}\n" for q in queries if q) + "[StopSearch]"
+    names = re.findall(r"'([^']*)'", prompt.rsplit("Sections:", 1)[-1])
+    return "".join(f"[Expand] {n}\n" for n in names[:2]) + "[StopExpand]"
+
+
+def build_demo_agent(checkpoint_dir: str, selector_llm=None):
+    """The demo agent: the stand-in crawler, a tiny random Qwen2 selector (built in ``checkpoint_dir`` when absent,
+    loaded through the HF backend) unless ``selector_llm`` is given, and the embedded papers in memory."""
+    from pasa.agent import AgentConfig, PaperAgent
+    from pasa.crawler import Crawler
+    from pasa.llm.scripted import ScriptedLLM
+    from pasa.selector import Selector
+    from pasa.tools.sources import InMemoryPaperSource
+
+    if selector_llm is None:
+        from pasa.llm.hf import HFLLM, HFLLMConfig
+
+        if not os.path.exists(os.path.join(checkpoint_dir, "config.json")):
+            build_tiny_checkpoint(checkpoint_dir)
+        selector_llm = HFLLM(HFLLMConfig(checkpoint_dir, device="cpu", max_new_tokens=16))
+    return PaperAgent(
+        Crawler(ScriptedLLM(reply_fn=demo_crawler_reply)),
+        Selector(selector_llm),
+        InMemoryPaperSource(demo_papers()),
+        AgentConfig(**DEMO_CONFIG),
+    )
