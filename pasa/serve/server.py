@@ -219,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         print("demo set-up: stand-in crawler, tiny RANDOM selector (scores mean nothing), 16 embedded papers", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level.lower(), access_log=False))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn hands Ctrl-C back after its clean shutdown
+        pass
+    print("PaSa server stopped", flush=True)
     return 0
 
 
