@@ -5,7 +5,7 @@
 const KEY_STORAGE = "pasa-api-key";
 const STAGE_LABELS = {
   queries: "queries", search: "search calls", ids: "ids", lookup: "lookups", found: "found",
-  sections: "sections fetched", crawler: "crawler papers", chosen: "sections chosen",
+  sections: "sections fetched", crawler: "papers read by the crawler", chosen: "sections chosen",
   scored: "scored", selected: "selected", failed: "failed calls",
 };
 const $ = (id) => document.getElementById(id);
@@ -129,17 +129,18 @@ function renderPapers(papers) {
   }
 }
 
-function treeList(node) {
+function treeList(node, isRoot) {
   const list = el("ul");
   for (const [key, children] of Object.entries(node.child || {})) {
-    const group = el("li", {}, el("span", { class: "key", text: key }));
+    const label = (isRoot && key !== "[Seed]" ? "search: " : "") + key + (children.length ? "" : " (no new paper)");
+    const group = el("li", {}, el("span", { class: "key", text: label }));
     const inner = el("ul");
     for (const c of children) {
       const item = el("li", { class: c.select_score > 0.5 ? "selected" : "" },
         el("span", { class: "node-score", text: Number(c.select_score || 0).toFixed(3) }),
         c.arxiv_id ? el("a", { href: arxivUrl(c.arxiv_id), target: "_blank", rel: "noopener", text: c.title })
           : el("span", { text: c.title }));
-      if (c.child && Object.keys(c.child).length) item.append(treeList(c));
+      if (c.child && Object.keys(c.child).length) item.append(treeList(c, false));
       inner.append(item);
     }
     group.append(inner);
@@ -150,7 +151,7 @@ function treeList(node) {
 
 async function renderTree(id) {
   const tree = await (await api(`/api/search/${encodeURIComponent(id)}/export?format=json`)).json();
-  $("tree").replaceChildren(treeList(tree));
+  $("tree").replaceChildren(treeList(tree, true));
 }
 
 function renderFinished(search) {
@@ -161,9 +162,14 @@ function renderFinished(search) {
   } else if (papers.length === 0) {
     showMessage("The search finished but found no paper" +
       (search.degraded ? ", and some of its tool calls failed (" + failureText(search.failures) + ")." : "."), "error");
+  } else if (search.degraded && !papers.some((p) => p.selected)) {
+    showMessage("Degraded result: some tool calls failed (" + failureText(search.failures) +
+      ") and no paper was selected. Submit it again to retry.", "error");
   } else if (search.degraded) {
     showMessage("Degraded result: some tool calls failed (" + failureText(search.failures) +
       "), so papers may be missing. Submit it again to retry.", "");
+  } else if (!papers.some((p) => p.selected)) {
+    showMessage("No paper reached the selection threshold (score > 0.5); below is every paper found, best first.", "");
   } else {
     showMessage("");
   }
