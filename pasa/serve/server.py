@@ -96,7 +96,15 @@ class ServeArgs(RunArgs):
     progress: bool | None = field(default=None, metadata=_HIDDEN)
 
 
-BATCH_ONLY_FLAGS = ("query", "input_file", "end_date", "limit", "redo_degraded", "max_consecutive_failures", "progress")
+BATCH_ONLY_FLAGS = (
+    "query",
+    "input_file",
+    "end_date",
+    "limit",
+    "redo_degraded",
+    "max_consecutive_failures",
+    "progress",
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -117,7 +125,9 @@ def check_serve_args(args: ServeArgs, config: AgentConfig, api_key: str | None) 
     """Everything ``pasa serve`` can check before loading a model or binding a port; raises ``CheckError``."""
     for name in BATCH_ONLY_FLAGS:
         if getattr(args, name) not in (None, False):
-            raise CheckError(f"--{name} is a `pasa run` flag; `pasa serve` takes its queries from the page and the API")
+            raise CheckError(
+                f"--{name} is a `pasa run` flag; `pasa serve` takes its queries from the page and the API"
+            )
     if not is_loopback(args.host) and not api_key:
         raise CheckError(
             f"--host {args.host} is reachable from other machines: set {API_KEY_ENV} (or --api_key) so every API call "
@@ -217,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"PaSa serving on http://{shown}:{port}/ (results in {args.output_dir}; Ctrl-C stops)", flush=True)
     if args.demo:
-        print("demo set-up: stand-in crawler, tiny RANDOM selector (scores mean nothing), 16 embedded papers", flush=True)
+        print(
+            "demo set-up: stand-in crawler, tiny RANDOM selector (scores mean nothing), 16 embedded papers", flush=True
+        )
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level.lower(), access_log=False))
     try:
         server.run(sockets=[sock])

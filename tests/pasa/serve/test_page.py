@@ -128,7 +128,13 @@ class DevTools:
 def browser(tmp_path):
     """A headless Chromium with a DevTools port; yields a ``DevTools`` on its first page."""
     proc = subprocess.Popen(
-        [CHROMIUM, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--remote-debugging-port=0", "about:blank"],
+        [
+            CHROMIUM,
+            *BROWSER_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -144,7 +150,9 @@ def browser(tmp_path):
         devtools_port = wait_for(port, 60, 0, "Chromium's DevTools port")
         threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()
         pages = wait_for(
-            lambda: [t for t in httpx.get(f"http://127.0.0.1:{devtools_port}/json/list").json() if t["type"] == "page"],
+            lambda: [
+                t for t in httpx.get(f"http://127.0.0.1:{devtools_port}/json/list").json() if t["type"] == "page"
+            ],
             30,
             what="a page",
         )

@@ -89,7 +89,11 @@ def test_csv_has_every_paper_in_rank_order():
 
 @pytest.mark.parametrize(
     "arxiv_id, key, year",
-    [("2005.11401", "arxiv2005_11401", "2020"), ("0704.0001v2", "arxiv0704_0001", "2007"), ("hep-th/9901001", "arxiv_hep_th_9901001", None)],
+    [
+        ("2005.11401", "arxiv2005_11401", "2020"),
+        ("0704.0001v2", "arxiv0704_0001", "2007"),
+        ("hep-th/9901001", "arxiv_hep_th_9901001", None),
+    ],
 )
 def test_bibtex_key_and_year(arxiv_id, key, year):
     assert bibtex_key(arxiv_id) == key
@@ -101,6 +105,22 @@ def test_stage_counts_follow_the_progress_lines():
     assert list(counts) == ["search", "layer 2"]
     assert counts["search"]["queries"] == 5 and counts["search"]["ids"] == 0
     assert counts["layer 2"] == {
-        "sections": 0, "crawler": 3, "chosen": 0, "lookup": 0, "found": 0, "scored": 0, "selected": 0, "failed": 1
+        "sections": 0,
+        "crawler": 3,
+        "chosen": 0,
+        "lookup": 0,
+        "found": 0,
+        "scored": 0,
+        "selected": 0,
+        "failed": 1,
     }
     assert stage_counts({}) == {}
+
+
+def test_doctests():
+    import doctest
+
+    from pasa.serve import jobs, results, server
+
+    for module in (results, jobs, server):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -27,7 +27,18 @@ class ServeProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         env.pop("PASA_API_KEY", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pasa.cli", "serve", "--demo", "--port", "0", "--output_dir", str(output_dir), *extra],
+            [
+                sys.executable,
+                "-m",
+                "pasa.cli",
+                "serve",
+                "--demo",
+                "--port",
+                "0",
+                "--output_dir",
+                str(output_dir),
+                *extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
