@@ -111,7 +111,10 @@ def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str
                 return error_response(
                     401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
                 )
-        return await call_next(request)
+        response = await call_next(request)
+        if not request.url.path.startswith("/api/"):  # the page's files: revalidate, so an upgrade shows at once
+            response.headers.setdefault("Cache-Control", "no-cache")
+        return response
 
     def find(search_id: str) -> Search:
         search = searches.get(search_id)

@@ -181,7 +181,7 @@ function renderFinished(search) {
 }
 
 function failureText(failures) {
-  const parts = Object.entries(failures || {}).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`);
+  const parts = Object.entries(failures || {}).filter(([, n]) => n).map(([k, n]) => `${k}: ${n}`);
   return parts.length ? parts.join(", ") : "unknown";
 }
 
