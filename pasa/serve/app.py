@@ -33,7 +33,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from pasa.serve.jobs import BadRequestError, QueueFullError, Search, SearchQueue, parse_search_request
-from pasa.serve.results import to_bibtex, to_csv
+from pasa.serve.results import paper_counts, to_bibtex, to_csv
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def search_view(searches: SearchQueue, search: Search) -> dict[str, Any]:
+def search_view(search: Search) -> dict[str, Any]:
     """The API's view of one search (``GET /api/search/{id}``)."""
     out = {
         "id": search.id,
@@ -67,6 +67,21 @@ def search_view(searches: SearchQueue, search: Search) -> dict[str, Any]:
         "started": search.started,
         "finished": search.finished,
         "elapsed_s": _elapsed(search),
+    }
+    if search.error:
+        out["error"] = search.error
+    return out
+
+
+def summary_view(search: Search) -> dict[str, Any]:
+    """A search as ``GET /api/searches`` lists it: its counts, not its papers."""
+    out = {
+        "id": search.id,
+        "query": search.query,
+        "status": search.status,
+        "degraded": search.degraded,
+        "created": search.created,
+        "counts": paper_counts(search.papers or []),
     }
     if search.error:
         out["error"] = search.error
@@ -146,7 +161,7 @@ def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str
 
     @app.get("/api/search/{search_id}")
     async def show(search_id: str):
-        return search_view(searches, find(search_id))
+        return search_view(find(search_id))
 
     @app.get("/api/search/{search_id}/events")
     async def events(search_id: str, request: Request):
@@ -158,7 +173,7 @@ def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str
                 if search.version != seen:
                     seen = search.version
                     if search.status in ("done", "failed"):
-                        final = {k: v for k, v in search_view(searches, search).items() if k != "papers"}
+                        final = {k: v for k, v in search_view(search).items() if k != "papers"}
                         yield {"event": "status", "data": json.dumps(final)}
                         return
                     update = {
@@ -190,6 +205,6 @@ def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str
     async def recent(limit: int = 50):
         if not 1 <= limit <= 1000:
             return error_response(400, f"limit must be between 1 and 1000, not {limit}")
-        return {"searches": [searches.summary(s) for s in searches.recent(limit)]}
+        return {"searches": [summary_view(s) for s in searches.recent(limit)]}
 
     return app

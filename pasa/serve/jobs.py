@@ -239,31 +239,21 @@ class SearchQueue:
         return search
 
     def recent(self, limit: int = 50) -> list[Search]:
-        newest = sorted(self.searches.values(), key=lambda s: (s.created, int(s.id)), reverse=True)[:limit]
+        with self._lock:
+            searches = list(self.searches.values())
+        newest = sorted(searches, key=lambda s: (s.created, int(s.id)), reverse=True)[:limit]
         return [self.get(s.id) for s in newest]
 
     def limits(self) -> dict[str, int]:
         return {"max_concurrent_searches": self.max_concurrent, "max_queued_searches": self.max_queued}
 
     def counts(self) -> dict[str, int]:
-        return {status: sum(s.status == status for s in self.searches.values()) for status in STATUSES}
+        with self._lock:
+            statuses = [s.status for s in self.searches.values()]
+        return {status: statuses.count(status) for status in STATUSES}
 
     def tree_path(self, search_id: str) -> str:
         return os.path.join(self.output_dir, f"{search_id}.json")
-
-    def summary(self, search: Search) -> dict[str, Any]:
-        """The search as the API shows it in lists: no papers, their counts."""
-        out = {
-            "id": search.id,
-            "query": search.query,
-            "status": search.status,
-            "degraded": search.degraded,
-            "created": search.created,
-            "counts": paper_counts(search.papers or []),
-        }
-        if search.error:
-            out["error"] = search.error
-        return out
 
     # -- running ---------------------------------------------------------------------------------------------------
     def _work(self) -> None:
