@@ -144,14 +144,28 @@ class Search:
 def default_run_search(agent, item, output_dir: str, on_counts: Callable[[dict], None]):
     """Run one search with the batch runner's code: under the item's lock, tree written atomically at
     ``<output_dir>/<index>.json``; ``on_counts`` gets the stage counts as they change. Returns a ``QueryResult``."""
-    from pasa.runner import StageProgress, run_queries, with_stage_progress
+    from pasa.runner import StageProgress, run_queries
 
     progress = StageProgress(write=lambda text: None, interval=0)
     progress.on_update = lambda text: on_counts(stage_counts(progress.counts))
+
+    def on_event(event) -> None:
+        progress.add(event.kind, event.count, event.layer)
+
     try:
-        return run_queries(with_stage_progress(agent, progress), [item], output_dir, progress=False)[0]
+        return run_queries(_RunWith(agent, item.seed_papers, on_event), [item], output_dir, progress=False)[0]
     finally:
         on_counts(stage_counts(progress.counts))
+
+
+class _RunWith:
+    """The agent, its ``run`` given the search's seed papers and event callback (the batch runner passes neither)."""
+
+    def __init__(self, agent, seed_papers: list[str] | None, on_event: Callable):
+        self.agent, self.seed_papers, self.on_event = agent, seed_papers, on_event
+
+    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None):
+        return self.agent.run(user_query, end_date, answer, seed_papers=self.seed_papers, on_event=self.on_event)
 
 
 class SearchQueue:
@@ -276,8 +290,7 @@ class SearchQueue:
             search.version += 1
         self._save(search)
         item = QueryItem(index=int(search.id), question=search.query, end_date=search.end_date)
-        if search.seed_papers:
-            item.seed_papers = list(search.seed_papers)
+        item.seed_papers = list(search.seed_papers) or None
         result = self.run_search(self.agent, item, self.output_dir, lambda counts: self._set_progress(search, counts))
         if result.status in ("done", "skipped"):  # skipped: another server finished it meanwhile
             self._finish(search, "done")

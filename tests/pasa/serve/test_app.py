@@ -56,6 +56,18 @@ def test_search_runs_and_returns_ranked_papers(make_client, tmp_path):
     assert {n.arxiv_id for n in tree.iter_nodes()} == {p["arxiv_id"] for p in papers}
 
 
+def test_seed_papers_join_the_search_at_depth_0(make_client):
+    client = make_client()
+    body = {"query": QUERY, "seed_papers": ["arXiv:1609.02907v4"], "end_date": "20240101"}
+    search_id = submit(client, body).json()["id"]
+    result = wait_finished(client, search_id)
+    assert result["seed_papers"] == ["1609.02907"] and result["end_date"] == "20240101"
+    seeds = [p for p in result["papers"] if p["found_by"] == "[Seed]"]
+    assert [(p["arxiv_id"], p["depth"]) for p in seeds] == [("1609.02907", 0)]
+    tree = client.get(f"/api/search/{search_id}/export?format=json").json()
+    assert [c["arxiv_id"] for c in tree["child"]["[Seed]"]] == ["1609.02907"]
+
+
 def test_events_stream_ends_with_the_final_status(make_client):
     client = make_client()
     search_id = submit(client, {"query": QUERY}).json()["id"]
