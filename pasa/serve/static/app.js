@@ -201,10 +201,15 @@ async function show(id, push) {
   } catch (err) {
     if (err.status === 401) return needKey(() => show(id, false));
     $("result-query").textContent = "";
+    $("result-meta").textContent = "";
     $("status").textContent = "";
     return showMessage(err.status === 404 ? `No search with id ${id} on this server.` : err.message, "error");
   }
   $("result-query").textContent = search.query;
+  const meta = [];
+  if (search.end_date) meta.push("published before " + search.end_date);
+  if (search.seed_papers && search.seed_papers.length) meta.push("seed papers: " + search.seed_papers.join(", "));
+  $("result-meta").textContent = meta.join(" · ");
   $("share").replaceChildren(el("a", { href: "/?id=" + encodeURIComponent(id), text: "link to this search" }));
   if (search.status === "done" || search.status === "failed") return renderFinished(search);
   renderStatus(search);
