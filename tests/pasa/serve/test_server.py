@@ -237,3 +237,15 @@ def test_bad_flags_are_one_line(tmp_path, capsys, argv, words):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err
+
+
+def test_a_port_in_use_is_one_line():
+    from pasa.checks import CheckError
+    from pasa.serve.server import bind_socket
+
+    taken = bind_socket("127.0.0.1", 0)
+    try:
+        with pytest.raises(CheckError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pick another --port"):
+            bind_socket("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
