@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pasa.io import ItemLock, file_mode, load_json, write_json_atomic
+from pasa.io import ItemLock, file_mode, load_json, remove_stale_temp_files, write_json_atomic
 from pasa.paper import ARXIV_ID_RE, is_degraded, normalize_arxiv_id
 from pasa.serve.results import paper_counts, stage_counts, tree_papers
 
@@ -142,30 +142,18 @@ class Search:
 
 
 def default_run_search(agent, item, output_dir: str, on_counts: Callable[[dict], None]):
-    """Run one search with the batch runner's code: under the item's lock, tree written atomically at
-    ``<output_dir>/<index>.json``; ``on_counts`` gets the stage counts as they change. Returns a ``QueryResult``."""
-    from pasa.runner import StageProgress, run_queries
+    """Run one search as the batch runner runs a query (``pasa.batch.run_query``: under the item's lock, the tree
+    written atomically at ``<output_dir>/<index>.json``); ``on_counts`` gets the stage counts as they change.
+    Returns the ``QueryResult``."""
+    from pasa.batch import run_query
+    from pasa.progress import StageProgress
 
     progress = StageProgress(write=lambda text: None, interval=0)
     progress.on_update = lambda text: on_counts(stage_counts(progress.counts))
-
-    def on_event(event) -> None:
-        progress.add(event.kind, event.count, event.layer)
-
     try:
-        return run_queries(_RunWith(agent, item.seed_papers, on_event), [item], output_dir, progress=False)[0]
+        return run_query(agent, item, output_dir, on_event=progress.on_event)
     finally:
         on_counts(stage_counts(progress.counts))
-
-
-class _RunWith:
-    """The agent, its ``run`` given the search's seed papers and event callback (the batch runner passes neither)."""
-
-    def __init__(self, agent, seed_papers: list[str] | None, on_event: Callable):
-        self.agent, self.seed_papers, self.on_event = agent, seed_papers, on_event
-
-    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None):
-        return self.agent.run(user_query, end_date, answer, seed_papers=self.seed_papers, on_event=self.on_event)
 
 
 class SearchQueue:
@@ -200,6 +188,8 @@ class SearchQueue:
     def start(self) -> None:
         """Read the records back (finished searches served from disk, the others queued again), start the workers."""
         os.makedirs(os.path.join(self.output_dir, RECORD_DIR), exist_ok=True)
+        for folder in (self.output_dir, os.path.join(self.output_dir, RECORD_DIR)):
+            remove_stale_temp_files(folder)  # half-written files of a killed server
         requeued = []
         for search in self._read_records():
             self.searches[search.id] = search
@@ -283,14 +273,14 @@ class SearchQueue:
                 logger.error("search %s failed: %s: %s", search.id, type(err).__name__, err)
 
     def _run(self, search: Search) -> None:
-        from pasa.runner import QueryItem
+        from pasa.queries import QueryItem
 
         with self._lock:
             search.status, search.started, search.error = "running", time.time(), None
             search.version += 1
         self._save(search)
-        item = QueryItem(index=int(search.id), question=search.query, end_date=search.end_date)
-        item.seed_papers = list(search.seed_papers) or None
+        seeds = list(search.seed_papers) or None
+        item = QueryItem(index=int(search.id), question=search.query, end_date=search.end_date, seed_papers=seeds)
         result = self.run_search(self.agent, item, self.output_dir, lambda counts: self._set_progress(search, counts))
         if result.status in ("done", "skipped"):  # skipped: another server finished it meanwhile
             self._finish(search, "done")

@@ -31,13 +31,14 @@ from pasa.checks import (
     check_agent_knobs,
     check_index_dir,
     check_int_range,
-    check_model_path,
     check_output_dir,
+    check_search_service,
     check_selector_endpoint,
     exit_with,
+    resolve_model,
 )
-from pasa.runner import RunArgs, build_agent, check_model_servers, setup_logging
-from pasa.tools.http import ServiceArgs
+from pasa.runner import RunArgs, build_agent, build_source, check_model_servers, setup_logging
+from pasa.tools.http import HttpConfig
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def check_serve_args(args: ServeArgs, config: AgentConfig, api_key: str | None) 
     check_int_range(args.max_batch_tokens, "--max_batch_tokens", 0)
     check_selector_endpoint(args.selector_endpoint)
     for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
-        check_model_path(spec, flag, allow_url=True)
+        resolve_model(spec, flag)
     if args.search_index:
         check_index_dir(args.search_index)
     if args.title_index:
@@ -155,33 +156,36 @@ def check_serve_args(args: ServeArgs, config: AgentConfig, api_key: str | None) 
 
 
 def parse_args(argv: list[str] | None):
-    """``(ServeArgs, AgentConfig, ServiceArgs)`` from a command line (old flag names rewritten, as ``pasa run``)."""
-    from pasa.flags import make_parser, rewrite_argv
+    """``(ServeArgs, AgentConfig, HttpConfig)`` from a command line; an unknown flag or a value a dataclass refuses
+    is one line and exit status 2, as for ``pasa run``."""
+    from pasa.flags import make_parser, parse_dataclasses
 
-    parser = make_parser(
-        (ServeArgs, AgentConfig, ServiceArgs),
-        prog=PROG,
-        example=SERVE_EXAMPLE,
-        description="Serve the PaSa agent as a web app and a JSON API; the models load once, searches queue.",
-    )
-    argv = rewrite_argv(argv, parser, prog=PROG)
     try:
-        args, config, service = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:  # a dataclass __post_init__ refusing a value
-        exit_with(CheckError(str(err).splitlines()[0] if str(err) else type(err).__name__), PROG)
+        parser = make_parser(
+            (ServeArgs, AgentConfig, HttpConfig),
+            prog=PROG,
+            example=SERVE_EXAMPLE,
+            description="Serve the PaSa agent as a web app and a JSON API; the models load once, searches queue.",
+        )
+    except ValueError as err:  # a PASA_* variable that is not a number
+        exit_with(CheckError(str(err)), PROG)
+    args, config, http = parse_dataclasses(parser, argv)
     if args.output_dir is None:
         args.output_dir = DEMO_OUTPUT_DIR if args.demo else DEFAULT_OUTPUT_DIR
-    return args, config, service
+    return args, config, http
 
 
-def load_agent(args: ServeArgs, config: AgentConfig, service: ServiceArgs):
-    """The agent, models loaded: the demo set-up with ``--demo``, else as ``pasa run`` builds it."""
+def load_agent(args: ServeArgs, config: AgentConfig, http: HttpConfig):
+    """The agent, models loaded: the demo set-up with ``--demo``, else as ``pasa run`` builds it (the model servers
+    and the search service probed first)."""
     if args.demo:
         from pasa.demo import build_demo_agent
 
         return build_demo_agent(os.path.join(args.output_dir, "demo-model"))
     check_model_servers(args)
-    return build_agent(args, config, None, service)
+    source = build_source(args, getattr(config, "released_behaviour", False), http)
+    check_search_service(source, http)
+    return build_agent(args, config, source, http)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -205,12 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     from pasa.serve.app import create_app
     from pasa.serve.jobs import SearchQueue
 
-    args, config, service = parse_args(argv)
+    args, config, http = parse_args(argv)
     setup_logging(args.log_level)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     try:
         check_serve_args(args, config, api_key)
-        agent = load_agent(args, config, service)
+        agent = load_agent(args, config, http)
         sock = bind_socket(args.host, args.port)
     except CheckError as err:
         exit_with(err, PROG)
