@@ -119,8 +119,9 @@ function renderPapers(papers) {
       : el("span", { class: "title", text: p.title });
     const body = el("div", {}, title);
     if (p.selected) body.append(el("span", { class: "mark", title: "selected by the Selector", text: "✓ selected" }));
-    const how = p.depth === 0 ? "search: " : "cited in ";
-    body.append(el("div", { class: "found", text: `${p.arxiv_id ? "arXiv " + p.arxiv_id + " · " : ""}${how}${p.found_by}` }));
+    let how = (p.depth === 0 ? "search: " : "cited in ") + p.found_by;
+    if (p.found_by === "[Seed]") how = "seed paper";
+    body.append(el("div", { class: "found", text: (p.arxiv_id ? "arXiv " + p.arxiv_id + " · " : "") + how }));
     if (p.abstract) {
       body.append(el("details", {}, el("summary", { text: "abstract" }), el("p", { class: "abstract", text: p.abstract })));
     }
