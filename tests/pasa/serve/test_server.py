@@ -249,3 +249,32 @@ def test_a_port_in_use_is_one_line():
             bind_socket("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+def test_pasa_run_flags_build_the_served_agent(tiny_artifacts, monkeypatch, tmp_path):
+    """Without --demo, the models and the paper source come from `pasa run`'s flags (here the `pasa tiny` layout:
+    tiny checkpoints at the default paths, the paper database at its default place, the offline index)."""
+    from fastapi.testclient import TestClient
+
+    from pasa.serve.app import create_app
+    from pasa.serve.jobs import SearchQueue
+    from pasa.serve.server import check_serve_args, load_agent, parse_args
+
+    monkeypatch.chdir(tiny_artifacts)
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    argv = ["--search_index", "data/paper_database/search_index", "--expand_layers", "1", "--device", "cpu"]
+    args, config, http = parse_args([*argv, "--output_dir", str(tmp_path / "out")])
+    check_serve_args(args, config, None)
+    agent = load_agent(args, config, http)
+    assert config.expand_layers == 1 and agent.config.expand_layers == 1
+    with TestClient(create_app(SearchQueue(agent, args.output_dir), None, {"demo": False})) as client:
+        search_id = client.post("/api/search", json={"query": "graph neural networks"}).json()["id"]
+        body = wait_for(
+            lambda: (b := client.get(f"/api/search/{search_id}").json())["status"] in ("done", "failed") and b,
+            300,
+            0.1,
+            "the search",
+        )
+    assert body["status"] == "done", body.get("error")
+    assert body["progress"]["search"]["search"] >= 1 and body["papers"]
+    assert (tmp_path / "out" / f"{search_id}.json").exists()
