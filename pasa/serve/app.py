@@ -37,6 +37,7 @@ from pasa.serve.results import paper_counts, to_bibtex, to_csv
 
 logger = logging.getLogger(__name__)
 
+MAX_BODY_BYTES = 64 * 1024  # a search request is a query of at most 2,000 characters and a few ids
 EVENT_POLL_S = 0.2  # how often an event stream looks for a change of its search
 SHUTDOWN_WAIT_S = 5.0  # a search still running then is queued again at the next start (its record says running)
 EXPORT_FORMATS = {
@@ -147,8 +148,15 @@ def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str
 
     @app.post("/api/search", status_code=202)
     async def submit(request: Request):
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return error_response(
+                    400, f"the body is over {MAX_BODY_BYTES // 1024} KiB; a search request is smaller"
+                )
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             return error_response(400, 'the body is not JSON; send e.g. {"query": "papers about ..."}')
         try:

@@ -140,6 +140,11 @@ def test_body_that_is_not_json_is_400(make_client):
     assert response.status_code == 400 and "not JSON" in response.json()["error"]
 
 
+def test_body_over_the_size_limit_is_400(make_client):
+    response = make_client().post("/api/search", json={"query": "rag", "seed_papers": ["2005.11401"] * 10_000})
+    assert response.status_code == 400 and "KiB" in response.json()["error"]
+
+
 def test_unknown_id_is_404(make_client):
     client = make_client()
     for path in ("/api/search/41", "/api/search/41/events", "/api/search/41/export?format=csv"):
