@@ -49,6 +49,8 @@ class QueueFullError(RuntimeError):
 
 @dataclass(frozen=True)
 class SearchRequest:
+    """A checked search request: the query (stripped), its end date and its seed papers (normalized arXiv ids)."""
+
     query: str
     end_date: str | None = None
     seed_papers: tuple[str, ...] = ()
