@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 
 let current = null;      // id of the search shown
 let stream = null;       // AbortController of its event stream
-let pendingRetry = null; // the call to repeat once an API key is given
+let pendingSubmit = null; // a submission to repeat once an API key is given
 
 // -- API ----------------------------------------------------------------------------------------------------------
 class ApiError extends Error {
@@ -34,8 +34,8 @@ async function api(path, options = {}) {
   return response;
 }
 
-function needKey(retry) {
-  pendingRetry = retry;
+function needKey(submission) {
+  if (submission) pendingSubmit = submission;
   $("key-form").hidden = false;
   $("api-key").focus();
 }
@@ -200,7 +200,7 @@ async function show(id, push) {
   try {
     search = await (await api(`/api/search/${encodeURIComponent(id)}`)).json();
   } catch (err) {
-    if (err.status === 401) return needKey(() => show(id, false));
+    if (err.status === 401) return needKey();
     $("result-query").textContent = "";
     $("result-meta").textContent = "";
     $("status").textContent = "";
@@ -256,7 +256,7 @@ async function loadRecent() {
   try {
     data = await (await api("/api/searches?limit=20")).json();
   } catch (err) {
-    if (err.status === 401) needKey(loadRecent);
+    if (err.status === 401) needKey();
     return;
   }
   const list = $("recent");
@@ -278,7 +278,7 @@ async function loadHealth() {
     $("demo-note").hidden = !health.demo;
     if (health.crawler) $("model-info").textContent = `crawler: ${health.crawler} · selector: ${health.selector}`;
   } catch (err) {
-    if (err.status === 401) needKey(loadHealth);
+    if (err.status === 401) needKey();
   }
 }
 
@@ -288,11 +288,12 @@ function start() {
     event.preventDefault();
     localStorage.setItem(KEY_STORAGE, $("api-key").value);
     $("key-form").hidden = true;
-    const retry = pendingRetry;
-    pendingRetry = null;
+    const submission = pendingSubmit;
+    pendingSubmit = null;
     loadHealth();
     loadRecent();
-    if (retry) retry();
+    if (submission) submission();
+    else if (current) show(current, false);
   });
   for (const button of $("exports").querySelectorAll("button")) {
     button.addEventListener("click", async () => {

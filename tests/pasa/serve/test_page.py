@@ -11,6 +11,8 @@ import json
 import shutil
 import subprocess
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,27 +27,33 @@ QUERY = "Give me papers about retrieval-augmented generation for language models
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions")
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """A ``pasa serve`` app on a free loopback port, with one finished search."""
+@contextmanager
+def serve_app(out: Path, api_key: str | None = None):
+    """A ``pasa serve`` app (scripted demo agent) in a thread on a free loopback port; yields its URL."""
     import uvicorn
 
     from pasa.serve.app import create_app
     from pasa.serve.jobs import SearchQueue
     from pasa.serve.server import bind_socket
 
-    out = tmp_path_factory.mktemp("page") / "out"
-    app = create_app(SearchQueue(scripted_agent(), str(out)), None, {"demo": True, "crawler": "c", "selector": "s"})
+    app = create_app(SearchQueue(scripted_agent(), str(out)), api_key, {"demo": True, "crawler": "c", "selector": "s"})
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     wait_for(lambda: server.started, 30, what="the server to start")
-    yield url
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    with serve_app(tmp_path_factory.mktemp("page") / "out") as url:
+        yield url
 
 
 def finished_search(url: str, query: str = QUERY) -> dict:
@@ -222,3 +230,26 @@ def test_unknown_id_shows_a_message(app_url, browser):
     state = wait_for(lambda: (s := page_state(browser))["message"] and s, 30, 0.1, "the message")
     assert "No search with id 12345" in state["message"]
     assert state["titles"] == []
+
+
+def test_page_asks_for_the_api_key_and_then_shows_the_search(browser, tmp_path):
+    with serve_app(tmp_path / "out", api_key="s3cret") as url:
+        with httpx.Client(base_url=url, headers={"Authorization": "Bearer s3cret"}, timeout=30) as client:
+            search_id = client.post("/api/search", json={"query": QUERY}).json()["id"]
+            wait_for(lambda: client.get(f"/api/search/{search_id}").json()["status"] == "done", 60, what="the search")
+        browser.call("Page.navigate", url=f"{url}/?id={search_id}")
+        wait_for(
+            lambda: browser.evaluate(
+                '!!document.getElementById("key-form") && !document.getElementById("key-form").hidden'
+            ),
+            30,
+            0.1,
+            "the API key form",
+        )
+        assert page_state(browser)["titles"] == []
+        browser.evaluate(
+            """document.getElementById("api-key").value = "s3cret";
+            document.querySelector("#key-form button").click(); true"""
+        )
+        state = wait_for(lambda: (s := page_state(browser))["titles"] and s, 30, 0.1, "the papers")
+        assert state["status"] == "done" and QUERY in browser.evaluate('document.getElementById("recent").textContent')
