@@ -184,6 +184,7 @@ class SearchQueue:
         self._lock = threading.Lock()
         self._pending: queue.Queue[str | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
+        self._closing = threading.Event()
         self._next_index = 0
 
     # -- start and stop ----------------------------------------------------------------------------------------
@@ -211,7 +212,9 @@ class SearchQueue:
             self._workers.append(worker)
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop taking searches and wait for the running ones (their records say ``running`` until they end)."""
+        """Stop taking searches and wait up to ``timeout`` for the running ones; one still running then (or failing
+        because the process stops under it) keeps a record that queues it again at the next start."""
+        self._closing.set()
         for _ in self._workers:
             self._pending.put(None)
         for worker in self._workers:
@@ -271,7 +274,7 @@ class SearchQueue:
             try:
                 self._run(search)
             except Exception as err:  # the server outlives any search
-                self._finish(search, "failed", error=f"{type(err).__name__}: {err}")
+                self._fail(search, f"{type(err).__name__}: {err}")
                 logger.error("search %s failed: %s: %s", search.id, type(err).__name__, err)
 
     def _run(self, search: Search) -> None:
@@ -295,7 +298,17 @@ class SearchQueue:
             retry.daemon = True
             retry.start()
         else:
-            self._finish(search, "failed", error=result.error or "the search failed")
+            self._fail(search, result.error or "the search failed")
+
+    def _fail(self, search: Search, error: str) -> None:
+        if self._closing.is_set():  # the server is stopping under it: run it again at the next start
+            with self._lock:
+                search.status, search.started = "queued", None
+                search.version += 1
+            self._save(search)
+            logger.info("search %s stopped with the server; it runs again at the next start", search.id)
+            return
+        self._finish(search, "failed", error=error)
 
     def _set_progress(self, search: Search, counts: dict[str, dict[str, int]]) -> None:
         with self._lock:

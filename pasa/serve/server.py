@@ -49,6 +49,7 @@ DEMO_OUTPUT_DIR = os.path.join(tempfile.gettempdir(), "pasa-serve-demo")
 LOOPBACK_NAMES = ("localhost",)
 SERVE_EXAMPLE = "pasa serve --demo  # then open http://127.0.0.1:7860/"
 _HIDDEN = {"help": argparse.SUPPRESS}
+GRACEFUL_SHUTDOWN_S = 3  # open event streams are closed after this long when the server stops
 
 
 @dataclass
@@ -234,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "demo set-up: stand-in crawler, tiny RANDOM selector (scores mean nothing), 16 embedded papers", flush=True
         )
-    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level.lower(), access_log=False))
+    config = uvicorn.Config(
+        app, log_level=args.log_level.lower(), access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
+    )
+    server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn hands Ctrl-C back after its clean shutdown

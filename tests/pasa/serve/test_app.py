@@ -334,3 +334,31 @@ def test_api_key_is_required_on_every_api_call(make_client):
     assert wait_finished(client, search_id, headers=auth)["status"] == "done"
     assert client.get(f"/api/search/{search_id}/export?format=csv").status_code == 401
     assert client.get("/").status_code == 200  # the page itself asks for the key
+
+
+def test_a_search_the_stopping_server_breaks_is_queued_again_not_failed(tmp_path):
+    from pasa.serve.jobs import SearchQueue, SearchRequest
+
+    started, release = threading.Event(), threading.Event()
+
+    def broken_by_shutdown(agent, item, output_dir, on_counts):
+        started.set()
+        release.wait(10)
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    queue = SearchQueue(scripted_agent(), str(tmp_path / "out"), run_search=broken_by_shutdown)
+    queue.start()
+    search = queue.submit(SearchRequest(QUERY))
+    assert started.wait(10)
+    queue.close(timeout=0.1)  # the server stops while the search runs
+    release.set()
+    wait_for(lambda: queue.get(search.id).status == "queued", 10, what="the search to be queued again")
+    record = json.loads((tmp_path / "out" / "searches" / f"{search.id}.json").read_text())
+    assert record["status"] == "queued" and record["error"] is None
+
+    restarted = SearchQueue(scripted_agent(), str(tmp_path / "out"))
+    restarted.start()
+    try:
+        wait_for(lambda: restarted.get(search.id).status == "done", 30, what="the search to run after the restart")
+    finally:
+        restarted.close(10)
