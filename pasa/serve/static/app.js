@@ -158,22 +158,22 @@ async function renderTree(id) {
 function renderFinished(search) {
   renderStatus(search);
   const papers = search.papers || [];
+  const failures = failureText(search.failures);
+  const anySelected = papers.some((p) => p.selected);
   if (search.status === "failed") {
-    showMessage("This search failed: " + (search.error || "no reason given") + ". Submit it again to retry.", "error");
+    showMessage("This search failed: " + (search.error || "no reason given") + ".", "error");
   } else if (papers.length === 0) {
     showMessage("The search finished but found no paper" +
-      (search.degraded ? ", and some of its tool calls failed (" + failureText(search.failures) + ")." : "."), "error");
-  } else if (search.degraded && !papers.some((p) => p.selected)) {
-    showMessage("Degraded result: some tool calls failed (" + failureText(search.failures) +
-      ") and no paper was selected. Submit it again to retry.", "error");
+      (search.degraded ? ", and some of its tool calls failed (" + failures + ")." : "."), "error");
   } else if (search.degraded) {
-    showMessage("Degraded result: some tool calls failed (" + failureText(search.failures) +
-      "), so papers may be missing. Submit it again to retry.", "");
-  } else if (!papers.some((p) => p.selected)) {
+    showMessage("Degraded result: some tool calls failed (" + failures + "), so papers may be missing" +
+      (anySelected ? "." : ", and no paper was selected."), anySelected ? "" : "error");
+  } else if (!anySelected) {
     showMessage("No paper reached the selection threshold (score > 0.5); below is every paper found, best first.", "");
   } else {
     showMessage("");
   }
+  if (search.status === "failed" || search.degraded) $("message").append(" ", againButton(search));
   const done = search.status === "done";
   $("exports").hidden = !done;
   $("tabs").hidden = !done || papers.length === 0;
@@ -235,8 +235,16 @@ async function submit(event) {
   if ($("end_date").value.trim()) body.end_date = $("end_date").value.trim();
   const seeds = $("seed_papers").value.split(/[\s,]+/).filter(Boolean);
   if (seeds.length) body.seed_papers = seeds;
-  $("form-error").textContent = "";
   $("submit").disabled = true;
+  try {
+    await submitSearch(body);
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+async function submitSearch(body) {
+  $("form-error").textContent = "";
   try {
     const created = await (await api("/api/search", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -244,11 +252,19 @@ async function submit(event) {
     loadRecent();
     show(created.id, true);
   } catch (err) {
-    if (err.status === 401) needKey(() => submit(event));
+    if (err.status === 401) needKey(() => submitSearch(body));
     else $("form-error").textContent = err.message;
-  } finally {
-    $("submit").disabled = false;
   }
+}
+
+// A button that runs the same search once more (a failed or degraded search: the services may be back).
+function againButton(search) {
+  const body = { query: search.query };
+  if (search.end_date) body.end_date = search.end_date;
+  if (search.seed_papers && search.seed_papers.length) body.seed_papers = search.seed_papers;
+  const button = el("button", { type: "button", class: "again", text: "Search again" });
+  button.addEventListener("click", () => submitSearch(body));
+  return button;
 }
 
 async function loadRecent() {

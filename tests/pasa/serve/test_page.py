@@ -28,7 +28,7 @@ BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 
 @contextmanager
-def serve_app(out: Path, api_key: str | None = None):
+def serve_app(out: Path, api_key: str | None = None, agent=None):
     """A ``pasa serve`` app (scripted demo agent) in a thread on a free loopback port; yields its URL."""
     import uvicorn
 
@@ -36,7 +36,8 @@ def serve_app(out: Path, api_key: str | None = None):
     from pasa.serve.jobs import SearchQueue
     from pasa.serve.server import bind_socket
 
-    app = create_app(SearchQueue(scripted_agent(), str(out)), api_key, {"demo": True, "crawler": "c", "selector": "s"})
+    queue = SearchQueue(agent or scripted_agent(), str(out))
+    app = create_app(queue, api_key, {"demo": True, "crawler": "c", "selector": "s"})
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -253,3 +254,35 @@ def test_page_asks_for_the_api_key_and_then_shows_the_search(browser, tmp_path):
         )
         state = wait_for(lambda: (s := page_state(browser))["titles"] and s, 30, 0.1, "the papers")
         assert state["status"] == "done" and QUERY in browser.evaluate('document.getElementById("recent").textContent')
+
+
+def test_degraded_search_says_so_and_can_run_again(browser, tmp_path):
+    agent = scripted_agent()
+    inner = agent.source
+
+    class LongQueriesFail:  # the full query's search fails, its halves' searches work
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def search(self, query, *args, **kwargs):
+            if len(query.split()) > 4:
+                raise ConnectionError("search service down")
+            return inner.search(query, *args, **kwargs)
+
+    agent.source = LongQueriesFail()
+    with serve_app(tmp_path / "out", agent=agent) as url:
+        search = finished_search(url)
+        assert search["degraded"] and search["papers"]
+        browser.call("Page.navigate", url=f"{url}/?id={search['id']}")
+        state = wait_for(lambda: (s := page_state(browser))["titles"] and s, 30, 0.1, "the papers")
+        assert "Degraded result" in state["message"] and f"search: {search['failures']['search']}" in state["message"]
+        browser.evaluate('document.querySelector("#message .again").click(); true')
+        again = wait_for(
+            lambda: (s := page_state(browser))["url"].endswith(f"?id={int(search['id']) + 1}") and s["titles"] and s,
+            30,
+            0.1,
+            "the search run again",
+        )
+        with httpx.Client(base_url=url) as client:
+            assert client.get(f"/api/search/{int(search['id']) + 1}").json()["query"] == QUERY
+        assert again["status"] == "done"
