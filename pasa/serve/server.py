@@ -37,7 +37,7 @@ from pasa.checks import (
     exit_with,
     resolve_model,
 )
-from pasa.runner import RunArgs, build_agent, build_source, check_model_servers, setup_logging
+from pasa.runner import RunArgs, build_agent, build_source, check_model_servers, check_online_args, setup_logging
 from pasa.tools.http import HttpConfig
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class ServeArgs(RunArgs):
     limit: int | None = field(default=None, metadata=_HIDDEN)
     redo_degraded: bool = field(default=False, metadata=_HIDDEN)
     max_consecutive_failures: int | None = field(default=None, metadata=_HIDDEN)
+    seed_papers: str | None = field(default=None, metadata=_HIDDEN)  # per search, in the request
     progress: bool | None = field(default=None, metadata=_HIDDEN)
 
 
@@ -106,6 +107,7 @@ BATCH_ONLY_FLAGS = (
     "redo_degraded",
     "max_consecutive_failures",
     "progress",
+    "seed_papers",
 )
 
 
@@ -139,6 +141,7 @@ def check_serve_args(args: ServeArgs, config: AgentConfig, api_key: str | None) 
     check_int_range(args.max_concurrent_searches, "--max_concurrent_searches", 1)
     check_int_range(args.max_queued_searches, "--max_queued_searches", 1)
     check_output_dir(args.output_dir)
+    check_online_args(args)
     if args.demo:
         return
     check_agent_knobs(config)
@@ -147,6 +150,8 @@ def check_serve_args(args: ServeArgs, config: AgentConfig, api_key: str | None) 
     check_selector_endpoint(args.selector_endpoint)
     for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
         resolve_model(spec, flag)
+    if args.title_llm:
+        resolve_model(args.title_llm, "--title_llm")
     if args.search_index:
         check_index_dir(args.search_index)
     if args.title_index:

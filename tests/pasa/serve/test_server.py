@@ -235,6 +235,8 @@ def test_non_loopback_host_is_accepted_with_an_api_key(tmp_path, monkeypatch, ke
     "argv, words",
     [
         (["--query", "rag"], "--query is a `pasa run` flag"),
+        (["--seed_papers", "2005.11401"], "--seed_papers is a `pasa run` flag"),
+        (["--search_engine", "bing"], "--search_engine must be one of"),
         (["--max_concurrent_searches", "0"], "--max_concurrent_searches"),
         (["--port", "70000"], "--port"),
     ],
@@ -243,7 +245,7 @@ def test_bad_flags_are_one_line(tmp_path, capsys, argv, words):
     from pasa.serve.server import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["--demo", "--output_dir", str(tmp_path / "out"), *argv])
+        main(["--demo", "--port", "0", "--output_dir", str(tmp_path / "out"), *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err
