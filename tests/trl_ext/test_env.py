@@ -203,7 +203,7 @@ def test_parse_actions_spans():
         assert reply[start] == "[" and end == end_char and reply[end_char] == "["
 
 
-# ---- released behaviour (issue 9; docs/released_differences.md "PPO"): each flag in both modes ----------------------
+# ---- released behaviour (trl_ext/released.py; docs/released_differences.md "PPO"): each flag in both modes ---------
 
 
 def released(cfg, **overrides):
@@ -211,10 +211,10 @@ def released(cfg, **overrides):
 
 
 def test_released_behaviour_sets_every_released_flag(cfg):
-    from trl_ext.config import RELEASED_PPO_FLAGS
+    from trl_ext.released import RELEASED_PPO_VALUES
 
     rel = released(cfg)
-    for name, value in RELEASED_PPO_FLAGS.items():
+    for name, value in RELEASED_PPO_VALUES.items():
         assert getattr(rel, name) == value, name
         assert getattr(cfg, name) != value, name  # default off: the project's behaviour
     assert rel.value_warmup_updates == 49 and cfg.value_warmup_updates == 50

@@ -1,4 +1,4 @@
-"""trl_ext.trainer helpers: character offsets of generated tokens, so rewards land on the token holding ``[``."""
+"""Character offsets of generated tokens (rewards land on the token holding ``[``) and the rollout sampling config."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def _logprobs_of(logits, tokens):
 
 
 def test_sampling_distribution_is_the_one_the_old_logprobs_score(tiny_checkpoint):
-    """Issue 9 item 5: a checkpoint's generation_config (repetition_penalty, top_k ...) must not act while
+    """A checkpoint's generation_config (repetition_penalty, top_k ...) must not act while
     sampling, since the old log-probs are recomputed from logits / temperature alone."""
     from types import SimpleNamespace
 
