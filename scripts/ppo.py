@@ -85,11 +85,11 @@ def parse_args(argv: list[str] | None = None):
     recipe run on CPU in float32 when there is no CUDA GPU."""
     import torch
 
-    from trl_ext.parser import cpu_fallback_args, rename_flags
+    from trl_ext.parser import cpu_fallback_args, parse_known_or_exit, rename_flags
 
     argv = rename_flags(sys.argv[1:] if argv is None else argv, RELEASED_FLAGS)
     argv = cpu_fallback_args(argv, torch.cuda.is_available())
-    return make_parser().parse_args_and_config(args=argv)
+    return parse_known_or_exit(make_parser(), argv)
 
 
 def end_date_of(record: dict, offset_days: int) -> str | None:

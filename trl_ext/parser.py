@@ -4,6 +4,8 @@
   meaning) applied to argv before parsing;
 - :func:`cpu_fallback_args`: the GPU recipes ask for bf16; on a machine without CUDA they run on CPU in float32,
   decided from ``torch.cuda.is_available()`` before ``TrainingArguments`` is built;
+- :func:`parse_known_or_exit`: ``TrlParser.parse_args_and_config``, where a flag or recipe key no dataclass has
+  stops with argparse's one-line error instead of a traceback;
 - :func:`quiet_other_ranks`: in a multi-process launch, only rank 0 prints warnings.
 """
 
@@ -32,6 +34,15 @@ def rename_flags(argv: Sequence[str], names: Mapping[str, str]) -> list[str]:
         name, eq, value = arg.partition("=")
         out.append(names[name] + eq + value if arg.startswith("--") and name in names else arg)
     return out
+
+
+def parse_known_or_exit(parser, argv: Sequence[str]) -> tuple:
+    """The dataclasses ``parser`` (a ``TrlParser``) builds from ``argv`` and its ``--config`` recipe; an unknown flag
+    or recipe key is ``parser.error`` (usage and one line, exit status 2)."""
+    *parsed, unknown = parser.parse_args_and_config(args=list(argv), return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return tuple(parsed)
 
 
 def _true(value: str) -> bool:

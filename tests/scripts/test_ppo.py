@@ -164,8 +164,8 @@ def test_ppo_launch_script_two_cpu_processes(tiny_crawler, paper_data, tmp_path)
 
 
 def test_released_flag_names_are_renamed_and_others_rejected(capsys):
-    """The released PPO flags (RELEASED_FLAGS) parse as the flags with the same meaning; any other name is an
-    argparse error of one line."""
+    """The released PPO flags (RELEASED_FLAGS) parse as the flags with the same meaning; a released name whose
+    meaning changed (whitening is of advantages here, --whiten_advantages) is an argparse error of one line."""
     released = [
         "--dataset_name", "q.jsonl", "--sft_model_path", "sft", "--reward_model_path", "value", "--paper_id", "ids.json",
         "--use_vm", "false", "--warm_up_step", "7", "--search_select_score", "2.5", "--expand_cost", "0.3",
@@ -179,10 +179,10 @@ def test_released_flag_names_are_renamed_and_others_rejected(capsys):
     assert (cfg.alpha_search, cfg.c_expand) == (2.5, 0.3)
     assert set(ppo.RELEASED_FLAGS.values()) <= {a.option_strings[0] for a in ppo.make_parser()._actions}
     with pytest.raises(SystemExit) as stop:
-        ppo.parse_args(["--selector", "sel", "--bf16", "false"])
+        ppo.parse_args(["--whiten_rewards", "true", "--bf16", "false"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--selector" in err[-1] and "unrecognized" in err[-1]
+    assert "unrecognized arguments: --whiten_rewards true" in err[-1]
 
 
 def test_bf16_recipe_without_cuda_runs_on_cpu_in_float32(caplog):
