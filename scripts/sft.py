@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None):
     from trl_ext.parser import cpu_fallback_args, parse_known_or_exit, rename_flags
 
     argv = rename_flags(sys.argv[1:] if argv is None else argv, RELEASED_FLAGS)
-    argv = cpu_fallback_args(argv, torch.cuda.is_available())
+    argv = cpu_fallback_args(argv, torch.cuda.is_available(), bf16_default=True)  # SFTConfig: bf16 unless fp16
     return parse_known_or_exit(make_parser(), argv)
 
 

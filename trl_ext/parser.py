@@ -49,8 +49,9 @@ def _true(value: str) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "y", "on")
 
 
-def wants_bf16(argv: Sequence[str]) -> bool:
-    """Whether a run asks for bf16: ``--bf16`` on the command line, else the ``--config`` recipe's ``bf16`` key."""
+def wants_bf16(argv: Sequence[str], default: bool = False) -> bool:
+    """Whether a run asks for bf16: ``--bf16`` on the command line, else the ``--config`` recipe's ``bf16`` key,
+    else ``default`` (the training arguments' own default)."""
     import yaml
 
     peek = argparse.ArgumentParser(add_help=False)
@@ -62,15 +63,17 @@ def wants_bf16(argv: Sequence[str]) -> bool:
     if known.config and os.path.isfile(known.config):
         with open(known.config, encoding="utf-8") as f:
             recipe = yaml.safe_load(f)
-        return isinstance(recipe, dict) and _true(recipe.get("bf16", False))
-    return False
+        if isinstance(recipe, dict) and recipe.get("bf16") is not None:
+            return _true(recipe["bf16"])
+    return default
 
 
-def cpu_fallback_args(argv: Sequence[str], cuda_available: bool) -> list[str]:
+def cpu_fallback_args(argv: Sequence[str], cuda_available: bool, bf16_default: bool = False) -> list[str]:
     """``argv`` plus :data:`CPU_FALLBACK_ARGS` when it asks for bf16 and there is no CUDA GPU (one warning).
 
     A bf16 recipe on a machine without a GPU would stop in ``TrainingArguments``; it runs on CPU in float32
-    instead (bf16 CPU training is slow and lossy).
+    instead (bf16 CPU training is slow and lossy). ``bf16_default``: whether the training arguments use bf16 when
+    neither the command line nor the recipe says (trl's ``SFTConfig``: yes; ``TrainingArguments``: no).
 
     >>> cpu_fallback_args(["--bf16", "true"], cuda_available=False)[-6:]
     ['--use_cpu', 'true', '--bf16', 'false', '--dtype', 'float32']
@@ -78,7 +81,7 @@ def cpu_fallback_args(argv: Sequence[str], cuda_available: bool) -> list[str]:
     ['--bf16', 'true']
     """
     argv = list(argv)
-    if cuda_available or not wants_bf16(argv):
+    if cuda_available or not wants_bf16(argv, bf16_default):
         return argv
     logger.warning("no CUDA GPU here: training on CPU in float32 (--use_cpu true --bf16 false --dtype float32)")
     return [*argv, *CPU_FALLBACK_ARGS]
