@@ -159,7 +159,7 @@ def build_selector(cfg, device: str):
     spec = cfg.selector_path
     if not spec.startswith(("http://", "https://")) and not os.path.isdir(spec):
         raise SystemExit(f"--selector_path {spec!r} is neither a local directory nor an http(s) URL")
-    from trl_ext.trainer import zero3_init_disabled
+    from trl_ext.modeling import zero3_init_disabled
 
     with zero3_init_disabled():  # a full local copy per process, outside ZeRO-3 partitioning
         llm = load_llm(spec, batch_size=cfg.selector_batch_size, device=cfg.selector_device or device)
@@ -172,7 +172,7 @@ def build_models(cfg):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from pasa.llm.attn import resolve_attn_implementation
-    from trl_ext.trainer import init_value_head
+    from trl_ext.modeling import init_value_head
 
     for name, path in (("model_name_or_path", cfg.model_name_or_path), ("value_model_path", cfg.value_model_path)):
         if not path or not os.path.isdir(path):

@@ -21,7 +21,6 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,74 +38,24 @@ from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax
 from trl_ext import released
 from trl_ext import rewards as R
 from trl_ext.config import SessionPPOConfig
-from trl_ext.env import Episode, PaperSearchEnv, Session, SessionOutcome
-from trl_ext.modeling import (  # noqa: F401 - re-exported: scripts and tests import them from here
+from trl_ext.env import Episode, PaperSearchEnv, Session
+from trl_ext.modeling import (
     PolicyAndValueWrapper,
-    gathered_params,
     generation_config_of,
-    init_value_head,
     rollout_generation_config,
     zero3_init_disabled,
 )
-from trl_ext.tokens import SessionPrompts, token_char_ends
+from trl_ext.rollout import (
+    RolloutBatch,
+    action_mask_only,
+    new_tokens_only,
+    rewards_on_char_offsets,
+    session_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE_DIR = "train_state"  # inside a checkpoint: accelerate state (policy + value + optimizer) for resume
-
-
-@dataclass
-class RolloutBatch:
-    """All sessions of one update on this process, padded to the longest reply T."""
-
-    # trajectory
-    prompt_ids: list[torch.Tensor]  # N x (P_i,) chat-formatted prompt tokens
-    responses: torch.Tensor  # (N, T) generated tokens, pad after the end
-    action_mask: torch.Tensor  # (N, T) bool: tokens the crawler generated (EOS included)
-    kinds: list[str]  # N x "search" | "expand"
-    round_index: list[int]  # N x the round the session ran in
-    # policy
-    logprobs: torch.Tensor = None  # (N, T) log π_old(y_t) at the sampling temperature
-    ref_logprobs: torch.Tensor = None  # (N, T) log π_sft(y_t)
-    # value
-    values: torch.Tensor = None  # (N, T) V(s_t) before each generated token
-    # outcome
-    scores: torch.Tensor = None  # (N, T) environment rewards placed on tokens
-    rewards: torch.Tensor = None  # (N, T) scores + KL penalty
-    advantages: torch.Tensor = None  # (N, T)
-    returns: torch.Tensor = None  # (N, T)
-    outcomes: list[SessionOutcome] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
-    def width(self) -> int:
-        return self.responses.shape[1]
-
-
-def session_prompts(tokenizer, args: SessionPPOConfig) -> SessionPrompts:
-    """How sessions are tokenised: cut on the left (default), or the released right cut."""
-    cls = released.RightCutPrompts if args.truncate_prompts_right else SessionPrompts
-    return cls(tokenizer, args.max_prompt_length, args.value_max_length)
-
-
-def rewards_on_char_offsets(tokenizer, row: list[int], outcome: SessionOutcome, width: int) -> torch.Tensor:
-    """A session's rewards on the tokens holding their characters: each action's on the ``[`` that ends it, the
-    stop bonus on the ``]`` of the stop tag. Returns (width,)."""
-    chars, values = outcome.reward_positions()
-    ends = torch.tensor(token_char_ends(tokenizer, row), dtype=torch.long)
-    return R.place_rewards_on_tokens(ends, torch.tensor(chars), torch.tensor(values), length=width)
-
-
-def action_mask_only(action_mask: torch.Tensor) -> torch.Tensor:
-    """The tokens whose value enters GAE and the value loss: the generated ones; the state after EOS is terminal."""
-    return action_mask.bool()
-
-
-def new_tokens_only(response_length: int, prompt_width: int) -> int:
-    """New tokens of a reply: ``response_length``, whatever the prompt's length."""
-    return response_length
 
 
 class SessionPPOTrainer(Trainer):
@@ -264,6 +213,7 @@ class SessionPPOTrainer(Trainer):
 
     # -- training ---------------------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | None = None):
+        """Run the PPO updates (from a checkpoint's next update when resuming); returns the last update's metrics."""
         args, accelerator = self.args, self.accelerator
         start_update = self._resume(resume_from_checkpoint or args.resume_from_checkpoint)
         self.state.max_steps = self.num_updates
@@ -282,7 +232,8 @@ class SessionPPOTrainer(Trainer):
                 # 1. rollout sessions: round by round, the crawler replies and the environment runs its actions,
                 # scores the new papers with the Selector and values the sessions they open
                 batch = self._rollout(unwrapped, episodes, update)
-                # 2. policy log-probs and values of the rollout (gathered weights: local forwards)
+                # 2. scores of every reply token: policy log-probs and values (gathered weights: local forwards),
+                # then the frozen reference's log-probs
                 with self._timed("rollout_forward"):
                     batch.logprobs, batch.values = self._policy_scores(unwrapped, batch)
             with self._timed("ref_forward"):

@@ -13,7 +13,8 @@ import torch
 from pasa.paper import Paper
 from trl_ext.config import SessionPPOConfig
 from trl_ext.env import Episode, Session
-from trl_ext.trainer import SessionPPOTrainer, session_prompts
+from trl_ext.rollout import session_prompts
+from trl_ext.trainer import SessionPPOTrainer
 
 
 @pytest.fixture(scope="module")

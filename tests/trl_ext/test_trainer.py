@@ -7,7 +7,7 @@ import torch
 
 from trl_ext import rewards as R
 from trl_ext.env import parse_actions
-from trl_ext.trainer import token_char_ends
+from trl_ext.tokens import token_char_ends
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_sampling_distribution_is_the_one_the_old_logprobs_score(tiny_checkpoint
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_ext.trainer import generation_config_of, rollout_generation_config
+    from trl_ext.modeling import generation_config_of, rollout_generation_config
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
