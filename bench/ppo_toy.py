@@ -159,7 +159,7 @@ def train(world: dict[str, str], out: Path, args, learning_rate: float) -> list[
         "--save_steps", "0", "--seed", str(args.seed), "--report_to", "none", "--disable_tqdm", "true",
         "--logging_steps", "1",
     ]  # fmt: skip
-    script_args, cfg = ppo.make_parser().parse_args_and_config(args=argv)
+    script_args, cfg = ppo.parse_args(argv)
     trainer = ppo.run(script_args, cfg)
     return [h for h in trainer.state.log_history if "env/reward_per_session" in h]
 
