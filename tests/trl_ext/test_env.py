@@ -367,3 +367,20 @@ def test_cited_paper_resolved_by_id(cfg, fork):
     (out,), _ = env.step([env.expand_session(episode(), hub)], ["[Expand] 1 Intro\n[StopExpand]"])
     found = [p.title for p in out.actions[0].new_papers]
     assert found == (["Paper X", "Paper Y"] if fork else ["Paper C", "Paper X", "Paper Y"])  # released: by title
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_cited_ids_carried_by_fetched_sections(cfg, fork):
+    # the sections came from a fetched page (CitedSections) whose ids the paper itself does not repeat
+    from pasa.paper import CitedSections
+
+    sections = CitedSections(
+        {"1 Intro": ["C: a paper (garbled)", "Paper X"]}, {"1 Intro": [C.arxiv_id, None]}, "ar5iv"
+    )
+    hub = Paper("0003.00002", "Fetched Hub", "hub", sections)
+    assert hub.section_ids is None
+    config = released(cfg, use_value_bootstrap=False) if fork else make_env(cfg, use_value_bootstrap=False).config
+    env = PaperSearchEnv(InMemoryPaperSource([*PAPERS, hub]), None, config)
+    (out,), _ = env.step([env.expand_session(episode(), hub)], ["[Expand] 1 Intro\n[StopExpand]"])
+    found = [p.title for p in out.actions[0].new_papers]
+    assert found == (["Paper X"] if fork else ["Paper C", "Paper X"])  # released: by title only
