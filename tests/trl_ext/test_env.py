@@ -265,8 +265,8 @@ def test_reward_clip_floor(cfg, fork):
     assert out.stop_reward == pytest.approx(0.3)  # the stop bonus is +c of the kind in both
 
 
-# Which new papers are valued: a section citing 8 papers Q1..Q8, selector scores 0.9 .. 0.55; prompt length grows with the abstract;
-# Q2 has no sections.
+# Which new papers are valued: a section citing 8 papers Q1..Q8, selector scores 0.9 .. 0.55; prompt length grows
+# with the abstract; Q2 has no sections.
 ABSTRACT_LEN = {1: 50, 2: 10, 3: 40, 4: 20, 5: 30, 6: 0, 7: 5, 8: 1}
 QS = {  # titles differ in letters (papers are keyed letters-only) and have one length: "Paper Qa" .. "Paper Qh"
     k: Paper(f"0002.0000{k}", f"Paper Q{'abcdefgh'[k - 1]}", "x" * n, None if k == 2 else {"S": []})
