@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from pasa.checks import CheckError, check_model_path, check_model_server, exit_with, is_http_url
 
     prog = parser.prog
-    try:  # one line before any work: a missing checkpoint never becomes a Hub download (issue 12 item 2)
+    try:  # one line before any work: a missing checkpoint never becomes a Hub download
         if is_http_url(args.selector_path):
             check_model_server(args.selector_path, "--selector_path")
         else:

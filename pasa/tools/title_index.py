@@ -1,7 +1,7 @@
 """A local title -> arXiv paper index built from arXiv's metadata snapshot: title lookups without the network.
 
 Every cited title the agent cannot find in its paper database goes to the arXiv API, which arXiv's terms limit to
-one call per 3 s (issue 13: 361 lookups would take 18 minutes per layer). arXiv publishes its whole catalogue as a
+one call per 3 s (361 lookups, a typical expansion layer, would take 18 minutes). arXiv publishes its whole catalogue as a
 metadata snapshot (Kaggle "Cornell-University/arxiv", ``arxiv-metadata-oai-snapshot.json``: one JSON record per
 line with ``id``, ``title``, ``abstract``, ``versions`` (dates), ``categories``); this module indexes it once, and
 ``TitleIndex(path).get_by_title(title)`` answers in microseconds with the same exact-title matching as the arXiv
