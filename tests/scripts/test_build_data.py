@@ -234,7 +234,7 @@ def test_selector_cli_with_a_loopback_teacher_then_sft(paper_db, tmp_path, capsy
     assert crawler_data.main([*crawler_argv, "--output", str(crawler_out)]) == 0
     sft = load_script("sft")
     model_dir = tmp_path / "model"
-    argv = ["--model_name_or_path", tiny_checkpoint, "--train_files", str(out), str(crawler_out)]
+    argv = ["--model_name_or_path", tiny_checkpoint, "--dataset_name", str(out), str(crawler_out)]
     argv += ["--output_dir", str(model_dir), "--max_steps", "2", "--bf16", "false", "--report_to", "none"]
     argv += ["--save_strategy", "no", "--gradient_checkpointing", "false", "--per_device_train_batch_size", "2"]
     assert sft.main(argv) == 0
