@@ -1,7 +1,8 @@
 """SFT and session PPO under DeepSpeed ZeRO-3 on two CPU processes (configs/accelerate/deepspeed_zero3_cpu.yaml).
 
-Each test launches the real scripts through scripts/train_*.sh (``accelerate launch`` -> torchrun, gloo, DeepSpeed's
-CPU accelerator) and kills its workers on timeout. What is shown: the runs finish and save a 16-bit-gathered policy
+Each test launches the real scripts (``accelerate launch`` -> torchrun, gloo, DeepSpeed's CPU accelerator) through
+scripts/train_*.sh, or, where an assertion depends on what the rollout contains, ``tests/scripts/scripted_ppo.py``
+(scripts/ppo.py with scripted crawler replies), and kills its workers on timeout. What is shown: the runs finish and save a 16-bit-gathered policy
 that ``from_pretrained`` loads and the agent runs; resuming from a ZeRO-3 checkpoint reproduces the uninterrupted
 run; the value head is initialised on the gathered tensor; and one PPO update / a few SFT steps on 2 processes
 under ZeRO-3 equal the same work on 1 process without DeepSpeed.
