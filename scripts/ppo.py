@@ -5,6 +5,9 @@ crawler (policy, frozen reference, value backbone with a fresh head), a paper so
 offline search index; Serper with ``--online``) and a Selector (local checkpoint or OpenAI-compatible URL). Saves
 the policy only, in Hugging Face format, loadable by ``pasa.llm.hf.HFLLM``. Nothing is downloaded.
 
+Arguments: trl's ``TrlParser`` (``--config recipe.yaml``, the command line wins); the released flag names are
+renamed to the ones here by ``RELEASED_FLAGS`` below; a bf16 recipe on a machine without CUDA runs on CPU in float32.
+
 Launch lines::
 
     # the released launch: 2 nodes x 8 GPUs, DeepSpeed ZeRO-3 (see scripts/train_ppo_crawler.sh)

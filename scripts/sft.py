@@ -4,6 +4,9 @@ Reads local jsonl only: the released ``sft_selector/*.jsonl`` / ``sft_crawler/tr
 (``messages``), or ``prompt``/``completion`` records (``trl_ext/sft_data.py``); records of another shape are an
 error naming the file and line. The model and tokenizer load from a local directory, never from the Hub.
 
+Arguments: trl's ``TrlParser`` (``--config recipe.yaml``, the command line wins); the released flag names are
+renamed to the ones here by ``RELEASED_FLAGS`` below; a bf16 recipe on a machine without CUDA runs on CPU in float32.
+
 Launch lines::
 
     # the released recipes: 8 GPUs, DeepSpeed ZeRO-3, Qwen2.5-7B-Instruct
