@@ -688,15 +688,48 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``pasa build-db``. Exit 2 on bad arguments, 0 otherwise (bad input lines are counted, never fatal)."""
-    args = make_parser().parse_args(argv)
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The one-line reason the build cannot start, or None; checked before the output folder is created."""
     if not args.inputs and not args.metadata:
-        print("pasa build-db: give unarXive inputs, --metadata, or both", file=sys.stderr)
-        return 2
+        return "give unarXive inputs, --metadata, or both"
     if args.title_index and args.metadata:
-        print("pasa build-db: give --metadata (to build a title index) or --title_index, not both", file=sys.stderr)
+        return "give --metadata (to build a title index) or --title_index, not both"
+    if args.metadata and not os.path.isfile(args.metadata):
+        return f"--metadata {args.metadata!r} is not a file; download the arXiv metadata snapshot (docs/build_db.md)"
+    if args.title_index and not os.path.isdir(args.title_index):
+        return f"--title_index {args.title_index!r} is not a folder; build one with --metadata"
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        return f"--output_dir {args.output_dir!r} is a file; pass a folder"
+    if args.inputs:
+        try:
+            files = expand_inputs(args.inputs, skip=args.output_dir)
+        except FileNotFoundError as err:
+            return str(err)
+        if not files:
+            return (
+                f"no unarXive files ({', '.join('*' + s for s in INPUT_SUFFIXES)}) in {', '.join(args.inputs)}; "
+                "pass the unarXive release's files or folder"
+            )
+    return None
+
+
+def _remove_if_empty(folder: str) -> None:
+    """Remove a folder this run created when a failed build left nothing in it (empty subfolders included)."""
+    for _root, _, names in os.walk(folder):
+        if names:
+            return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pasa build-db``. Exit 2 on bad arguments or a failed build (one line), 0 otherwise (bad input lines are
+    counted, never fatal)."""
+    args = make_parser().parse_args(argv)
+    problem = check_arguments(args)
+    if problem:
+        print(f"pasa build-db: {problem}", file=sys.stderr)
         return 2
+    created = not os.path.exists(args.output_dir)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
@@ -713,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
         )
     except (OSError, ValueError) as err:
+        if created:
+            _remove_if_empty(args.output_dir)
         print(f"pasa build-db: {err}", file=sys.stderr)
         return 2
     print_summary(result)

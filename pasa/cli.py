@@ -11,7 +11,7 @@ import sys
 
 COMMANDS = {
     "run": ("pasa.runner:main", "run the agent on one query or a jsonl of queries"),
-    "demo": ("pasa.runner:demo_main", "run the whole loop offline on a tiny model and an embedded paper set"),
+    "demo": ("pasa.demo:demo_main", "run the whole loop offline on a tiny model and an embedded paper set"),
     "eval": ("pasa.evaluate:main", "score a results folder with the paper's metrics"),
     "baseline": ("pasa.baselines:main", "run a baseline (Google, Google + LLM paraphrase) into a results folder"),
     "index": ("pasa.tools.local_search:main", "build the offline search index over a paper database"),

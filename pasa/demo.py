@@ -33,6 +33,17 @@ CHAT_TEMPLATE = (
 WORD_TOKENS = ["True", "False"]
 
 
+# Printed by `pasa demo` after what it ran: commands that work as written (the tiny folder's run is a test).
+DEMO_NEXT_STEPS = """\
+Next steps:
+  pasa tiny --output_dir /tmp/pasa-tiny && cd /tmp/pasa-tiny    # tiny random models and data in the released layout
+  pasa run --query "graph neural networks" --output_dir results/one    # the whole pipeline on them, CPU, seconds
+Real runs: `pasa download --only models,data` fetches the released PaSa-7B checkpoints and data; search is Google
+when SERPER_API_KEY is set (export SERPER_API_KEY=..., the paper's setting), else offline over the paper database:
+  pasa run --query "..." --crawler_path checkpoints/pasa-7b-crawler --selector_path checkpoints/pasa-7b-selector \\
+      --output_dir results/pasa-7b"""
+
+
 def demo_papers() -> list[Paper]:
     """The embedded demo collection (``pasa/demo_data/papers.jsonl``)."""
     text = resources.files("pasa").joinpath("demo_data/papers.jsonl").read_text(encoding="utf-8")
@@ -46,6 +57,81 @@ def demo_papers() -> list[Paper]:
                 )
             )
     return papers
+
+
+# -- pasa demo ------------------------------------------------------------------------------------------------------
+DEMO_QUERY = "Give me papers about retrieval-augmented generation for language models"
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``pasa demo``: the whole loop offline, on a tiny model built on the spot and the embedded paper set."""
+    import re
+    import tempfile
+
+    from pasa.flags import check_flags, make_argparser
+
+    parser = make_argparser(prog="pasa demo", example="pasa demo --query '...'", description=demo_main.__doc__)
+    parser.add_argument("--query", default=DEMO_QUERY, help="The user query.")
+    parser.add_argument(
+        "--output_dir",
+        default=os.path.join(tempfile.gettempdir(), "pasa-demo"),
+        help="Tiny checkpoint and result tree go here.",
+    )
+    parser.add_argument("--log_level", default="WARNING", help="Logging level.")
+    args = parser.parse_args(check_flags(argv, parser))
+
+    from pasa.agent import AgentConfig, PaperAgent
+    from pasa.batch import output_path, print_selected, print_summary, run_queries
+    from pasa.crawler import Crawler
+    from pasa.llm.hf import HFLLM, HFLLMConfig
+    from pasa.llm.scripted import ScriptedLLM, prompt_user_query
+    from pasa.paper import loads_tree
+    from pasa.queries import QueryItem
+    from pasa.runner import setup_logging
+    from pasa.selector import Selector
+    from pasa.tools.sources import InMemoryPaperSource
+
+    setup_logging(args.log_level)
+    papers = demo_papers()
+    ckpt = os.path.join(args.output_dir, "tiny-qwen2")
+    if not os.path.exists(os.path.join(ckpt, "config.json")):
+        build_tiny_checkpoint(ckpt)
+    selector_llm = HFLLM(HFLLMConfig(ckpt, device="cpu", max_new_tokens=16))
+
+    def crawler_reply(prompt: str) -> str:
+        query = prompt_user_query(prompt)
+        if query is not None:  # search session: the query itself and its two halves
+            words = re.findall(r"[\w-]+", query)
+            half = len(words) // 2
+            qs = [" ".join(words), " ".join(words[:half]), " ".join(words[half:])]
+            return "".join(f"[Search] {q}\n" for q in qs) + "[StopSearch]"
+        names = re.findall(r"'([^']*)'", prompt.rsplit("Sections:", 1)[-1])
+        return "".join(f"[Expand] {n}\n" for n in names[:2]) + "[StopExpand]"
+
+    print("PaSa demo -- what runs here:")
+    print("  crawler : a rule-based stand-in (ScriptedLLM): searches the query and its halves, expands 2 sections")
+    print(f"  selector: a tiny RANDOM Qwen2 ({ckpt}) through the real HF backend: P(True) is computed for real,")
+    print("            but the scores are meaningless (untrained weights)")
+    print(f"  papers  : {len(papers)} embedded papers (pasa/demo_data), bag-of-words search, in-memory citations")
+    agent = PaperAgent(
+        Crawler(ScriptedLLM(reply_fn=crawler_reply)),
+        Selector(selector_llm),
+        InMemoryPaperSource(papers),
+        AgentConfig(search_papers=3, expand_papers=3),
+    )
+    item = QueryItem(index=0, question=args.query)
+    out = os.path.join(args.output_dir, "results")
+    if os.path.exists(output_path(out, item)):  # the demo always runs: no resume
+        os.unlink(output_path(out, item))
+    results = run_queries(agent, [item], out, progress=False)
+    print_summary(results, out)
+    if results[0].status != "done":
+        return 1
+    with open(output_path(out, item), encoding="utf-8") as f:
+        print_selected(loads_tree(f.read()))
+    print(f"result tree: {output_path(out, item)}")
+    print(DEMO_NEXT_STEPS)
+    return 0
 
 
 def _training_corpus() -> list[str]:

@@ -33,7 +33,6 @@ Launch lines::
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sys
@@ -95,41 +94,17 @@ def parse_args(argv: list[str] | None = None):
     return parse_known_or_exit(make_parser(), argv)
 
 
-def end_date_of(record: dict, offset_days: int) -> str | None:
-    """``source_meta.published_time`` (YYYYMMDD) minus ``offset_days``, or None.
-
-    >>> end_date_of({"source_meta": {"published_time": "20240110"}}, 7)
-    '20240103'
-    """
-    published = str((record.get("source_meta") or {}).get("published_time") or "")
-    try:
-        day = dt.datetime.strptime(published.replace("-", "")[:8], "%Y%m%d")
-    except ValueError:
-        return None
-    return (day - dt.timedelta(days=offset_days)).strftime("%Y%m%d")
-
-
 def load_queries(path: str, offset_days: int = 7, limit: int | None = None) -> list[dict]:
-    """Training episodes ``{"question", "answer", "end_date"}``; bad records are logged with their line and skipped."""
-    from pasa.io import iter_jsonl
+    """Training episodes ``{"question", "answer", "end_date"}`` read by ``pasa.queries.load_queries`` (the one query
+    reader and end-date rule); bad records are logged with their line and skipped."""
+    from pasa.queries import load_queries as read_queries
 
     if not os.path.isfile(path):
         raise SystemExit(f"--dataset_name {path!r} does not exist")
-    out = []
-    for lineno, r in iter_jsonl(path, required=("question", "answer")):
-        question, answer = r["question"], r["answer"]
-        if not isinstance(question, str) or not question.strip():
-            logger.warning("%s:%d: empty question, skipped", path, lineno)
-            continue
-        if not isinstance(answer, list) or not all(isinstance(t, str) for t in answer):
-            logger.warning("%s:%d: 'answer' is not a list of titles, skipped", path, lineno)
-            continue
-        out.append({"question": question.strip(), "answer": answer, "end_date": end_date_of(r, offset_days)})
-        if limit is not None and len(out) >= limit:
-            break
-    if not out:
+    items = read_queries(path, limit, require_answer=True, offset_days=offset_days)
+    if not items:
         raise SystemExit(f"no usable training query in {path!r}")
-    return out
+    return [{"question": i.question.strip(), "answer": i.answer, "end_date": i.end_date} for i in items]
 
 
 def build_source(cfg):

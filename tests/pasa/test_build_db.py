@@ -232,6 +232,40 @@ def test_cli(tmp_path, capsys):
 
 
 # -- the real sample ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make_args, expected",
+    [
+        (lambda t: [str(t / "nothing")], "no unarXive files (*.jsonl, *.jsonl.gz) in"),
+        (lambda t: [str(t / "missing.jsonl")], "does not exist"),
+        (lambda t: ["--metadata", str(t / "no-snapshot.json")], "--metadata"),
+        (lambda t: [SAMPLE, "--title_index", str(t / "no-index")], "--title_index"),
+    ],
+)
+def test_a_build_that_cannot_start_is_one_line_and_leaves_nothing(make_args, expected, tmp_path, capsys):
+    from pasa.cli import main
+
+    (tmp_path / "nothing").mkdir()
+    out = tmp_path / "db"
+    assert main(["build-db", *make_args(tmp_path), "--output_dir", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and expected in captured.err
+    assert not out.exists()  # no build_report.json, no empty folder
+
+
+def test_a_build_failing_midway_removes_the_folder_it_created(tmp_path, capsys, monkeypatch):
+    import pasa.build_db as build_db
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(build_db, "build_database", fail)
+    assert build_db.main([SAMPLE, "--output_dir", str(tmp_path / "db")]) == 2
+    assert "disk full" in capsys.readouterr().err and not (tmp_path / "db").exists()
+    (tmp_path / "kept").mkdir()
+    assert build_db.main([SAMPLE, "--output_dir", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()  # a folder the user made stays
+
+
 def test_real_unarxive_sample(tmp_path, shared_data):
     real_sample = shared_data / "unarxive_sample" / "unarXive_data_sample.tar.gz"
     if not real_sample.is_file():

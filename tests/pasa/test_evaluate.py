@@ -77,8 +77,8 @@ def test_cli_prints_table_latex_and_markdown(run_a, capsys):
 
 def test_cli_ensemble_and_output_json(run_a, run_b, tmp_path, capsys):
     out_json = tmp_path / "out" / "summary.json"
-    argv = ["eval", run_a, "--output_folder_ensemble", run_b, "--format", "latex", "--output", str(out_json)]
-    assert cli_main(argv) == 0  # the released --output_folder_ensemble and the old --output are accepted
+    argv = ["eval", run_a, "--ensemble", run_b, "--format", "latex", "--output_file", str(out_json)]
+    assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("0.625 & 0.4 & 0.4375 & 0.625 & 0.625 & 0.5\n0.625 & 1.75 & 0.4268 & 0.4  & 0.4375\n")
     data = json.loads(out_json.read_text())

@@ -124,6 +124,7 @@ def test_launch_script_passes_the_node_rank_and_address(tmp_path):
         "ACCELERATE_CONFIG": "configs/accelerate/deepspeed_zero3_2nodes.yaml",
         "MACHINE_RANK": "1",
         "MAIN_PROCESS_IP": "10.0.0.1",
+        "PASA_LAUNCH_CHECK": "0",  # no GPUs or checkpoints here: only the arguments handed to accelerate matter
     }
     out = subprocess.run(
         ["bash", str(ROOT / "scripts/train_ppo_crawler.sh"), "--output_dir", "x"], env=env, capture_output=True,
