@@ -168,6 +168,11 @@ def no_section_ids(paper: Paper) -> None:
     return None
 
 
+def episode_query(outcome: SessionOutcome) -> None:
+    """The sessions a reply opens are written with the episode's own user query (None: no replacement)."""
+    return None
+
+
 def open_best_sessions(
     outcomes: list[SessionOutcome], value_papers_max: int, open_session: Callable[[SessionOutcome, Paper], Session]
 ) -> OpenedSessions:
@@ -236,7 +241,7 @@ class PaperSearchEnv:
         self.seen_before = SEEN_BEFORE[cfg.dedup_scope]
         self.sections_list = released.sections_list_ascii if cfg.sections_ascii else sections_list_json
         self.section_ids = section_ids_of if cfg.resolve_citations_by_id else no_section_ids
-        self.query_of_opened = released.query_read_back if cfg.query_from_reply else lambda outcome: None
+        self.query_of_opened = released.query_read_back if cfg.query_from_reply else episode_query
         self.open_sessions = OPEN_SESSIONS[cfg.value_papers_rule]
         self.clip_floor = released.clip_floor_search_cost if cfg.clip_floor_search_cost else clip_floor_of_kind
         self.next_sessions = released.fill_sessions if cfg.fill_sessions else first_sessions
