@@ -203,6 +203,8 @@ def check_search_service(source: Any, http: Any, timeout: float = 10.0) -> None:
 
     searcher = getattr(source, "searcher", None)
     url = getattr(searcher, "serper_url", None)
+    if getattr(searcher, "search_engine", "serper") != "serper":  # the keyless arXiv engine needs no probe
+        return
     if type(searcher).__name__ != "OnlinePaperSource" or not url:
         return
     import requests

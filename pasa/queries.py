@@ -2,7 +2,7 @@
 
 A query file is JSONL, one object per line: ``question`` (required), ``answer`` (list of titles, optional),
 ``source_meta.published_time`` (the source paper's date; the end date of the search is that minus 7 days, as in
-the released ``run_paper_agent.py``). ``pasa run``, the baselines, ``pasa reproduce`` and the PPO script read them
+the released ``run_paper_agent.py``), ``seed_papers`` (arXiv ids queued before the search results, optional). ``pasa run``, the baselines, ``pasa reproduce`` and the PPO script read them
 through :func:`load_queries`.
 """
 
@@ -50,6 +50,24 @@ def end_date_from_published(published_time: str | int | None, offset_days: int =
     return day.strftime("%Y%m%d")
 
 
+def seed_papers_of_record(value) -> list[str] | None:
+    """A record's ``seed_papers``: a list of arXiv ids (or one comma-separated string), without versions; None when
+    absent or empty. Raises ``ValueError`` naming the entry that is not an arXiv id.
+
+    >>> seed_papers_of_record(["1706.03762v5", "hep-th/9901001"]), seed_papers_of_record(None)
+    (['1706.03762', 'hep-th/9901001'], None)
+    """
+    from pasa.tools.arxiv_api import parse_arxiv_ids
+
+    if value is None or value == [] or value == "":
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of arXiv ids")
+    return parse_arxiv_ids(",".join(value)) or None
+
+
 def load_queries(
     path: str,
     limit: int | None = None,
@@ -85,7 +103,14 @@ def load_queries(
             logger.warning("%s:%d: 'answer' is not a list of titles, skipped", path, lineno)
             skipped["bad_answer"] += 1
             continue
-        items.append(QueryItem(lineno - 1, question, end_date, answer))
+        seeds = record.get("seed_papers")
+        try:
+            seed_papers = seed_papers_of_record(seeds)
+        except ValueError as err:
+            logger.warning("%s:%d: bad 'seed_papers' (%s), skipped", path, lineno, err)
+            skipped["bad_seed_papers"] += 1
+            continue
+        items.append(QueryItem(lineno - 1, question, end_date, answer, seed_papers))
         if limit is not None and len(items) >= limit:
             break
     return items
@@ -103,6 +128,7 @@ def describe_skipped(skipped: Counter) -> str:
         "bad_question": "with an empty question",
         "bad_date": "with a bad published_time",
         "bad_answer": "with an answer that is not a list of titles",
+        "bad_seed_papers": "with seed_papers that are not arXiv ids",
     }
     parts = [f"{skipped[k]} {w}" for k, w in words.items() if skipped.get(k)]
     return ", ".join(parts) if parts else "no lines"

@@ -169,6 +169,33 @@ class RunArgs(BatchArgs):
         default=None,
         metadata={"help": "Show each stage's counts while a query runs (default: on for --query, off for a batch)."},
     )
+    # online search: the engine, seed papers, how cited titles are read (pasa.tools.sources, docs/paper_sources.md)
+    search_engine: str | None = field(
+        default=None,
+        metadata={
+            "help": "serper (Google through Serper, needs SERPER_API_KEY; the paper's setting), arxiv (the arXiv API's "
+            "search, no key; not the paper's setting) or local (the offline index). Default: serper when "
+            "SERPER_API_KEY is set, else local when an index or paper DB is given."
+        },
+    )
+    seed_papers: str | None = field(
+        default=None,
+        metadata={
+            "help": "arXiv ids, comma-separated, queued at depth 0 and scored like any other paper before the search "
+            "results (input records may carry a 'seed_papers' list instead)."
+        },
+    )
+    title_extractor: str = field(
+        default="rules",
+        metadata={
+            "help": "How cited titles are read from fetched pages: rules, or llm (the rules, then one model call "
+            "per page for the references they cannot read)."
+        },
+    )
+    title_llm: str | None = field(
+        default=None,
+        metadata={"help": "Model of --title_extractor llm: checkpoint or server URL (default: the crawler)."},
+    )
 
 
 def default_output_dir(query: str | None, end_date: str | None = None) -> str:
@@ -214,6 +241,7 @@ def build_source(args: BatchArgs, released_behaviour: bool = False, http: HttpCo
         service=http if http is not None else HttpConfig(),  # its HTTP client is made only for online search
         title_index=args.title_index,
         released_behaviour=released_behaviour,
+        search_engine=getattr(args, "search_engine", None),
     )
 
 
@@ -241,6 +269,13 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None, http: HttpConfi
     selector_spec = resolve_model(args.selector_path, "--selector_path")
     crawler_llm = load_llm(crawler_spec, **opts)
     selector_llm = crawler_llm if selector_spec == crawler_spec else load_llm(selector_spec, **opts)
+    if getattr(args, "title_extractor", "rules") == "llm":
+        from pasa.tools.sources import use_title_llm
+
+        title_spec = resolve_model(args.title_llm, "--title_llm") if args.title_llm else crawler_spec
+        title_llm = crawler_llm if title_spec == crawler_spec else load_llm(title_spec, **opts)
+        if not use_title_llm(source, title_llm):
+            logger.warning("--title_extractor llm: no online full text in this run (or released mode); rules only")
     if args.seed is not None:
         import torch
 
@@ -277,15 +312,37 @@ def check_batch_args(args: BatchArgs) -> None:
     check_output_dir(args.output_dir)
 
 
+def check_online_args(args: RunArgs) -> None:
+    """``--search_engine``, ``--seed_papers``, ``--title_extractor``: one line naming what is wrong."""
+    from pasa.tools.arxiv_api import parse_arxiv_ids
+    from pasa.tools.sources import SEARCH_ENGINES
+
+    if args.search_engine is not None and args.search_engine not in SEARCH_ENGINES:
+        raise CheckError(f"--search_engine must be one of {', '.join(SEARCH_ENGINES)}, not {args.search_engine!r}")
+    if args.title_extractor not in ("rules", "llm"):
+        raise CheckError(f"--title_extractor must be rules or llm, not {args.title_extractor!r}")
+    if args.title_llm and args.title_extractor != "llm":
+        raise CheckError("--title_llm is the model of --title_extractor llm; add --title_extractor llm")
+    if args.seed_papers is not None:
+        try:
+            if not parse_arxiv_ids(args.seed_papers):
+                raise ValueError("no arXiv id given")
+        except ValueError as err:
+            raise CheckError(f"--seed_papers: {err}") from err
+
+
 def check_run_args(args: RunArgs, config: AgentConfig) -> None:
     """Everything ``pasa run`` can check before loading a model or computing a query; raises ``CheckError``."""
     check_batch_args(args)
+    check_online_args(args)
     check_agent_knobs(config)
     check_int_range(args.batch_size, "--batch_size", 1)
     check_int_range(args.max_batch_tokens, "--max_batch_tokens", 0)
     check_selector_endpoint(args.selector_endpoint)
     for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
         resolve_model(spec, flag)
+    if args.title_llm:
+        resolve_model(args.title_llm, "--title_llm")
 
 
 def check_model_servers(args: RunArgs, timeout: float = 10.0) -> None:
@@ -307,6 +364,14 @@ def check_results_folder(items: list[QueryItem], output_dir: str) -> None:
             raise CheckError(f"{err} (or let `pasa run --query` pick a folder of its own)") from err
 
 
+def seed_papers_of(args: BatchArgs) -> list[str] | None:
+    """The ``--seed_papers`` ids (checked by ``check_online_args``), or None."""
+    from pasa.tools.arxiv_api import parse_arxiv_ids
+
+    text = getattr(args, "seed_papers", None)
+    return parse_arxiv_ids(text) if text else None
+
+
 def load_items(args: BatchArgs, parser=None) -> list[QueryItem]:
     """The queries of ``--query`` or ``--input_file`` (exactly one); raises ``CheckError`` on bad input, or,
     given the command's ``parser``, prints it as one line and exits with status 2."""
@@ -316,7 +381,7 @@ def load_items(args: BatchArgs, parser=None) -> list[QueryItem]:
         if bool(args.query) == bool(args.input_file):
             raise CheckError("pass exactly one of --query or --input_file")
         if not args.input_file:
-            return [QueryItem(index=0, question=args.query, end_date=args.end_date)]
+            return [QueryItem(index=0, question=args.query, end_date=args.end_date, seed_papers=seed_papers_of(args))]
         check_jsonl_file(args.input_file)
         skipped: Counter = Counter()
         items = load_queries(args.input_file, args.limit, skipped=skipped)
@@ -326,6 +391,9 @@ def load_items(args: BatchArgs, parser=None) -> list[QueryItem]:
                 "(each line is named in the warnings above)"
             )
         print(f"{len(items)} queries from {args.input_file}")
+        seeds = seed_papers_of(args)
+        for item in items:  # a record's own seed_papers win over the flag
+            item.seed_papers = item.seed_papers or seeds
         return items
     except CheckError as err:
         if parser is None:

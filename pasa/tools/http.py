@@ -245,6 +245,13 @@ class HttpConfig:
         default_factory=env_url("PASA_AR5IV_URL", "pasa.tools.ar5iv", "AR5IV_URL"),
         metadata={"help": "ar5iv page URL with {arxiv_id}, or a base URL the id is appended to (env PASA_AR5IV_URL)."},
     )
+    arxiv_html_url: str | None = field(
+        default_factory=lambda: os.environ.get("PASA_ARXIV_HTML_URL", "").strip() or None,
+        metadata={
+            "help": "arXiv's own HTML pages ({arxiv_id} template or base URL), asked when ar5iv has no page (env "
+            "PASA_ARXIV_HTML_URL; default arxiv.org/html when --ar5iv_url is ar5iv's, else none)."
+        },
+    )
     no_cache: bool = field(
         default=False, metadata={"help": f"Do not use the on-disk HTTP response cache ({NO_CACHE_ENV}=1 also)."}
     )
@@ -315,7 +322,8 @@ class HttpConfig:
         for name in ("http_retries", "http_backoff", "http_backoff_max", "http_retry_after_max", "http_max_wait"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        hosts = {urlsplit(u.replace("{arxiv_id}", "x")).hostname for u in (self.arxiv_url, self.ar5iv_url)}
+        pages = (self.arxiv_url, self.ar5iv_url, self.arxiv_html_url or "")
+        hosts = {urlsplit(u.replace("{arxiv_id}", "x")).hostname for u in pages if u}
         self.min_interval = {h: self.arxiv_interval for h in set(DEFAULT_MIN_INTERVALS) | hosts if h}
 
     @property
