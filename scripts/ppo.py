@@ -241,7 +241,7 @@ def check_models(cfg) -> None:
 
 def main(argv: list[str] | None = None, trainer_cls=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from trl_ext.parser import quiet_other_ranks
+    from pasa.flags import quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, cfg = parse_args(argv)

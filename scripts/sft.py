@@ -156,7 +156,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trl_ext.parser import quiet_other_ranks
+    from pasa.flags import quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, training_args, model_args = parse_args(argv)

@@ -6,7 +6,6 @@
   decided from ``torch.cuda.is_available()`` before ``TrainingArguments`` is built;
 - :func:`parse_known_or_exit`: ``TrlParser.parse_args_and_config``, where a flag or recipe key no dataclass has
   stops with argparse's one-line error instead of a traceback;
-- :func:`quiet_other_ranks`: in a multi-process launch, only rank 0 prints warnings.
 """
 
 from __future__ import annotations
@@ -85,25 +84,3 @@ def cpu_fallback_args(argv: Sequence[str], cuda_available: bool, bf16_default: b
         return argv
     logger.warning("no CUDA GPU here: training on CPU in float32 (--use_cpu true --bf16 false --dtype float32)")
     return [*argv, *CPU_FALLBACK_ARGS]
-
-
-def is_rank0() -> bool:
-    """True outside a multi-process launch and on its rank 0 (torchrun / accelerate set RANK and LOCAL_RANK)."""
-    return os.environ.get("RANK", "0") in ("", "0") and os.environ.get("LOCAL_RANK", "0") in ("", "0")
-
-
-def quiet_other_ranks() -> bool:
-    """In a multi-process launch, send every other rank's logging to ERROR and ignore its Python warnings, so each
-    warning appears once. Returns whether this process is rank 0. Call it first in a script's ``main``."""
-    import warnings
-
-    if is_rank0():
-        return True
-    logging.getLogger().setLevel(logging.ERROR)
-    for name in ("transformers", "trl", "accelerate", "deepspeed", "datasets", "pasa", "trl_ext"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.simplefilter("ignore")
-    from transformers.utils import logging as hf_logging  # transformers keeps its own verbosity
-
-    hf_logging.set_verbosity_error()
-    return False
