@@ -212,7 +212,7 @@ def _usage() -> str:
 
 
 def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None) -> int:
-    from pasa.flags import make_parser, rewrite_argv
+    from pasa.flags import make_parser, parse_dataclasses
     from pasa.runner import build_source, check_batch_args, load_items, setup_logging
 
     parser = make_parser(
@@ -220,7 +220,7 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
         prog=f"pasa baseline {name}",
         example=f"pasa baseline {name} --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_{name}",
     )
-    args, config = parser.parse_args_into_dataclasses(args=rewrite_argv(argv, parser))
+    args, config = parse_dataclasses(parser, argv)
     setup_logging(args.log_level)
     search = "google"
     if source is None and args.online is not True and not os.environ.get("SERPER_API_KEY"):
@@ -265,7 +265,7 @@ def check_llm(spec: str) -> None:
 
 def _run_pasa_llm(argv: list[str], source=None) -> int:
     from pasa.agent import AgentConfig
-    from pasa.flags import make_parser, rewrite_argv
+    from pasa.flags import make_parser, parse_dataclasses
     from pasa.runner import (
         RunArgs,
         build_agent,
@@ -281,8 +281,7 @@ def _run_pasa_llm(argv: list[str], source=None) -> int:
         example="pasa baseline pasa-llm --llm https://api.openai.com/v1#gpt-4o "
         "--input_file data/RealScholarQuery/test.jsonl --output_dir results/real_pasa_gpt4o",
     )
-    argv = rewrite_argv(argv, parser)
-    llm_args, args, config = parser.parse_args_into_dataclasses(args=argv)
+    llm_args, args, config = parse_dataclasses(parser, argv)
     setup_logging(args.log_level)
     if not any(a.startswith("--selector_endpoint") for a in argv):
         args.selector_endpoint = "chat"  # OpenAI models (the PaSa-GPT-4o row) have no /completions endpoint

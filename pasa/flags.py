@@ -47,17 +47,12 @@ def make_parser(dataclass_types, prog: str, example: str | None = None, descript
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse``'s parser whose "unrecognized arguments" error is one line naming the closest known flag."""
+    """``argparse``'s parser whose ``parse_args`` first checks the flags (:func:`check_flags`): a mistyped one is one
+    line naming the closest known flag, before any other error (a missing required argument) could hide it.
+    ``parse_known_args`` is argparse's own: the flags it does not know are the caller's."""
 
-    def error(self, message: str):
-        prefix = "unrecognized arguments: "
-        flags = [a for a in message.removeprefix(prefix).split() if a.startswith("--")]
-        if message.startswith(prefix) and flags:
-            self.exit(
-                USAGE_EXIT,
-                f"{self.prog}: error: {unknown_flag_message(flags[0].partition('=')[0], known_flags(self))}\n",
-            )
-        super().error(message)
+    def parse_args(self, args=None, namespace=None):
+        return super().parse_args(check_flags(args, self), namespace)
 
 
 def make_argparser(prog: str, example: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
@@ -159,17 +154,3 @@ def quiet_other_ranks() -> bool:
     except ImportError:
         pass
     return False
-
-
-# Kept for the commands that call them before parsing: the flags are checked, nothing is renamed.
-def rewrite_argv(argv: Sequence[str] | None, parser, *_, **__) -> list[str]:
-    """:func:`check_flags` for an ``HfArgumentParser`` (it parses strictly); ``argv`` as a list otherwise (a plain
-    parser may take only the flags it knows, ``parse_known_args``)."""
-    if hasattr(parser, "parse_args_into_dataclasses") and not hasattr(parser, "parse_args_and_config"):
-        return check_flags(argv, parser)
-    return list(sys.argv[1:] if argv is None else argv)
-
-
-def parse_args_and_config(parser, argv: Sequence[str] | None = None, prog: str | None = None):
-    """``TrlParser.parse_args_and_config(argv)``."""
-    return parser.parse_args_and_config(None if argv is None else list(argv))

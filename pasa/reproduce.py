@@ -447,11 +447,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pasa.flags import rewrite_argv
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
-    args, passthrough = parser.parse_known_args(rewrite_argv(argv, parser))
+    args, passthrough = parser.parse_known_args(argv)  # what this parser does not know goes to `pasa run`
+    _check_run_flags(passthrough, parser)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     for b in benchmarks:
         if b not in BENCHMARKS:
@@ -466,18 +465,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     ensemble = not args.no_ensemble
 
-    run_argv = list(passthrough)
-    if _flag_value(run_argv, "--paper_db") is None and all(os.path.exists(p) for p in DEFAULT_DB):
-        run_argv += ["--paper_db", DEFAULT_DB[0], "--id2paper", DEFAULT_DB[1]]
-    if args.search_index:
-        run_argv += ["--search_index", args.search_index]
-        if _flag_value(run_argv, "--online") is None:
-            run_argv += ["--online", "false"]
+    # the plan: `pasa run` arguments, the models, the runs and what they will cost
+    run_argv = _run_argv(passthrough, args.search_index)
     online_flag = _flag_value(run_argv, "--online")
     online = online_flag.lower() in ("true", "1", "yes") if online_flag else bool(os.environ.get("SERPER_API_KEY"))
     models = {role: _flag_value(run_argv, f"--{role}_path") or default for role, default in DEFAULT_MODELS.items()}
     serper_per_query = int(_flag_value(run_argv, "--search_queries") or 5)
-
     runs = plan_runs(
         benchmarks, files, args.output_dir, args.limit, ensemble, models, run_argv, online, args.ensemble_seed
     )
@@ -493,24 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
 
-    from pasa.runner import load_queries, output_path
-    from pasa.runner import main as run_main
-
-    status = 0
-    for r in runs:
-        print(f"\n== {BENCHMARKS[r['benchmark']].name}, {r['run']} ==", flush=True)
-        extra = ["--input_file", r["input_file"], "--output_dir", r["folder"]]
-        if args.limit is not None:
-            extra += ["--limit", str(args.limit)]
-        start = time.monotonic()
-        code = int(run_main(r["argv"] + extra, prog="pasa reproduce") or 0)
-        status = max(status, code)
-        if code == 2:  # bad input: nothing ran, and the next runs would stop on the same line
-            return status
-        items = load_queries(r["input_file"], args.limit)
-        done = r["todo"] - sum(not os.path.exists(output_path(r["folder"], item)) for item in items)
-        write_manifest(r, time.monotonic() - start if done else 0.0, done)
-
+    # the runs, then the table
+    status, finished = run_all(runs, args.limit)
+    if not finished:
+        return status
     results, notes, producers = evaluate_runs(runs, ensemble)
     if not online:
         notes.append("offline search (BM25 over the paper database) instead of Google: not the paper's setting")
@@ -526,6 +505,56 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(path, table)
     print("\n" + table + f"\nwritten to {path}")
     return status
+
+
+def _check_run_flags(passthrough: list[str], parser: argparse.ArgumentParser) -> None:
+    """A flag neither ``pasa reproduce`` nor ``pasa run`` knows stops here, before any run, with the closest flag of
+    either (exit status 2)."""
+    from pasa.flags import find_unknown_flag, known_flags, unknown_flag_message
+    from pasa.runner import make_parser as make_run_parser
+
+    run_parser = make_run_parser()
+    unknown = find_unknown_flag(passthrough, run_parser)
+    if unknown is not None:
+        message = unknown_flag_message(unknown, known_flags(parser) + known_flags(run_parser))
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def _run_argv(passthrough: list[str], search_index: str | None) -> list[str]:
+    """The `pasa run` arguments of every run: the user's, plus the downloaded paper database when they name none,
+    plus offline search over ``search_index`` when given."""
+    run_argv = list(passthrough)
+    if _flag_value(run_argv, "--paper_db") is None and all(os.path.exists(p) for p in DEFAULT_DB):
+        run_argv += ["--paper_db", DEFAULT_DB[0], "--id2paper", DEFAULT_DB[1]]
+    if search_index:
+        run_argv += ["--search_index", search_index]
+        if _flag_value(run_argv, "--online") is None:
+            run_argv += ["--online", "false"]
+    return run_argv
+
+
+def run_all(runs: list[dict], limit: int | None) -> tuple[int, bool]:
+    """Each planned run through ``pasa run`` (resuming what is done), its manifest written after it. Returns the
+    worst exit status and whether every run ran: a run whose input is refused (status 2) stops here, since the next
+    runs would stop on the same line."""
+    from pasa.runner import load_queries, output_path
+    from pasa.runner import main as run_main
+
+    status = 0
+    for r in runs:
+        print(f"\n== {BENCHMARKS[r['benchmark']].name}, {r['run']} ==", flush=True)
+        extra = ["--input_file", r["input_file"], "--output_dir", r["folder"]]
+        if limit is not None:
+            extra += ["--limit", str(limit)]
+        start = time.monotonic()
+        code = int(run_main(r["argv"] + extra, prog="pasa reproduce") or 0)
+        status = max(status, code)
+        if code == 2:
+            return status, False
+        items = load_queries(r["input_file"], limit)
+        done = r["todo"] - sum(not os.path.exists(output_path(r["folder"], item)) for item in items)
+        write_manifest(r, time.monotonic() - start if done else 0.0, done)
+    return status, True
 
 
 if __name__ == "__main__":

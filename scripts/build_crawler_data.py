@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
+from pasa.flags import make_argparser  # noqa: E402
 from pasa.paper import Paper, normalize_arxiv_id, title_key  # noqa: E402
 from pasa.prompts import (  # noqa: E402
     parse_expand_sections,
@@ -316,7 +316,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     from pasa.checks import check_builder_inputs
 
     check_builder_inputs(args, parser.prog)

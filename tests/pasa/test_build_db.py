@@ -17,9 +17,10 @@ import zipfile
 import pytest
 
 from pasa import build_db
-from pasa.build_db import build_database, convert_paper, section_keys
+from pasa.build_db import build_database
 from pasa.paper import title_key
 from pasa.tools.paper_db import PaperDB
+from pasa.unarxive import convert_paper, section_keys
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "unarxive")
 SAMPLE = os.path.join(FIXTURES, "sample_3papers.jsonl")
@@ -252,6 +253,15 @@ def test_a_build_that_cannot_start_is_one_line_and_leaves_nothing(make_args, exp
     assert not out.exists()  # no build_report.json, no empty folder
 
 
+def test_a_mistyped_flag_is_named_before_a_missing_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_db.main([SAMPLE, "--outptu_dir", str(tmp_path / "db")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err == ["pasa build-db: error: unrecognized argument --outptu_dir; did you mean --output_dir?"]
+    assert not (tmp_path / "db").exists()
+
+
 def test_a_build_failing_midway_removes_the_folder_it_created(tmp_path, capsys, monkeypatch):
     import pasa.build_db as build_db
 
@@ -305,9 +315,10 @@ def test_truncated_gzip_and_odd_shapes_never_abort(tmp_path):
 def test_doctests():
     import doctest
 
+    from pasa import unarxive
     from pasa.tools import title_index
 
-    assert doctest.testmod(build_db).failed == 0 and doctest.testmod(title_index).failed == 0
+    assert all(doctest.testmod(m).failed == 0 for m in (build_db, unarxive, title_index))
 
 
 def test_agent_resolves_the_built_citations_by_id(tmp_path):

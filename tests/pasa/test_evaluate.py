@@ -192,7 +192,7 @@ def deep_tree_text(depth: int) -> str:
 
 
 def test_deep_tree_is_scored_and_unparseable_one_skipped(tmp_path, capsys):
-    """Issue 11 point 10: a 3,000-level tree is scored (no RecursionError); one nested beyond parsing is skipped."""
+    """A 3,000-level tree is scored (no RecursionError); one nested beyond parsing is skipped."""
     (tmp_path / "0.json").write_text(deep_tree_text(3000))
     (tmp_path / "1.json").write_text("[" * 400_000 + "]" * 400_000)
     ev = evaluate_folder(str(tmp_path))

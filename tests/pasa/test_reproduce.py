@@ -76,6 +76,17 @@ def test_unknown_benchmark_is_a_usage_error(tmp_path, monkeypatch):
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("flag, meant", [("--dryrun", "--dry_run"), ("--crawler_pth", "--crawler_path")])
+def test_a_mistyped_flag_of_either_command_stops_before_any_run(flag, meant, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no query files here: the flag is refused before they are looked for
+    with pytest.raises(SystemExit) as exc:
+        reproduce.main([flag, "x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err == [
+        f"pasa reproduce: error: unrecognized argument {flag}; did you mean {meant}?"
+    ]
+
+
 def _reproduce_real(argv_models, output_dir, capsys):
     argv = ["--limit", "1", "--benchmarks", "real", "--no_ensemble", "--output_dir", str(output_dir),
             "--search_index", "data/paper_database/search_index", "--log_level", "WARNING", *argv_models]  # fmt: skip
