@@ -22,6 +22,7 @@ COMMANDS = {
     "download": ("pasa.download:main", "download the released checkpoints, base model and data (Hugging Face)"),
     "reproduce": ("pasa.reproduce:main", "run RealScholarQuery + AutoScholarQuery test, table beside the paper's"),
     "tiny": ("pasa.tiny:main", "build tiny checkpoints, paper DB and data files (CPU smoke runs, docs tests)"),
+    "serve": ("pasa.serve.server:main", "a web app and JSON API over the agent (models load once, searches queue)"),
 }
 
 

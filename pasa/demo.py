@@ -59,13 +59,55 @@ def demo_papers() -> list[Paper]:
     return papers
 
 
+# -- the demo agent (`pasa demo`, `pasa serve --demo`) --------------------------------------------------------
+DEMO_CONFIG = {"search_papers": 3, "expand_papers": 3}  # small enough for seconds on a CPU
+
+
+def demo_crawler_reply(prompt: str) -> str:
+    """The rule-based stand-in crawler: searches the query and its two halves, expands a paper's first 2 sections."""
+    import re
+
+    from pasa.llm.scripted import prompt_user_query
+
+    query = prompt_user_query(prompt)
+    if query is not None:
+        words = re.findall(r"[\w-]+", query)
+        half = len(words) // 2
+        queries = [" ".join(words), " ".join(words[:half]), " ".join(words[half:])]
+        return "".join(f"[Search] {q}\n" for q in queries if q) + "[StopSearch]"
+    names = re.findall(r"'([^']*)'", prompt.rsplit("Sections:", 1)[-1])
+    return "".join(f"[Expand] {n}\n" for n in names[:2]) + "[StopExpand]"
+
+
+def build_demo_agent(checkpoint_dir: str, selector_llm=None):
+    """The demo agent: the stand-in crawler, a tiny random Qwen2 selector (built in ``checkpoint_dir`` when absent,
+    loaded through the HF backend) unless ``selector_llm`` is given, and the embedded papers in memory."""
+    from pasa.agent import AgentConfig, PaperAgent
+    from pasa.crawler import Crawler
+    from pasa.llm.scripted import ScriptedLLM
+    from pasa.selector import Selector
+    from pasa.tools.sources import InMemoryPaperSource
+
+    if selector_llm is None:
+        from pasa.llm.hf import HFLLM, HFLLMConfig
+
+        if not os.path.exists(os.path.join(checkpoint_dir, "config.json")):
+            build_tiny_checkpoint(checkpoint_dir)
+        selector_llm = HFLLM(HFLLMConfig(checkpoint_dir, device="cpu", max_new_tokens=16))
+    return PaperAgent(
+        Crawler(ScriptedLLM(reply_fn=demo_crawler_reply)),
+        Selector(selector_llm),
+        InMemoryPaperSource(demo_papers()),
+        AgentConfig(**DEMO_CONFIG),
+    )
+
+
 # -- pasa demo ------------------------------------------------------------------------------------------------------
 DEMO_QUERY = "Give me papers about retrieval-augmented generation for language models"
 
 
 def demo_main(argv: list[str] | None = None) -> int:
     """``pasa demo``: the whole loop offline, on a tiny model built on the spot and the embedded paper set."""
-    import re
     import tempfile
 
     from pasa.flags import check_flags, make_argparser
@@ -80,45 +122,21 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log_level", default="WARNING", help="Logging level.")
     args = parser.parse_args(check_flags(argv, parser))
 
-    from pasa.agent import AgentConfig, PaperAgent
     from pasa.batch import output_path, print_selected, print_summary, run_queries
-    from pasa.crawler import Crawler
-    from pasa.llm.hf import HFLLM, HFLLMConfig
-    from pasa.llm.scripted import ScriptedLLM, prompt_user_query
     from pasa.paper import loads_tree
     from pasa.queries import QueryItem
     from pasa.runner import setup_logging
-    from pasa.selector import Selector
-    from pasa.tools.sources import InMemoryPaperSource
 
     setup_logging(args.log_level)
-    papers = demo_papers()
     ckpt = os.path.join(args.output_dir, "tiny-qwen2")
-    if not os.path.exists(os.path.join(ckpt, "config.json")):
-        build_tiny_checkpoint(ckpt)
-    selector_llm = HFLLM(HFLLMConfig(ckpt, device="cpu", max_new_tokens=16))
-
-    def crawler_reply(prompt: str) -> str:
-        query = prompt_user_query(prompt)
-        if query is not None:  # search session: the query itself and its two halves
-            words = re.findall(r"[\w-]+", query)
-            half = len(words) // 2
-            qs = [" ".join(words), " ".join(words[:half]), " ".join(words[half:])]
-            return "".join(f"[Search] {q}\n" for q in qs) + "[StopSearch]"
-        names = re.findall(r"'([^']*)'", prompt.rsplit("Sections:", 1)[-1])
-        return "".join(f"[Expand] {n}\n" for n in names[:2]) + "[StopExpand]"
+    agent = build_demo_agent(ckpt)
+    papers = agent.source.papers
 
     print("PaSa demo -- what runs here:")
     print("  crawler : a rule-based stand-in (ScriptedLLM): searches the query and its halves, expands 2 sections")
     print(f"  selector: a tiny RANDOM Qwen2 ({ckpt}) through the real HF backend: P(True) is computed for real,")
     print("            but the scores are meaningless (untrained weights)")
     print(f"  papers  : {len(papers)} embedded papers (pasa/demo_data), bag-of-words search, in-memory citations")
-    agent = PaperAgent(
-        Crawler(ScriptedLLM(reply_fn=crawler_reply)),
-        Selector(selector_llm),
-        InMemoryPaperSource(papers),
-        AgentConfig(search_papers=3, expand_papers=3),
-    )
     item = QueryItem(index=0, question=args.query)
     out = os.path.join(args.output_dir, "results")
     if os.path.exists(output_path(out, item)):  # the demo always runs: no resume

@@ -154,8 +154,3 @@ def quiet_other_ranks() -> bool:
     except ImportError:
         pass
     return False
-
-
-def parse_args_and_config(parser, argv: Sequence[str] | None = None, prog: str | None = None):
-    """``TrlParser.parse_args_and_config(argv)``."""
-    return parser.parse_args_and_config(None if argv is None else list(argv))
