@@ -98,7 +98,7 @@ def test_not_found_is_quiet_none(tmp_path, fixture_bytes, caplog):
 
 
 def test_failed_calls_raise_typed_errors_without_the_key(tmp_path, fixture_bytes, caplog, monkeypatch):
-    """Contract 2: a failed call raises (the agent logs and counts it); nothing is logged at WARNING here."""
+    """A failed call raises (the agent logs and counts it); nothing is logged at WARNING here."""
     script = services(fixture_bytes, arxiv_down=True, serper_status=500)
     with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
         source = online(url, http)
