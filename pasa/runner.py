@@ -302,6 +302,12 @@ def check_batch_args(args: BatchArgs) -> None:
     if args.limit is not None:
         check_int_range(args.limit, "--limit", 1)
     check_int_range(args.max_consecutive_failures, "--max_consecutive_failures", 0)
+    check_source_args(args)
+    check_output_dir(args.output_dir)
+
+
+def check_source_args(args: BatchArgs) -> None:
+    """The offline index, title index and paper database paths exist; raises ``CheckError``."""
     if args.search_index:
         check_index_dir(args.search_index)
     if args.title_index:
@@ -309,7 +315,6 @@ def check_batch_args(args: BatchArgs) -> None:
     for flag, path in (("--paper_db", args.paper_db), ("--id2paper", args.id2paper)):
         if path and not os.path.isfile(path):
             raise CheckError(f"{flag} {path!r} is not a file; run `pasa download --only data`")
-    check_output_dir(args.output_dir)
 
 
 def check_online_args(args: RunArgs) -> None:
@@ -335,6 +340,11 @@ def check_run_args(args: RunArgs, config: AgentConfig) -> None:
     """Everything ``pasa run`` can check before loading a model or computing a query; raises ``CheckError``."""
     check_batch_args(args)
     check_online_args(args)
+    check_model_args(args, config)
+
+
+def check_model_args(args: RunArgs, config: AgentConfig) -> None:
+    """The agent's knobs, the HF backend's sizes and every model spec (a folder, a cached Hub name or a URL)."""
     check_agent_knobs(config)
     check_int_range(args.batch_size, "--batch_size", 1)
     check_int_range(args.max_batch_tokens, "--max_batch_tokens", 0)

@@ -28,16 +28,21 @@ from dataclasses import dataclass, field
 from pasa.agent import AgentConfig
 from pasa.checks import (
     CheckError,
-    check_agent_knobs,
-    check_index_dir,
     check_int_range,
     check_output_dir,
     check_search_service,
-    check_selector_endpoint,
     exit_with,
-    resolve_model,
 )
-from pasa.runner import RunArgs, build_agent, build_source, check_model_servers, check_online_args, setup_logging
+from pasa.runner import (
+    RunArgs,
+    build_agent,
+    build_source,
+    check_model_args,
+    check_model_servers,
+    check_online_args,
+    check_source_args,
+    setup_logging,
+)
 from pasa.tools.http import HttpConfig
 
 logger = logging.getLogger(__name__)
@@ -144,21 +149,8 @@ def check_serve_args(args: ServeArgs, config: AgentConfig, api_key: str | None) 
     check_online_args(args)
     if args.demo:
         return
-    check_agent_knobs(config)
-    check_int_range(args.batch_size, "--batch_size", 1)
-    check_int_range(args.max_batch_tokens, "--max_batch_tokens", 0)
-    check_selector_endpoint(args.selector_endpoint)
-    for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
-        resolve_model(spec, flag)
-    if args.title_llm:
-        resolve_model(args.title_llm, "--title_llm")
-    if args.search_index:
-        check_index_dir(args.search_index)
-    if args.title_index:
-        check_index_dir(args.title_index, "--title_index", command="pasa build-db")
-    for flag, path in (("--paper_db", args.paper_db), ("--id2paper", args.id2paper)):
-        if path and not os.path.isfile(path):
-            raise CheckError(f"{flag} {path!r} is not a file; run `pasa download --only data`")
+    check_model_args(args, config)
+    check_source_args(args)
 
 
 def parse_args(argv: list[str] | None):
