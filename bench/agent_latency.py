@@ -1,8 +1,8 @@
-"""Wall time of the agent loop against its critical path, on three kinds of model backend (issue 13).
+"""Wall time of the agent loop against its critical path, on three kinds of model backend.
 
-The agent runs on a fake paper source and fake models that sleep a fixed time per call. Defaults are issue 13's
-world and latencies: search 0.3 s, id/title lookup 0.05 s, sections 0.2 s, crawler 0.5 s + 0.01 s/prompt per call,
-selector 0.05 s + 0.001 s/prompt per call, and the released knobs (expand_layers 2, search_queries 5,
+The agent runs on a fake paper source and fake models that sleep a fixed time per call. Defaults: a PaSa-sized
+world and these latencies: search 0.3 s, id/title lookup 0.05 s, sections 0.2 s, crawler 0.5 s + 0.01 s/prompt per
+call, selector 0.05 s + 0.001 s/prompt per call, and the released knobs (expand_layers 2, search_queries 5,
 search_papers 10, expand_papers 20, threads 20). Backend kinds:
 
   A  each model on one device: calls queue (one at a time), a call of n prompts costs base + n x per-prompt
@@ -113,7 +113,7 @@ class FakeModel:
 
 
 def make_world(n_queries: int, papers_per_query: int, sections: int, refs: int, seed: int = 0):
-    """Issue 13's shape: search hits that overlap across queries; every paper's sections come from a fetch (as
+    """The benchmark world: search hits that overlap across queries; every paper's sections come from a fetch (as
     for papers found online); cited papers overlap across citing papers; titles differ in their letters."""
     import random
 
@@ -166,111 +166,124 @@ def score_fn(prompt: str) -> float:
 
 
 # -- the released loop's threads, emulated on the same fakes ---------------------------------------------------------
-def released_loop(crawler_llm, selector_llm, source, cfg: AgentConfig, user_query: str) -> PaperNode:
+def run_threads(fn, n: int) -> None:
+    """Run ``fn`` in ``n`` threads and wait for them all (the released loop's ``threading.Thread`` pattern)."""
+    threads = [threading.Thread(target=fn) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+class ReleasedLoop:
     """The released ``paper_agent.py`` thread structure (not its code) over a PaperSource and LLMs."""
-    root = PaperNode.root(user_query)
-    lock = threading.Lock()
-    queue: list[PaperNode] = []
 
-    def parallel(fn, n):
-        threads = [threading.Thread(target=fn) for _ in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    def __init__(self, crawler_llm, selector_llm, source, cfg: AgentConfig, user_query: str):
+        self.crawler_llm, self.selector_llm, self.source, self.cfg = crawler_llm, selector_llm, source, cfg
+        self.user_query = user_query
+        self.root = PaperNode.root(user_query)
+        self.lock = threading.Lock()
+        self.queue: list[PaperNode] = []
 
-    def touch(arxiv_id) -> bool:
-        with lock:
-            if arxiv_id in root.extra["touch_ids"]:
+    def run(self) -> PaperNode:
+        (reply,) = self.crawler_llm.generate([f"User Query: {self.user_query}"])
+        queries = parse_search_queries(reply, self.cfg.search_queries)
+        run_threads(lambda: self.search_worker(queries), len(queries))
+        start = 0
+        for depth in range(self.cfg.expand_layers):
+            layer = sort_by_score(self.queue[start:])
+            if depth > 0:
+                layer = layer[: self.cfg.expand_papers]
+            start = len(self.queue)
+            self.expand_layer(layer, depth)
+        return self.root
+
+    def touch(self, arxiv_id) -> bool:
+        with self.lock:
+            if arxiv_id in self.root.extra["touch_ids"]:
                 return False
-            root.extra["touch_ids"].append(arxiv_id)
+            self.root.extra["touch_ids"].append(arxiv_id)
             return True
 
-    def score_and_add(parent, items, depth, tag):
-        scores = selector_llm.true_prob([render_select_prompt(user_query, shown, p.abstract) for p, shown, _ in items])
-        with lock:
+    def score_and_add(self, parent, items, depth, tag):
+        prompts = [render_select_prompt(self.user_query, shown, p.abstract) for p, shown, _ in items]
+        scores = self.selector_llm.true_prob(prompts)
+        with self.lock:
             for (p, _, key), s in zip(items, scores, strict=True):
                 node = PaperNode.from_paper(p, depth, f"{tag} {p.source}", s)
                 parent.child.setdefault(key, []).append(node)
-                queue.append(node)
+                self.queue.append(node)
 
-    (reply,) = crawler_llm.generate([f"User Query: {user_query}"])
-    queries = parse_search_queries(reply, cfg.search_queries)
-
-    def search_worker():
+    def search_worker(self, queries: list[str]) -> None:
         while True:
-            with lock:
+            with self.lock:
                 if not queries:
                     return
                 q = queries.pop()
-                root.child[q] = []
+                self.root.child[q] = []
             found = []
-            for arxiv_id in source.search(q, cfg.search_papers):
+            for arxiv_id in self.source.search(q, self.cfg.search_papers):
                 arxiv_id = normalize_arxiv_id(arxiv_id)
-                if touch(arxiv_id):
-                    p = source.get_by_id(arxiv_id)
+                if self.touch(arxiv_id):
+                    p = self.source.get_by_id(arxiv_id)
                     if p is not None:
                         found.append((p, p.title, q))
-            score_and_add(root, found, 0, "Search")
+            self.score_and_add(self.root, found, 0, "Search")
 
-    parallel(search_worker, len(queries))
-    start = 0
-    for depth in range(cfg.expand_layers):
-        layer = sort_by_score(queue[start:])
-        if depth > 0:
-            layer = layer[: cfg.expand_papers]
-        start = len(queue)
+    def expand_layer(self, layer: list[PaperNode], depth: int) -> None:
         todo, ready = list(layer), []
 
-        def sections_worker(todo=todo, ready=ready):
+        def sections_worker():
             while True:
-                with lock:
+                with self.lock:
                     if not todo:
                         return
                     node = todo.pop(0)
                 if node.sections == "":
-                    node.sections = source.get_sections(node.arxiv_id)
+                    node.sections = self.source.get_sections(node.arxiv_id)
                 if node.sections:
                     node.extra["expand"] = "not expand"
-                    with lock:
+                    with self.lock:
                         ready.append(node)
 
-        parallel(sections_worker, cfg.threads_num)
-        replies = crawler_llm.generate(
-            [render_expand_prompt(user_query, n.title, n.abstract, list(n.sections)) for n in ready]
+        run_threads(sections_worker, self.cfg.threads_num)
+        replies = self.crawler_llm.generate(
+            [render_expand_prompt(self.user_query, n.title, n.abstract, list(n.sections)) for n in ready]
         )
         pairs = list(zip(ready, replies, strict=True))
 
-        def expand_worker(pairs=pairs, depth=depth):
+        def expand_worker():
             while True:
-                with lock:
+                with self.lock:
                     if not pairs:
                         return
                     node, reply = pairs.pop(0)
-                refs = [
-                    (s.strip(), r)
-                    for s in EXPAND_RE.findall(reply)
-                    if s.strip() in node.sections
-                    for r in node.sections[s.strip()]
-                ]
-                found, ref_lock = [], threading.Lock()
+                self.expand_paper(node, reply, depth)
 
-                def ref_worker(refs=refs, ref_lock=ref_lock, found=found):
-                    while True:
-                        with ref_lock:
-                            if not refs:
-                                return
-                            section, cited = refs.pop(0)
-                        p = source.get_by_title(cited)
-                        if p is not None and touch(normalize_arxiv_id(p.arxiv_id)):
-                            with ref_lock:
-                                found.append((p, cited, section))
+        run_threads(expand_worker, self.cfg.threads_num)
 
-                parallel(ref_worker, cfg.threads_num * 3)
-                score_and_add(node, found, depth + 1, "Expand")
+    def expand_paper(self, node: PaperNode, reply: str, depth: int) -> None:
+        refs = [
+            (s.strip(), r)
+            for s in EXPAND_RE.findall(reply)
+            if s.strip() in node.sections
+            for r in node.sections[s.strip()]
+        ]
+        found, ref_lock = [], threading.Lock()
 
-        parallel(expand_worker, cfg.threads_num)
-    return root
+        def ref_worker():
+            while True:
+                with ref_lock:
+                    if not refs:
+                        return
+                    section, cited = refs.pop(0)
+                p = self.source.get_by_title(cited)
+                if p is not None and self.touch(normalize_arxiv_id(p.arxiv_id)):
+                    with ref_lock:
+                        found.append((p, cited, section))
+
+        run_threads(ref_worker, self.cfg.threads_num * 3)
+        self.score_and_add(node, found, depth + 1, "Expand")
 
 
 # -- the critical path -------------------------------------------------------------------------------------------------
@@ -301,7 +314,7 @@ def critical_path(root: PaperNode, kind: str, lat: dict[str, float], layers: int
     return scores_done
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="ABC", help="backend kinds to run (A, B, C)")
     parser.add_argument("--search_queries", type=int, default=5)
@@ -320,9 +333,59 @@ def main() -> None:
     parser.add_argument("--lat_crawler_per_prompt", type=float, default=0.01)
     parser.add_argument("--lat_selector", type=float, default=0.05)
     parser.add_argument("--lat_selector_per_prompt", type=float, default=0.001)
-    args = parser.parse_args()
+    return parser
 
-    papers, results, online = make_world(args.search_queries, args.search_papers, sections=2, refs=args.refs)
+
+def bench_kind(kind: str, args, world, lat: dict[str, float], config: AgentConfig) -> list[tuple]:
+    """Run every user query on backend ``kind``; print a row per loop; returns (kind, loop, wall, critical) rows."""
+    papers, results, online = world
+    rows = {"stream": [], "released": []}
+    spans_seen = None
+    for u in range(args.user_queries):
+        for loop in ["stream"] + (["released"] if args.released else []):
+            source = SlowSource(OnlineSections(papers, results, online), lat)
+            crawler_llm = FakeModel(
+                kind,
+                lat["crawler"],
+                lat["crawler_per"],
+                reply_fn=crawler_reply_fn(results),
+                concurrency=args.server_concurrency,
+            )
+            selector_llm = FakeModel(
+                kind, lat["selector"], lat["selector_per"], score_fn=score_fn, concurrency=args.server_concurrency
+            )
+            start = time.perf_counter()
+            if loop == "stream":
+                agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
+                root = agent.run(f"user query {u}")
+                spans_seen = (agent.last_spans, start)
+            else:
+                root = ReleasedLoop(crawler_llm, selector_llm, source, config, f"user query {u}").run()
+            wall = time.perf_counter() - start
+            crit = critical_path(root, kind, lat, args.expand_layers)
+            n = sum(1 for _ in root.iter_nodes())
+            rows[loop].append((wall, crit, n, sum(source.calls.values())))
+    summary = []
+    for loop, runs in rows.items():
+        if not runs:
+            continue
+        wall = statistics.median(r[0] for r in runs)
+        crit = statistics.median(r[1] for r in runs)
+        print(f"{kind:>4} {loop:>8} {wall:7.2f} {crit:10.2f} {wall / crit:9.2f} {runs[0][2]:6d} {runs[0][3]:10d}")
+        summary.append((kind, loop, wall, crit))
+    if spans_seen is not None:
+        spans, start = spans_seen
+        parts = [
+            f"{name} {s.start - start:.2f}-{s.end - start:.2f}s/{s.calls}"
+            for name, s in sorted(spans.items(), key=lambda kv: kv[1].start)
+        ]
+        print("     spans (last stream run, start-end/calls): " + ", ".join(parts))
+    return summary
+
+
+def main() -> None:
+    args = make_parser().parse_args()
+    world = make_world(args.search_queries, args.search_papers, sections=2, refs=args.refs)
     lat = {
         "search": args.lat_search,
         "get_by_id": args.lat_lookup,
@@ -341,57 +404,16 @@ def main() -> None:
         threads_num=args.threads,
     )
     print(
-        f"world: {len(papers)} papers; knobs: {args.search_queries} queries x {args.search_papers} papers, "
+        f"world: {len(world[0])} papers; knobs: {args.search_queries} queries x {args.search_papers} papers, "
         f"{args.expand_layers} layers, expand_papers {args.expand_papers}, threads {args.threads}"
     )
     print("latencies (s): " + ", ".join(f"{k}={v}" for k, v in lat.items()))
-    header = (
+    print(
         f"{'kind':>4} {'loop':>8} {'wall s':>7} {'critical s':>10} {'wall/crit':>9} {'papers':>6} {'tool calls':>10}"
     )
-    print(header)
     summary = []
     for kind in args.kinds:
-        rows = {"stream": [], "released": []}
-        spans_seen = None
-        for u in range(args.user_queries):
-            loops = ["stream"] + (["released"] if args.released else [])
-            for loop in loops:
-                source = SlowSource(OnlineSections(papers, results, online), lat)
-                crawler_llm = FakeModel(
-                    kind,
-                    lat["crawler"],
-                    lat["crawler_per"],
-                    reply_fn=crawler_reply_fn(results),
-                    concurrency=args.server_concurrency,
-                )
-                selector_llm = FakeModel(
-                    kind, lat["selector"], lat["selector_per"], score_fn=score_fn, concurrency=args.server_concurrency
-                )
-                start = time.perf_counter()
-                if loop == "stream":
-                    agent = PaperAgent(Crawler(crawler_llm), Selector(selector_llm), source, config)
-                    root = agent.run(f"user query {u}")
-                    spans_seen = (agent.last_spans, start)
-                else:
-                    root = released_loop(crawler_llm, selector_llm, source, config, f"user query {u}")
-                wall = time.perf_counter() - start
-                crit = critical_path(root, kind, lat, args.expand_layers)
-                n = sum(1 for _ in root.iter_nodes())
-                rows[loop].append((wall, crit, n, sum(source.calls.values())))
-        for loop, runs in rows.items():
-            if not runs:
-                continue
-            wall = statistics.median(r[0] for r in runs)
-            crit = statistics.median(r[1] for r in runs)
-            print(f"{kind:>4} {loop:>8} {wall:7.2f} {crit:10.2f} {wall / crit:9.2f} {runs[0][2]:6d} {runs[0][3]:10d}")
-            summary.append((kind, loop, wall, crit))
-        if spans_seen is not None:
-            spans, start = spans_seen
-            parts = [
-                f"{name} {s.start - start:.2f}-{s.end - start:.2f}s/{s.calls}"
-                for name, s in sorted(spans.items(), key=lambda kv: kv[1].start)
-            ]
-            print("     spans (last stream run, start-end/calls): " + ", ".join(parts))
+        summary += bench_kind(kind, args, world, lat, config)
     worst = max((w / c for k, loop, w, c in summary if loop == "stream"), default=math.nan)
     print(f"max stream wall / critical path: {worst:.2f} (bar: <= 1.10)")
     if args.released:

@@ -1,4 +1,4 @@
-"""Fault-injection benchmark of the tools layer (issue 11): no silent loss, no bad answer replayed from the cache.
+"""Fault-injection benchmark of the tools layer: no silent loss, no bad answer replayed from the cache.
 
 Fake Serper, arXiv API, ar5iv and OpenAI-compatible (crawler + selector) servers run on 127.0.0.1 over a synthetic
 world of papers. With faults on, each request may be answered (seeded, per request key and occurrence, so thread

@@ -1,5 +1,5 @@
 """Selector throughput of the HF backend on mixed-length prompts: fixed batches in input order vs sorted batches
-under a token budget (issue 13 item 3).
+under a token budget.
 
 A random Qwen2 of the given size (no download) and the in-process tokenizer score 64 selector prompts whose
 lengths spread over 397-834 tokens (the issue's figures for real selector prompts), three ways:

@@ -131,7 +131,7 @@ def known_rewards(world: dict[str, str]) -> list[tuple[str, float, float]]:
     from trl_ext.config import SessionPPOConfig
     from trl_ext.env import Episode, PaperSearchEnv
 
-    cfg = SessionPPOConfig(output_dir=tempfile.mkdtemp(), use_selector=False, search_papers=2, report_to="none")
+    cfg = SessionPPOConfig(output_dir=tempfile.mkdtemp(), use_selector=False, search_papers_kept=2, report_to="none")
     source = build_paper_source(paper_db=world["paper_db"], id2paper=world["id2paper"], index=world["index"])
     rows = []
     for q, answers, good, bad in TOY_QUERIES:
@@ -152,14 +152,14 @@ def train(world: dict[str, str], out: Path, args, learning_rate: float) -> list[
         "--id2paper", world["id2paper"], "--search_index", world["index"], "--output_dir", str(out),
         "--use_selector", str(args.selector).lower(), "--selector_path", world["sft"], "--selector_batch_size", "8", "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
         "--attn_implementation", "sdpa", "--rounds", str(args.rounds), "--response_length", "24",
-        "--search_papers", "2", "--value_warmup_updates", "0", "--kl_coef", str(args.kl_coef),
+        "--search_papers_kept", "2", "--value_warmup_updates", "0", "--kl_coef", str(args.kl_coef),
         "--learning_rate", str(learning_rate), "--lr_scheduler_type", "constant",
         "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", str(args.queries_per_update),
         "--total_episodes", str(args.updates * args.queries_per_update * int(os.environ.get("WORLD_SIZE", "1"))),
         "--save_steps", "0", "--seed", str(args.seed), "--report_to", "none", "--disable_tqdm", "true",
         "--logging_steps", "1",
     ]  # fmt: skip
-    script_args, cfg = ppo.make_parser().parse_args_and_config(args=argv)
+    script_args, cfg = ppo.parse_args(argv)
     trainer = ppo.run(script_args, cfg)
     return [h for h in trainer.state.log_history if "env/reward_per_session" in h]
 

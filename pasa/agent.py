@@ -1,70 +1,446 @@
-"""PaperAgent: the Crawler/Selector loop of DESIGN §1.1 over a PaperSource, streamed.
+"""PaperAgent: PaSa's Crawler/Selector loop over a PaperSource (DESIGN §1.1, paper §3).
 
-The algorithm is the released ``paper_agent.py``:
+The loop, as ``PaperAgent.arun`` reads:
 
-1. **Search.** One Crawler call on the ``generate_query`` prompt; the first ``search_queries`` queries are
-   searched; ids are deduplicated against ``touch_ids`` in query order, resolved to papers, scored by the
-   Selector, and added as depth-0 children of the root under their query.
-2. **Expand**, for ``depth`` in ``0..expand_layers-1``: the papers added since the last layer, sorted by score
-   (stable), all of them at depth 0 and the top ``expand_papers`` later; for each, its sections (record, else
-   fetched), the Crawler's ``select_section`` choice, the cited papers of the chosen sections resolved (by arXiv id
-   when known, else by title), deduplicated by arXiv id, scored and added as children (depth + 1) under the
-   section.
+1. **Search.** The Crawler writes search queries for the user query; each query is searched, the papers found
+   (and the user's seed papers) are scored by the Selector and queued at depth 0 under their query.
+2. **Expand**, for ``depth`` in ``0..expand_layers-1``: the papers queued since the last layer, sorted by score (all
+   of them at depth 0, the top ``expand_papers`` later). Per paper (``_Run.expand_paper``): its sections (from the
+   record, else fetched) -> the Crawler's choice of sections -> the cited papers of the chosen sections resolved
+   (by arXiv id when known, else by title); then, in the layer's order, each new paper is scored and queued at
+   ``depth + 1`` under its section.
 
-It runs as a stream (issue 13): each paper moves through its stages (sections -> crawler -> citation lookups ->
-selector -> queue) as soon as its own inputs are ready. The only barriers are the algorithm's: a layer is sorted
-by score before it is expanded (and cut to the top ``expand_papers`` after depth 0). Depth-0 papers are all
-expanded, so their sections and crawler calls start while search papers are still being scored. Model calls go
-through one ``MicroBatcher`` per model; tool calls run in per-service pools (``threads_num`` for search,
-``lookup_concurrency`` for lookups and sections).
+Every paper is one coroutine: it awaits its tool calls (run in threads, at most ``threads_num`` searches and
+``lookup_concurrency`` lookups or section fetches at once) and its model calls (gathered into batches by one
+``MicroBatcher`` per model), so papers move through their stages as soon as their own inputs are ready. The only
+waits between papers are the algorithm's: a layer is sorted by score before it is expanded, and the papers a layer
+finds are queued in the layer's order (query order, rank order, section order, reference order), by awaiting the
+papers' tasks in that order, so the tree does not depend on timing. Depth-0 papers are all expanded, so their
+expansion starts while the other search papers are still being scored.
 
-All bookkeeping happens on the thread that called ``run``: workers only call the source or the model and hand
-the result back through one event queue. Results are merged in a fixed order (query order, queue order, section
-order, reference order), the same order as the layer-by-layer loop, so a run is reproducible and the tree does not
-depend on timing. Source failures are logged, counted in ``root.extra["failures"]`` and skipped; model errors
-propagate to the caller (the batch runner logs them and goes on with the next query).
+Steps that have a released form (``released_behaviour``) are picked once, at construction, from the table in
+``pasa/released.py``. Source failures are logged once, counted in ``root.extra["failures"]`` and skipped; model
+errors propagate to the caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from pasa.crawler import Crawler
 from pasa.llm.batcher import MicroBatcher
-from pasa.paper import Paper, PaperNode, empty_failures, normalize_arxiv_id, sort_by_score, title_key
+from pasa.paper import Paper, PaperNode, empty_failures, normalize_arxiv_id, sort_by_score
 from pasa.prompts import has_action
+from pasa.released import RELEASED_VALUES, loop_rules
+from pasa.resolve import Citation, chosen_citations, lookup_plan
 from pasa.selector import Selector
-from pasa.tools.sources import PaperSource, published_before
+from pasa.tools.sources import PaperSource
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["RELEASED_VALUES", "AgentConfig", "AgentEvent", "PaperAgent", "StageSpan"]
 
-# The individual released-compat flags and their released values (``released_behaviour`` sets all of them).
-RELEASED_VALUES = {
-    "filter_by_end_date": False,
-    "selector_sees_cited_title": True,
-    "refetch_empty_sections": False,
-    "keep_empty_queries": True,
-    "search_queries_from_expand_papers": True,
-    "dedup_title_lookups": False,
-    "resolve_citations_by_id": False,
-    "keep_failed_sections": True,
-    "max_query_chars": 0,
-}
+# The child key of the root under which the user's seed papers are queued.
+SEED_KEY = "[Seed]"
 
 
+@dataclass(frozen=True)
+class AgentEvent:
+    """Progress of a run: ``count`` more of ``kind`` in ``layer`` (0 = the search round, N = the N-th expansion).
+
+    Kinds: "queries" (search queries written), "search" (searches done), "ids" (ids they returned), "lookup"
+    (paper lookups done), "found" (citations a lookup found), "sections" (section fetches done), "crawler" (papers
+    the Crawler chose sections for), "chosen" (sections chosen), "scored" / "selected" (Selector), "failed" (failed
+    source calls).
+    """
+
+    kind: str
+    layer: int
+    count: int = 1
+
+
+@dataclass
+class StageSpan:
+    """First start and last end of one kind of call in a run (``time.perf_counter``), and how many calls."""
+
+    start: float = float("inf")
+    end: float = 0.0
+    calls: int = 0
+
+    def add(self, start: float, end: float) -> None:
+        self.start, self.end, self.calls = min(self.start, start), max(self.end, end), self.calls + 1
+
+
+class PaperAgent:
+    """Run the PaSa loop for one user query: ``PaperAgent(crawler, selector, source, config).run(query)``.
+
+    After a run, ``last_spans`` holds the per-stage spans (tool kinds, crawler, selector) for benchmarks.
+    """
+
+    def __init__(self, crawler: Crawler, selector: Selector, source: PaperSource, config: AgentConfig | None = None):
+        self.crawler = crawler
+        self.selector = selector
+        self.source = source
+        self.config = config or AgentConfig()
+        self.rules = loop_rules(self.config)
+        self.last_spans: dict[str, StageSpan] = {}
+
+    def run(
+        self,
+        user_query: str,
+        end_date: str | None = None,
+        answer: list[str] | None = None,
+        seed_papers: list[str] | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> PaperNode:
+        """Search, then ``expand_layers`` expansion layers. ``end_date``: ``YYYYMMDD`` or None; ``seed_papers``:
+        arXiv ids queued at depth 0 before the search results; ``on_event`` is called on the thread that runs
+        the loop, one event at a time (this thread, unless it already runs an event loop)."""
+        run = self.arun(user_query, end_date, answer, seed_papers, on_event)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(run)
+        with ThreadPoolExecutor(1) as thread:  # called from a running event loop (a notebook): a loop of its own
+            return thread.submit(asyncio.run, run).result()
+
+    async def arun(
+        self,
+        user_query: str,
+        end_date: str | None = None,
+        answer: list[str] | None = None,
+        seed_papers: list[str] | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> PaperNode:
+        """The loop: search, then expand layer by layer (see the module docstring)."""
+        run = _Run(self, user_query, end_date, answer, on_event)
+        try:
+            async with run.crawler_calls, run.selector_calls:
+                # 1. search: seed papers and search results, scored and queued at depth 0
+                layer = await run.search([normalize_arxiv_id(s) for s in seed_papers or []])
+                # 2. expand: per paper sections -> crawler -> resolve citations; the new papers scored and queued
+                for depth in range(self.config.expand_layers):
+                    layer = sort_by_score(layer)
+                    if depth > 0:
+                        layer = layer[: self.config.expand_papers]
+                    layer = await run.expand(layer, depth)
+        finally:
+            await run.close()
+            self.last_spans = run.spans()
+        return run.root
+
+
+# PaperSource method -> the failure kind it counts as (``root.extra["failures"]``), and its progress event.
+_FAILURE_KIND = {"search": "search", "get_by_id": "lookup", "get_by_title": "title", "get_sections": "sections"}
+_EVENT_KIND = {"search": "search", "get_by_id": "lookup", "get_by_title": "lookup", "get_sections": "sections"}
+
+# A resolved citation: the citation, the paper it names (None: not found) and how it was found ("id" / "title").
+Resolved = tuple[Citation, Paper | None, str]
+
+
+def _model_limits(llm, batch_size: int, max_concurrency: int) -> tuple[int, int]:
+    """(prompts per call, calls in flight) for one model: the config's figures, else the backend's."""
+    if max_concurrency <= 0:
+        max_concurrency = int(getattr(llm, "max_concurrency", 1) or 1)
+    if batch_size == 0:
+        batch_size = int(getattr(llm, "preferred_batch_size", 0) or 0)
+    elif batch_size < 0:
+        batch_size = 0  # no limit
+    return batch_size, max_concurrency
+
+
+class _Run:
+    """One run's state and steps. Everything here runs on the event loop's thread; threads only call the source
+    or a model."""
+
+    def __init__(self, agent: PaperAgent, user_query: str, end_date, answer, on_event):
+        self.crawler, self.selector, self.source = agent.crawler, agent.selector, agent.source
+        self.cfg, self.rules = agent.config, agent.rules
+        self.user_query, self.end_date, self.on_event = user_query, end_date, on_event
+        self.root = PaperNode.root(user_query)
+        if answer is not None:
+            self.root.extra["answer"] = list(answer)
+        # after the released keys: failed tool calls, crawler replies without actions, how citations were resolved
+        self.root.extra["failures"] = empty_failures()
+        self.root.extra["crawler_raw_replies"] = []
+        self.citations = self.root.extra["citations"] = {"by_id": 0, "by_title": 0, "not_found": 0, "failed": 0}
+        self.touched: set[str] = set()
+
+        cfg = self.cfg
+        lookups = max(1, cfg.lookup_concurrency)
+        self.tool_limits = {
+            "search": asyncio.Semaphore(max(1, cfg.threads_num)),
+            "get_by_id": asyncio.Semaphore(lookups),
+            "get_by_title": asyncio.Semaphore(lookups),
+            "get_sections": asyncio.Semaphore(lookups),
+        }
+        self.tool_pool = ThreadPoolExecutor(max(1, cfg.threads_num) + 3 * lookups, thread_name_prefix="pasa-tool")
+        self.tools_inflight = 0
+        self.tool_spans: dict[str, StageSpan] = {}
+        self.search_crawler_span: StageSpan | None = None
+
+        def idle() -> bool:  # no tool call running: only a model answer can bring new prompts
+            return self.tools_inflight == 0
+
+        size, concurrency = _model_limits(self.crawler.llm, cfg.model_batch_size, cfg.max_concurrency)
+        self.crawler_calls = MicroBatcher(
+            lambda items: self.crawler.expand_sections(user_query, items),
+            size, concurrency, cfg.batch_wait_s, idle, name="crawler",
+        )  # fmt: skip
+        size, concurrency = _model_limits(self.selector.llm, cfg.model_batch_size, cfg.max_concurrency)
+        self.selector_calls = MicroBatcher(
+            lambda items: self.selector.score(user_query, items),
+            size, concurrency, cfg.batch_wait_s, idle, name="selector",
+        )  # fmt: skip
+
+        self.lookups: dict[tuple[str, str], asyncio.Task] = {}  # one source call per id / title key in a run
+        self.early: dict[int, asyncio.Task] = {}  # depth-0 expansions started while the search round runs
+        self.scores: list[asyncio.Task] = []  # the Selector calls of the current phase, in queue order
+        self.tasks: list[asyncio.Task] = []
+
+    # -- 1. search -------------------------------------------------------------------------------------------------
+    async def search(self, seeds: list[str]) -> list[PaperNode]:
+        """Layer 0: the seed papers, then the papers of each search query in query order, scored and queued."""
+        seed_lookups = [self.lookup("id", arxiv_id, layer=0) for arxiv_id in seeds]
+        writing = self.spawn(self.write_queries())
+        layer: list[PaperNode] = []
+        if seeds:
+            self.root.child[SEED_KEY] = []
+        for arxiv_id, lookup in zip(seeds, seed_lookups, strict=True):
+            if not self.touch(arxiv_id):
+                continue
+            paper, _ = await lookup
+            if paper is None:
+                logger.warning("seed paper %s not found in the paper source; skipped", arxiv_id)
+                continue
+            # the user named it: queued whatever its date
+            layer.append(self.queue_paper(self.root, SEED_KEY, paper, paper.title, depth=0, tag="Seed"))
+            self.start_early_expansion(layer[-1], rank=len(layer) - 1)
+        queries = await writing
+        for query in queries:
+            self.root.child[query] = []
+        searches = [self.spawn(self.search_ids(query)) for query in queries]
+        for query, search in zip(queries, searches, strict=True):
+            for arxiv_id in await search:
+                if not self.touch(arxiv_id):
+                    continue
+                paper, _ = await self.lookup("id", arxiv_id, layer=0)
+                if paper is not None and self.rules.keep_paper(paper, self.end_date):
+                    layer.append(self.queue_paper(self.root, query, paper, paper.title, depth=0, tag="Search"))
+                    self.start_early_expansion(layer[-1], rank=len(layer) - 1)
+        await self.close_phase(layer)
+        return layer
+
+    async def write_queries(self) -> list[str]:
+        """The Crawler's search queries (one model call), cut to length, repeats dropped."""
+        start = time.perf_counter()
+        queries, reply = await asyncio.to_thread(
+            self.crawler.search_queries,
+            self.user_query,
+            limit=self.rules.query_limit,
+            keep_empty=self.rules.keep_empty_queries,
+        )
+        self.search_crawler_span = StageSpan()
+        self.search_crawler_span.add(start, time.perf_counter())
+        self.emit("queries", 0, len(queries))
+        if not has_action(reply):
+            self.no_action("search", reply)
+        # a repeated query would only find touched ids again (released: searched twice, same tree)
+        return list(dict.fromkeys(self.rules.cap_query(q) for q in queries))
+
+    async def search_ids(self, query: str) -> list[str]:
+        """The arXiv ids one query finds; their lookups start at once (they are queued in order later)."""
+        ids, ok = await self.call_source("search", 0, query, self.cfg.search_papers, self.end_date)
+        ids = [normalize_arxiv_id(a) for a in ids or []]
+        if ok:
+            self.emit("ids", 0, len(ids))
+        for arxiv_id in ids:
+            self.lookup("id", arxiv_id, layer=0)
+        return ids
+
+    # -- 2. expand -------------------------------------------------------------------------------------------------
+    async def expand(self, layer: list[PaperNode], depth: int) -> list[PaperNode]:
+        """One layer: every paper expanded at once; the papers they cite queued in the layer's order."""
+        expansions = [
+            self.early.pop(id(node), None) or self.spawn(self.expand_paper(node, depth, rank))
+            for rank, node in enumerate(layer)
+        ]
+        found: list[PaperNode] = []
+        for node, expansion in zip(layer, expansions, strict=True):
+            for citation, paper, resolved_by in await expansion:
+                if paper is None or not self.touch(normalize_arxiv_id(paper.arxiv_id)):
+                    continue
+                if not self.rules.keep_paper(paper, self.end_date):
+                    continue
+                shown = self.rules.shown_title(citation, paper)
+                child = self.queue_paper(node, citation.section, paper, shown, depth=depth + 1, tag="Expand")
+                child.extra["resolved_by"] = resolved_by
+                found.append(child)
+        await self.close_phase(found)
+        return found
+
+    async def expand_paper(self, node: PaperNode, depth: int, rank: int) -> list[Resolved]:
+        """One paper: its sections -> the Crawler's choice of sections -> the papers their citations name."""
+        layer = depth + 1
+        if self.rules.needs_sections(node):
+            sections, _ = await self.call_source("get_sections", layer, node.arxiv_id)
+            if not sections:
+                self.rules.on_failed_sections(node, sections)
+                node.extra["expand"] = "get full paper error"
+                return []
+            node.sections = sections
+            node.section_ids = getattr(sections, "section_ids", None)
+            if getattr(sections, "source", ""):
+                node.extra["sections_source"] = sections.source
+        node.extra["expand"] = "not expand"
+        request = (node.title, node.abstract, list(node.sections))
+        chosen, reply = await self.crawler_calls.submit(request, key=(depth, rank))
+        self.emit("crawler", layer)
+        self.emit("chosen", layer, len(chosen))
+        if not has_action(reply):
+            self.no_action(node.arxiv_id or node.title, reply)
+        citations = chosen_citations(node.sections, self.rules.citation_ids(node), chosen)
+        resolving = [self.spawn(self.resolve(citation, layer)) for citation in citations]
+        return [(citation, *await paper) for citation, paper in zip(citations, resolving, strict=True)]
+
+    async def resolve(self, citation: Citation, layer: int) -> tuple[Paper | None, str]:
+        """The paper a citation names, and how it was found: by arXiv id when known, else (or when the source does
+        not know the id) by title. Counted in ``root.extra["citations"]``."""
+        failed = False
+        for how, value in lookup_plan(citation):
+            paper, ok = await self.lookup(how, value, layer)
+            failed = failed or not ok
+            if paper is not None:
+                self.citations[f"by_{how}"] += 1
+                return paper, how
+        self.citations["failed" if failed else "not_found"] += 1
+        return None, "title"
+
+    # -- shared steps ----------------------------------------------------------------------------------------------
+    def queue_paper(self, parent: PaperNode, key: str, paper: Paper, shown: str, depth: int, tag: str) -> PaperNode:
+        """Add a paper to the tree now and ask the Selector for its score (under the title ``shown``)."""
+        node = PaperNode.from_paper(paper, depth=depth, source=f"{tag} {paper.source}", score=0.0)
+        parent.child.setdefault(key, []).append(node)
+        if parent is not self.root:
+            parent.extra["expand"] = "success"
+        self.scores.append(self.spawn(self.score(node, shown, key=(depth, len(self.scores)))))
+        return node
+
+    async def score(self, node: PaperNode, shown: str, key: tuple[int, int]) -> None:
+        node.select_score = await self.selector_calls.submit((shown, node.abstract), key=key)
+        self.emit("scored", node.depth)
+        if self.selector.is_selected(node.select_score):
+            self.emit("selected", node.depth)
+
+    async def close_phase(self, queued: list[PaperNode]) -> None:
+        """Wait for the phase's scores; its papers go to the recall lists in queue order (released: as scored)."""
+        for score in self.scores:
+            await score
+        self.scores = []
+        for node in queued:
+            self.root.extra["crawler_recall_papers"].append(node.title)
+            if self.selector.is_selected(node.select_score):
+                self.root.extra["recall_papers"].append(node.title)
+
+    def start_early_expansion(self, node: PaperNode, rank: int) -> None:
+        """Depth-0 papers are all expanded: start now, before the search round's scores are in."""
+        if self.cfg.expand_layers > 0:
+            self.early[id(node)] = self.spawn(self.expand_paper(node, depth=0, rank=rank))
+
+    def touch(self, arxiv_id: str) -> bool:
+        """Record a first sighting in ``touch_ids`` (released order); False when already seen in this run."""
+        if arxiv_id in self.touched:
+            return False
+        self.touched.add(arxiv_id)
+        self.root.extra["touch_ids"].append(arxiv_id)
+        return True
+
+    def no_action(self, session: str, reply: str) -> None:
+        """A crawler reply with no parseable action: one WARNING naming the session, counted, kept raw."""
+        logger.warning("crawler reply with no action for %s (query %r): %r", session, self.user_query, reply[:200])
+        self.root.extra["failures"]["crawler_no_action"] += 1
+        self.root.extra["crawler_raw_replies"].append({"session": session, "reply": reply})
+
+    def emit(self, kind: str, layer: int, count: int = 1) -> None:
+        if self.on_event is not None and count:
+            self.on_event(AgentEvent(kind, layer, count))
+
+    # -- tool calls ------------------------------------------------------------------------------------------------
+    def lookup(self, kind: str, value: str, layer: int) -> asyncio.Task:
+        """The paper behind an arXiv id (``kind`` "id") or a cited title ("title"), as a task giving
+        ``(paper or None, call succeeded)``: one source call per id / title key in a run, shared by every asker."""
+        key = (kind, value if kind == "id" else self.rules.title_key(value))
+        if key not in self.lookups:
+            method = "get_by_id" if kind == "id" else "get_by_title"
+            self.lookups[key] = self.spawn(self.call_source(method, layer, value))
+        return self.lookups[key]
+
+    async def call_source(self, method: str, layer: int, *args) -> tuple[Any, bool]:
+        """``source.<method>(*args)`` in a thread, within the method's limit. Returns (result, succeeded); a
+        failure is logged once, counted and answered with None (a failed call is a skip, never a crashed run)."""
+        self.tools_inflight += 1
+        try:
+            async with self.tool_limits[method]:
+                start = time.perf_counter()
+                try:
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        self.tool_pool, getattr(self.source, method), *args
+                    )
+                except Exception as err:
+                    logger.warning("paper source %s(%r) failed: %s: %s", method, args[0], type(err).__name__, err)
+                    self.root.extra["failures"][_FAILURE_KIND[method]] += 1
+                    self.emit("failed", layer)
+                    return None, False
+                finally:
+                    self.tool_spans.setdefault(method, StageSpan()).add(start, time.perf_counter())
+        finally:
+            self.tools_inflight -= 1
+            self.crawler_calls.poke()
+            self.selector_calls.poke()
+        self.emit(_EVENT_KIND[method], layer)
+        if method != "get_sections" and layer > 0 and result is not None:
+            self.emit("found", layer)
+        return result, True
+
+    # -- the run's tasks -------------------------------------------------------------------------------------------
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.tasks.append(task)
+        return task
+
+    async def close(self) -> None:
+        """After an error, cancel what is left; wait for the tool threads still running."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.to_thread(self.tool_pool.shutdown, wait=True, cancel_futures=True)
+
+    def spans(self) -> dict[str, StageSpan]:
+        out = dict(self.tool_spans)
+        if self.search_crawler_span is not None:
+            out["crawler_search"] = self.search_crawler_span
+        for name, batcher in (("crawler", self.crawler_calls), ("selector", self.selector_calls)):
+            if batcher.spans:
+                out[name] = StageSpan(
+                    min(s.start for s in batcher.spans), max(s.end for s in batcher.spans), len(batcher.spans)
+                )
+        return out
+
+
+# -- configuration ------------------------------------------------------------------------------------------------
 @dataclass
 class AgentConfig:
     """The released knobs of ``run_paper_agent.py`` (DESIGN §1.1), with their defaults, and the released-compat flags.
 
     Every row of docs/released_differences.md ("Agent") that has a released form is one flag here;
-    ``released_behaviour`` sets all of them to their released values (``RELEASED_VALUES``).
+    ``released_behaviour`` sets all of them to their released values (the table in ``pasa/released.py``, which
+    also holds each flag's two forms of the step it changes).
     """
 
     expand_layers: int = field(default=2, metadata={"help": "Number of expansion layers after the search round."})
@@ -191,452 +567,4 @@ class AgentConfig:
     @property
     def query_limit(self) -> int:
         """How many search queries are kept (released script: expand_papers, by mistake)."""
-        return self.expand_papers if self.search_queries_from_expand_papers else self.search_queries
-
-
-# PaperSource method -> the failure kind it counts as (``root.extra["failures"]``).
-_FAILURE_KIND = {"search": "search", "get_by_id": "lookup", "get_by_title": "title", "get_sections": "sections"}
-
-
-@dataclass
-class _Ref:
-    """One citation to resolve: the section, the cited string, its arXiv id if known, and the answer."""
-
-    section: str
-    cited: str
-    arxiv_id: str | None = None
-    paper: Paper | None = None
-    resolved_by: str = "title"
-
-
-@dataclass
-class _Expansion:
-    """A paper's way through one expansion: sections -> crawler -> citation lookups -> ready to merge."""
-
-    node: PaperNode
-    depth: int
-    ready: bool = False
-    request: Any = None  # the crawler request while it waits (its key is the paper's rank in the layer)
-    refs: list[_Ref] = field(default_factory=list)
-    unresolved: int = 0
-
-
-@dataclass
-class StageSpan:
-    """First start and last end of one kind of call in a run (``time.perf_counter``), and how many calls."""
-
-    start: float = float("inf")
-    end: float = 0.0
-    calls: int = 0
-
-
-class PaperAgent:
-    """Run the PaSa loop for one user query: ``PaperAgent(crawler, selector, source, config).run(query)``.
-
-    After a run, ``last_spans`` holds the per-stage spans (tool kinds, crawler, selector) for benchmarks.
-    """
-
-    def __init__(self, crawler: Crawler, selector: Selector, source: PaperSource, config: AgentConfig | None = None):
-        self.crawler = crawler
-        self.selector = selector
-        self.source = source
-        self.config = config or AgentConfig()
-        self.last_spans: dict[str, StageSpan] = {}
-
-    def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None) -> PaperNode:
-        """Search, then ``expand_layers`` expansion layers. ``end_date``: ``YYYYMMDD`` or None."""
-        run = _Run(self, user_query, end_date, answer)
-        try:
-            run.search()
-            for depth in range(self.config.expand_layers):
-                run.expand(depth)
-        finally:
-            run.close()
-            self.last_spans = run.spans()
-        return run.root
-
-
-def _model_limits(llm, batch_size: int, max_concurrency: int) -> tuple[int, int]:
-    """(prompts per call, calls in flight) for one model: the config's figures, else the backend's."""
-    if max_concurrency <= 0:
-        max_concurrency = int(getattr(llm, "max_concurrency", 1) or 1)
-    if batch_size == 0:
-        batch_size = int(getattr(llm, "preferred_batch_size", 0) or 0)
-    elif batch_size < 0:
-        batch_size = 0  # no limit
-    return batch_size, max_concurrency
-
-
-class _Run:
-    """The state of one run. Every method runs on the caller's thread; workers only hand results back."""
-
-    def __init__(self, agent: PaperAgent, user_query: str, end_date: str | None, answer: list[str] | None):
-        self.agent, self.cfg, self.source = agent, agent.config, agent.source
-        self.user_query, self.end_date = user_query, end_date
-        self.root = PaperNode.root(user_query)
-        if answer is not None:
-            self.root.extra["answer"] = list(answer)
-        # after the released keys: failed tool calls and crawler replies without actions (issue 11)
-        self.root.extra["failures"] = empty_failures()
-        self.root.extra["crawler_raw_replies"] = []
-        self.queue: list[PaperNode] = []
-        self.expand_start = 0
-        self.touched: set[str] = set()
-
-        self.events: queue.SimpleQueue = queue.SimpleQueue()
-        self.tools_inflight = 0
-        self._tool_spans: dict[str, StageSpan] = {}
-        cfg = self.cfg
-        lookups = max(1, cfg.lookup_concurrency)
-        self.pools = {
-            "search": ThreadPoolExecutor(max(1, cfg.threads_num), thread_name_prefix="pasa-search"),
-            "get_by_id": ThreadPoolExecutor(lookups, thread_name_prefix="pasa-lookup"),
-            "get_by_title": ThreadPoolExecutor(lookups, thread_name_prefix="pasa-title"),
-            "get_sections": ThreadPoolExecutor(lookups, thread_name_prefix="pasa-sections"),
-        }
-        c_size, c_conc = _model_limits(agent.crawler.llm, cfg.model_batch_size, cfg.max_concurrency)
-        s_size, s_conc = _model_limits(agent.selector.llm, cfg.model_batch_size, cfg.max_concurrency)
-        self.crawler_batcher = MicroBatcher(
-            lambda items: agent.crawler.expand_sections(user_query, items),
-            self.emit,
-            c_size,
-            c_conc,
-            cfg.batch_wait_s,
-            "crawler",
-        )
-        self.selector_batcher = MicroBatcher(
-            lambda items: agent.selector.score(user_query, items),
-            self.emit,
-            s_size,
-            s_conc,
-            cfg.batch_wait_s,
-            "selector",
-        )
-        self.batchers = (self.crawler_batcher, self.selector_batcher)
-        self.search_crawler_span: tuple[float, float] | None = None
-
-        # one lookup per arXiv id and per title key in a run: key -> (done, paper, waiting callbacks)
-        self.lookups: dict[tuple[str, str], list] = {}
-        self.expansions: dict[int, _Expansion] = {}
-        self.scores_pending = 0
-        self.order: list[PaperNode] | None = None  # the layer being merged, in queue order
-        self.cursor = 0
-        self.merged: list[tuple[PaperNode, str]] = []  # (node, title) of the phase, in merge order
-
-    # -- the event loop ----------------------------------------------------------------------------------------
-    def emit(self, fn: Callable[[Any], None], arg: Any) -> None:
-        """Called from worker threads: run ``fn(arg)`` on the loop's thread."""
-        self.events.put((fn, arg))
-
-    def drive(self, finished: Callable[[], bool]) -> None:
-        """Handle events until ``finished()``; dispatch model calls when due."""
-        while not finished():
-            idle = self.events.empty() and self.tools_inflight == 0
-            for batcher in self.batchers:
-                batcher.dispatch(idle)
-            if not self.events.empty():
-                fn, arg = self.events.get()
-                fn(arg)
-                continue
-            if self.tools_inflight == 0 and not any(b.inflight for b in self.batchers):
-                if any(b.pending for b in self.batchers):
-                    continue  # idle: the next pass dispatches them
-                raise RuntimeError("agent loop stalled: nothing in flight and the phase is not finished")
-            # wake up for a deadline only where a call slot is free (else a finished call wakes the loop)
-            deadlines = [
-                d for b in self.batchers if b.inflight < b.max_concurrency and (d := b.deadline()) is not None
-            ]
-            timeout = max(0.0, min(deadlines) - time.perf_counter()) if deadlines else None
-            try:
-                fn, arg = self.events.get(timeout=timeout)
-            except queue.Empty:
-                continue
-            fn(arg)
-
-    def close(self) -> None:
-        for pool in self.pools.values():  # after an error, calls not started yet are dropped
-            pool.shutdown(wait=True, cancel_futures=True)
-        for batcher in self.batchers:
-            batcher.close()
-
-    def spans(self) -> dict[str, StageSpan]:
-        out = dict(self._tool_spans)
-        if self.search_crawler_span is not None:
-            start, end = self.search_crawler_span
-            out["crawler_search"] = StageSpan(start, end, 1)
-        for name, batcher in (("crawler", self.crawler_batcher), ("selector", self.selector_batcher)):
-            if batcher.spans:
-                out[name] = StageSpan(
-                    min(s.start for s in batcher.spans), max(s.end for s in batcher.spans), len(batcher.spans)
-                )
-        return out
-
-    # -- tool calls --------------------------------------------------------------------------------------------
-    def tool(self, method: str, arg, *rest, then: Callable[[Any], None]) -> None:
-        """Call ``source.<method>(arg, *rest)`` in the method's pool; ``then(result or None)`` runs on this thread."""
-        self.tools_inflight += 1
-        fn = getattr(self.source, method)
-        span = self._tool_spans.setdefault(method, StageSpan())
-
-        def work():
-            start = time.perf_counter()
-            try:
-                result, error = fn(arg, *rest), None
-            except Exception as err:  # one failed tool call is a logged, counted skip, never a crashed run
-                result, error = None, err
-            return result, error, start, time.perf_counter()
-
-        def done(future: Future):
-            self.emit(finish, future)
-
-        def finish(future: Future):
-            self.tools_inflight -= 1
-            result, error, start, end = future.result()
-            span.start, span.end, span.calls = min(span.start, start), max(span.end, end), span.calls + 1
-            if error is not None:
-                logger.warning("paper source %s(%r) failed: %s: %s", method, arg, type(error).__name__, error)
-                self.root.extra["failures"][_FAILURE_KIND[method]] += 1
-            then(result)
-
-        self.pools[method].submit(work).add_done_callback(done)
-
-    def lookup(self, kind: str, key: str, method: str, arg: str, then: Callable[[Paper | None], None]) -> None:
-        """One source call per ``(kind, key)`` in a run; later askers get the same answer."""
-        entry = self.lookups.get((kind, key))
-        if entry is None:
-            entry = self.lookups[(kind, key)] = [False, None, [then]]
-
-            def found(paper, entry=entry):
-                entry[0], entry[1] = True, paper
-                waiting, entry[2] = entry[2], []
-                for callback in waiting:
-                    callback(paper)
-
-            self.tool(method, arg, then=found)
-        elif entry[0]:
-            then(entry[1])
-        else:
-            entry[2].append(then)
-
-    # -- shared steps --------------------------------------------------------------------------------------------
-    def touch(self, arxiv_id: str) -> bool:
-        """Record a first sighting in ``touch_ids`` (released order); False when already seen in this run."""
-        if arxiv_id in self.touched:
-            return False
-        self.touched.add(arxiv_id)
-        self.root.extra["touch_ids"].append(arxiv_id)
-        return True
-
-    def keep(self, paper: Paper | None) -> bool:
-        if paper is None:
-            return False
-        if self.cfg.filter_by_end_date and not published_before(paper, self.end_date):
-            logger.debug(
-                "dropped %s (published %s, after end date %s)", paper.arxiv_id, paper.published, self.end_date
-            )
-            return False
-        return True
-
-    def no_action(self, session: str, reply: str) -> None:
-        """A crawler reply with no parseable action: one WARNING naming the session, counted, kept raw."""
-        logger.warning("crawler reply with no action for %s (query %r): %r", session, self.user_query, reply[:200])
-        self.root.extra["failures"]["crawler_no_action"] += 1
-        self.root.extra["crawler_raw_replies"].append({"session": session, "reply": reply})
-
-    def cap_query(self, query: str) -> str:
-        cap = self.cfg.max_query_chars
-        if cap and len(query) > cap:
-            logger.warning("search query of %d characters cut to %d: %r...", len(query), cap, query[:80])
-            return query[:cap].rstrip()
-        return query
-
-    def attach(self, parent: PaperNode, key: str, paper: Paper, shown: str, depth: int, tag: str) -> PaperNode:
-        """Add a paper to the tree and the queue now; its score arrives from the Selector later."""
-        node = PaperNode.from_paper(paper, depth=depth, source=f"{tag} {paper.source}", score=0.0)
-        parent.child.setdefault(key, []).append(node)
-        if parent is not self.root:
-            parent.extra["expand"] = "success"
-        self.queue.append(node)
-        self.merged.append((node, paper.title))
-        self.scores_pending += 1
-
-        def scored(score: float, node=node):
-            node.select_score = score
-            self.scores_pending -= 1
-
-        self.selector_batcher.submit((depth, len(self.merged)), (shown, paper.abstract), scored)
-        return node
-
-    def close_phase(self) -> None:
-        """The phase's papers in merge order go to the recall lists (released: appended as they were scored)."""
-        extra = self.root.extra
-        for node, title in self.merged:
-            extra["crawler_recall_papers"].append(title)
-            if self.agent.selector.is_selected(node.select_score):
-                extra["recall_papers"].append(title)
-        self.merged = []
-
-    # -- 1. search -----------------------------------------------------------------------------------------------
-    def search(self) -> None:
-        cfg = self.cfg
-        start = time.perf_counter()
-        queries, reply = self.agent.crawler.search_queries(
-            self.user_query, limit=cfg.query_limit, keep_empty=cfg.keep_empty_queries
-        )
-        self.search_crawler_span = (start, time.perf_counter())
-        if not has_action(reply):
-            self.no_action("search", reply)
-        # a repeated query would only find touched ids again (released: searched twice, same tree)
-        queries = list(dict.fromkeys(self.cap_query(q) for q in queries))
-        for q in queries:
-            self.root.child[q] = []
-        results: list[list[str] | None] = [None] * len(queries)
-        pending: list[tuple[str, str]] = []  # (query, id) touched in query order, waiting for their paper
-        papers: dict[str, tuple[bool, Paper | None]] = {}
-        state = {"query": 0, "paper": 0}
-
-        def merge() -> None:
-            while state["query"] < len(queries) and results[state["query"]] is not None:
-                q = queries[state["query"]]
-                pending.extend((q, i) for i in results[state["query"]] if self.touch(i))
-                state["query"] += 1
-            while state["paper"] < len(pending) and pending[state["paper"]][1] in papers:
-                q, arxiv_id = pending[state["paper"]]
-                paper = papers[arxiv_id][1]
-                if self.keep(paper):
-                    node = self.attach(self.root, q, paper, paper.title, depth=0, tag="Search")
-                    if cfg.expand_layers > 0:  # every depth-0 paper is expanded: start on it now
-                        self.start_expansion(node, depth=0, rank=len(self.queue))
-                state["paper"] += 1
-
-        def searched(ids, i: int) -> None:
-            ids = [normalize_arxiv_id(a) for a in ids or []]
-            results[i] = ids
-            for arxiv_id in ids:
-
-                def found(paper, arxiv_id=arxiv_id):
-                    papers[arxiv_id] = (True, paper)
-                    merge()
-
-                self.lookup("id", arxiv_id, "get_by_id", arxiv_id, found)
-            merge()
-
-        for i, q in enumerate(queries):
-            self.tool("search", q, cfg.search_papers, self.end_date, then=lambda ids, i=i: searched(ids, i))
-        self.drive(
-            lambda: state["query"] == len(queries) and state["paper"] == len(pending) and not self.scores_pending
-        )
-        self.close_phase()
-
-    # -- 2. expand -----------------------------------------------------------------------------------------------
-    def expand(self, depth: int) -> None:
-        layer = sort_by_score(self.queue[self.expand_start :])
-        self.queue[self.expand_start :] = layer
-        if depth > 0:
-            layer = layer[: self.cfg.expand_papers]
-        self.expand_start = len(self.queue)
-        self.order, self.cursor = layer, 0
-        for rank, node in enumerate(layer):
-            exp = self.expansions.get(id(node))
-            if exp is None:
-                self.start_expansion(node, depth, rank)
-            elif exp.request is not None:  # started early (depth 0): now its rank is known, ask in rank order
-                exp.request.key = (depth, rank)
-        self.merge_layer()
-        self.drive(lambda: self.cursor == len(layer) and not self.scores_pending)
-        self.order = None
-        self.close_phase()
-
-    def needs_sections(self, node: PaperNode) -> bool:
-        """Released: fetch only when the record had none (""); the project also fetches for {}."""
-        if not isinstance(node.sections, dict):
-            return True
-        return not node.sections and self.cfg.refetch_empty_sections
-
-    def start_expansion(self, node: PaperNode, depth: int, rank: int) -> None:
-        exp = self.expansions.get(id(node))
-        if exp is not None:
-            return  # started early (depth 0)
-        exp = self.expansions[id(node)] = _Expansion(node, depth)
-        if not self.needs_sections(node):
-            self.sections_ready(exp, rank, fetched=False)
-            return
-
-        def fetched(sections) -> None:
-            if sections:
-                node.sections = sections
-                node.section_ids = None  # fetched sections carry no ids
-            elif self.cfg.keep_failed_sections:
-                node.sections = sections  # released: null (fetch failed) or {} (nothing citable)
-            self.sections_ready(exp, rank, fetched=True)
-
-        self.tool("get_sections", node.arxiv_id, then=fetched)
-
-    def sections_ready(self, exp: _Expansion, rank: int, fetched: bool) -> None:
-        node = exp.node
-        # fetched: expandable when the fetch found sections; not fetched: a dict ({} only when not refetching)
-        if not (node.has_sections or (not fetched and isinstance(node.sections, dict))):
-            node.extra["expand"] = "get full paper error"
-            exp.ready = True
-            self.merge_layer()
-            return
-        node.extra["expand"] = "not expand"
-        item = (node.title, node.abstract, list(node.sections))
-        exp.request = self.crawler_batcher.submit((exp.depth, rank), item, lambda choice: self.replied(exp, choice))
-
-    def replied(self, exp: _Expansion, choice: tuple[list[str], str]) -> None:
-        chosen, reply = choice
-        exp.request = None
-        node, cfg = exp.node, self.cfg
-        if not has_action(reply):
-            self.no_action(node.arxiv_id or node.title, reply)
-        for section in chosen:
-            ids = (node.section_ids or {}).get(section) if cfg.resolve_citations_by_id else None
-            for i, cited in enumerate(node.sections[section]):
-                arxiv_id = ids[i] if ids is not None and i < len(ids) and ids[i] else None
-                exp.refs.append(_Ref(section, cited, normalize_arxiv_id(arxiv_id) if arxiv_id else None))
-        exp.unresolved = len(exp.refs)
-        if not exp.refs:
-            exp.ready = True
-            self.merge_layer()
-            return
-        for ref in exp.refs:
-            self.resolve(exp, ref)
-
-    def resolve(self, exp: _Expansion, ref: _Ref) -> None:
-        """The paper behind a citation: by its arXiv id when known (an unknown id falls back to the title)."""
-
-        def settle(paper: Paper | None, how: str) -> None:
-            ref.paper, ref.resolved_by = paper, how
-            exp.unresolved -= 1
-            if exp.unresolved == 0:
-                exp.ready = True
-                self.merge_layer()
-
-        def by_title() -> None:
-            key = title_key(ref.cited) if self.cfg.dedup_title_lookups else ref.cited
-            self.lookup("title", key, "get_by_title", ref.cited, lambda p: settle(p, "title"))
-
-        if ref.arxiv_id:
-            self.lookup("id", ref.arxiv_id, "get_by_id", ref.arxiv_id, lambda p: settle(p, "id") if p else by_title())
-        else:
-            by_title()
-
-    def merge_layer(self) -> None:
-        """Merge ready papers of the current layer in queue order: touch, filter, attach, send to the Selector."""
-        if self.order is None:
-            return
-        cfg = self.cfg
-        while self.cursor < len(self.order):
-            exp = self.expansions[id(self.order[self.cursor])]
-            if not exp.ready:
-                return
-            for ref in exp.refs:
-                paper = ref.paper
-                if paper is None:
-                    continue
-                if self.touch(normalize_arxiv_id(paper.arxiv_id)) and self.keep(paper):
-                    shown = ref.cited if cfg.selector_sees_cited_title else paper.title
-                    child = self.attach(exp.node, ref.section, paper, shown, depth=exp.depth + 1, tag="Expand")
-                    child.extra["resolved_by"] = ref.resolved_by
-            self.cursor += 1
+        return loop_rules(self).query_limit

@@ -124,11 +124,18 @@ class GoogleBaseline:
     signature so the batch runner drives it unchanged."""
 
     def __init__(
-        self, source: PaperSource, config: GoogleBaselineConfig | None = None, paraphraser: LLM | None = None
+        self,
+        source: PaperSource,
+        config: GoogleBaselineConfig | None = None,
+        paraphraser: LLM | None = None,
+        search: str = "google",
     ):
+        """``search`` names what ``source`` searches: "google", or "offline" for the offline index (the trees are
+        then tagged ``offline`` / ``offline-llm``, never as Google's)."""
         self.source = source
         self.config = config or GoogleBaselineConfig()
         self.paraphraser = paraphraser
+        self.search = search
 
     def paraphrase(self, user_query: str) -> str | None:
         """The LLM's rewrite of the query (greedy, chat template); None when the reply holds no query."""
@@ -143,10 +150,10 @@ class GoogleBaseline:
             return None
 
     def run(self, user_query: str, end_date: str | None = None, answer: list[str] | None = None) -> PaperNode:
-        extra: dict = {"method": "google"}
+        extra: dict = {"method": self.search}
         search_query = user_query
         if self.paraphraser is not None:
-            extra["method"] = "google-llm"
+            extra["method"] = f"{self.search}-llm"
             paraphrase = self.paraphrase(user_query)
             if paraphrase is None:
                 logger.warning("empty paraphrase for %r; searching the query as is", user_query)
@@ -205,7 +212,7 @@ def _usage() -> str:
 
 
 def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None) -> int:
-    from pasa.flags import make_parser, rewrite_argv
+    from pasa.flags import make_parser, parse_dataclasses
     from pasa.runner import build_source, check_batch_args, load_items, setup_logging
 
     parser = make_parser(
@@ -213,27 +220,52 @@ def _run_google(name: str, argv: list[str], source=None, llm: LLM | None = None)
         prog=f"pasa baseline {name}",
         example=f"pasa baseline {name} --input_file data/RealScholarQuery/test.jsonl --output_dir results/real_{name}",
     )
-    args, config = parser.parse_args_into_dataclasses(args=rewrite_argv(argv, parser))
+    args, config = parse_dataclasses(parser, argv)
     setup_logging(args.log_level)
-    _check(lambda: check_batch_args(args), parser.prog)
-    items = load_items(args, parser)
+    search = "google"
+    if source is None and args.online is not True and not os.environ.get("SERPER_API_KEY"):
+        if args.online is None:  # Google was asked for by name and cannot be searched: stop, never substitute
+            _check(lambda: _raise_no_google(name), parser.prog)
+        search = "offline"  # --online false: the offline index, and the trees say so
     if name == "google-llm" and llm is None:
         if not args.llm:
             parser.error("google-llm needs --llm (an OpenAI-compatible URL, e.g. https://api.openai.com/v1#gpt-4o)")
+        _check(lambda: check_llm(args.llm), parser.prog)
+    _check(lambda: check_batch_args(args), parser.prog)
+    items = load_items(args, parser)
+    if name == "google-llm" and llm is None:
         from pasa.llm import load_llm
 
         llm = load_llm(args.llm)
     if source is None:
-        if args.online is False or (args.online is None and not os.environ.get("SERPER_API_KEY")):
-            print("note: no Google (SERPER_API_KEY unset or --online false): results come from the offline source")
+        if search == "offline":
+            print(f"note: --online false: offline search, not Google; trees are tagged method={search!r}")
         source = _check(lambda: build_source(args), parser.prog)
-    baseline = GoogleBaseline(source, config, paraphraser=llm if name == "google-llm" else None)
+    baseline = GoogleBaseline(source, config, paraphraser=llm if name == "google-llm" else None, search=search)
     return _run_batch(baseline, items, args)
+
+
+def _raise_no_google(name: str) -> None:
+    from pasa.checks import CheckError
+
+    raise CheckError(
+        f"{name} searches Google through Serper and SERPER_API_KEY is not set; export SERPER_API_KEY=... "
+        "(or pass --online false to rank with the offline search, tagged 'offline')"
+    )
+
+
+def check_llm(spec: str) -> None:
+    """``--llm``: a reachable OpenAI-compatible server serving the model (or a local checkpoint), named ``--llm``."""
+    from pasa.checks import check_model_path, check_model_server
+
+    check_model_path(spec, "--llm", allow_url=True)
+    if spec.startswith(("http://", "https://")):
+        check_model_server(spec, "--llm")
 
 
 def _run_pasa_llm(argv: list[str], source=None) -> int:
     from pasa.agent import AgentConfig
-    from pasa.flags import make_parser, rewrite_argv
+    from pasa.flags import make_parser, parse_dataclasses
     from pasa.runner import (
         RunArgs,
         build_agent,
@@ -249,8 +281,7 @@ def _run_pasa_llm(argv: list[str], source=None) -> int:
         example="pasa baseline pasa-llm --llm https://api.openai.com/v1#gpt-4o "
         "--input_file data/RealScholarQuery/test.jsonl --output_dir results/real_pasa_gpt4o",
     )
-    argv = rewrite_argv(argv, parser)
-    llm_args, args, config = parser.parse_args_into_dataclasses(args=argv)
+    llm_args, args, config = parse_dataclasses(parser, argv)
     setup_logging(args.log_level)
     if not any(a.startswith("--selector_endpoint") for a in argv):
         args.selector_endpoint = "chat"  # OpenAI models (the PaSa-GPT-4o row) have no /completions endpoint
@@ -263,7 +294,10 @@ def _run_pasa_llm(argv: list[str], source=None) -> int:
     _check(lambda: check_run_args(args, config), parser.prog)
     items = load_items(args, parser)
     if source is None:
-        _check(lambda: check_model_servers(args), parser.prog)
+        if llm_args.llm:  # one server for both agents, named by the flag the user gave
+            _check(lambda: check_llm(llm_args.llm), parser.prog)
+        else:
+            _check(lambda: check_model_servers(args), parser.prog)
     agent = _check(lambda: build_agent(args, config, source), parser.prog)
     tagged = _Tagged(agent, method="pasa-llm", model=crawler.partition("#")[2] or None)
     return _run_batch(tagged, items, args)

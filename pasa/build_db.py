@@ -24,12 +24,7 @@ Output folder:
     problems.log        one ``file:line: kind: detail`` line per skipped or damaged item
     .build/             per-input-file shards + their done-markers (resume state; ``--keep_work false`` deletes)
 
-Sections follow the released ar5iv semantics (DESIGN §1.1, ``pasa.tools.ar5iv``): the key is ``"<section>"`` for
-a section's own paragraphs and ``"<section> <subsection>"`` for a subsection and everything below it; sections
-named like references/acknowledgements/appendix are dropped; a section that cites nothing is dropped; cited titles
-keep first-citation order without repeats. A cited title comes from the metadata snapshot when the reference has an
-arXiv id (unarXive's resolved id, or the only arXiv id written in the string), else from the raw string
-(``pasa.tools.citations.extract_title``); references with neither are counted and left out.
+What goes into one paper's entry (sections, cited titles and ids) is ``pasa.unarxive``.
 
 Scale: each input file is converted by a worker process into a gzipped shard (one paper at a time, so memory does
 not grow with the file) and marked done; a killed build re-run with the same arguments skips finished files.
@@ -40,7 +35,6 @@ atomically. Numbers: ``bench/build_db.py``, ``docs/build_db.md``.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import gzip
 import hashlib
 import json
@@ -53,13 +47,12 @@ import time
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from pasa.paper import Paper, normalize_arxiv_id, title_key
-from pasa.tools.ar5iv import STOP_WORDS
-from pasa.tools.citations import extract_title
-from pasa.tools.title_index import MetadataRecord, open_text, parse_version_date
+from pasa.paper import title_key
+from pasa.tools.title_index import open_text
+from pasa.unarxive import convert_paper, matches_categories
 
 logger = logging.getLogger(__name__)
 
@@ -97,193 +90,6 @@ COUNT_HELP = {
     "titles_extracted": "cited titles read from the raw reference string",
     "cited_with_id": "cited titles that carry an arXiv id (section_ids not null)",
 }
-LOGGED = {k for k, v in COUNT_HELP.items() if v.startswith("*")}
-
-
-# -- one paper (pure) -------------------------------------------------------------------------------------------------
-@dataclass
-class ConvertedPaper:
-    arxiv_id: str
-    title: str
-    abstract: str
-    published: str | None
-    categories: str
-    sections: dict[str, list[str]]
-    section_ids: dict[str, list[str | None]]
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (count kind, detail)
-    counts: Counter = field(default_factory=Counter)
-
-    def to_entry(self) -> dict:
-        """The zip entry JSON (released keys first)."""
-        entry = {"title": self.title, "abstract": self.abstract, "sections": self.sections}
-        entry["section_ids"] = self.section_ids
-        if self.published:
-            entry["published"] = self.published
-        return entry
-
-
-def _fold(text) -> str:
-    return " ".join(text.split()) if isinstance(text, str) else ""
-
-
-def _stopped(name: str) -> bool:
-    low = name.lower()
-    return any(word in low for word in STOP_WORDS)
-
-
-def cited_arxiv_id(bib: dict) -> str | None:
-    """[pure] The arXiv id of a bibliography entry: unarXive's resolved one, else the only id written in it.
-
-    >>> cited_arxiv_id({"ids": {"arxiv_id": "2104.06921"}})
-    '2104.06921'
-    >>> cited_arxiv_id({"ids": {"arxiv_id": ""}, "contained_arXiv_ids": [{"id": "2002.11768v2"}]})
-    '2002.11768'
-    """
-    ids = bib.get("ids") if isinstance(bib.get("ids"), dict) else {}
-    if isinstance(ids.get("arxiv_id"), str) and ids["arxiv_id"].strip():
-        return normalize_arxiv_id(ids["arxiv_id"])
-    contained = bib.get("contained_arXiv_ids") or []
-    found = {normalize_arxiv_id(c["id"]) for c in contained if isinstance(c, dict) and isinstance(c.get("id"), str)}
-    return found.pop() if len(found) == 1 else None
-
-
-def section_keys(body_text: list[dict]) -> Iterator[tuple[str | None, dict]]:
-    """[pure] (section key, paragraph) in document order, with the released ar5iv keys.
-
-    ``sec_type`` ``section`` opens a top-level section; ``subsection`` a ``"<section> <subsection>"`` key; anything
-    deeper (``subsubsection``, paragraph headings) stays in the open key. Paragraphs before any named section get
-    ``None``; sections named like references/acknowledgements/appendix (and what is below them) get ``None``.
-
-    >>> paras = [{"section": "Intro", "sec_type": "section"}, {"section": "Setup", "sec_type": "subsection"},
-    ...          {"section": "Detail", "sec_type": "subsubsection"}, {"section": "Acknowledgments", "sec_type": "section"}]
-    >>> [k for k, _ in section_keys(paras)]
-    ['Intro', 'Intro Setup', 'Intro Setup', None]
-    """
-    top: str | None = None
-    sub: str | None = None
-    for para in body_text:
-        if not isinstance(para, dict):
-            continue
-        name = _fold(para.get("section"))
-        kind = para.get("sec_type") or ""
-        if kind == "section" and name:
-            top, sub = name, None
-        elif kind == "subsection" and name:
-            sub = name
-        elif name and top is None and sub is None:
-            top = name  # a heading below section level with no section open: the best name there is
-        if top is None and sub is None:
-            yield None, para
-            continue
-        if (top and _stopped(top)) or (sub and _stopped(sub)):
-            yield None, para
-            continue
-        key = top if sub is None else (f"{top} {sub}" if top else sub)
-        yield key, para
-
-
-def convert_paper(record: dict, lookup: Callable[[str], MetadataRecord | None] | None = None) -> ConvertedPaper | None:
-    """[pure] One unarXive record -> the database entry (``None`` when it has no id or no title).
-
-    ``lookup`` maps an arXiv id to its metadata snapshot record (``TitleIndex.get_record``); without it titles,
-    abstracts and dates come from the record itself and every cited title from its raw string.
-    """
-    meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-    raw_id = record.get("paper_id") or meta.get("id")
-    if not isinstance(raw_id, str) or not raw_id.strip():
-        return None
-    arxiv_id = normalize_arxiv_id(raw_id)
-    snap = lookup(arxiv_id) if lookup else None
-    title = snap.title if snap else _fold(meta.get("title"))
-    if not title:
-        return None
-    abstract = snap.abstract if snap else _fold(meta.get("abstract"))
-    if not abstract and isinstance(record.get("abstract"), dict):
-        abstract = _fold(record["abstract"].get("text"))
-    published = snap.published if snap else None
-    if published is None and meta.get("versions"):
-        first = meta["versions"][0]
-        published = parse_version_date(first.get("created", "")) if isinstance(first, dict) else None
-    categories = snap.categories if snap else _fold(meta.get("categories"))
-    paper = ConvertedPaper(arxiv_id, title, abstract, published, categories, {}, {})
-    counts = paper.counts
-
-    body = record.get("body_text") if isinstance(record.get("body_text"), list) else []
-    bib_entries = record.get("bib_entries") if isinstance(record.get("bib_entries"), dict) else {}
-    if not body:
-        counts["no_body_text"] += 1
-        paper.problems.append(("no_body_text", "no paragraphs"))
-        return paper
-
-    resolved: dict[str, tuple[str, str | None] | None] = {}  # bib key -> (title, arxiv id), None = unusable
-
-    def resolve(ref_id: str) -> tuple[str, str | None] | None:
-        if ref_id in resolved:
-            return resolved[ref_id]
-        bib = bib_entries.get(ref_id)
-        result = None
-        if not isinstance(bib, dict):
-            counts["cite_without_bib_entry"] += 1
-        else:
-            cited_id = cited_arxiv_id(bib)
-            raw = _fold(bib.get("bib_entry_raw"))
-            cited = lookup(cited_id) if (lookup and cited_id) else None
-            if cited is not None:
-                counts["titles_from_metadata"] += 1
-                result = (cited.title, cited_id)
-            elif not raw:
-                if cited_id:
-                    counts["cited_id_without_title"] += 1
-                else:
-                    counts["bib_without_text"] += 1
-                    paper.problems.append(("bib_without_text", f"bib entry {ref_id} has no text"))
-            else:
-                extracted = extract_title(raw)
-                if extracted:
-                    counts["titles_extracted"] += 1
-                    result = (extracted, cited_id)
-                elif cited_id:
-                    counts["cited_id_without_title"] += 1
-                else:
-                    counts["bib_no_title"] += 1
-        resolved[ref_id] = result
-        return result
-
-    seen_keys: dict[str, set[str]] = {}  # section -> title keys already listed (no repeats inside a section)
-    for key, para in section_keys(body):
-        if key is None:
-            continue
-        spans = para.get("cite_spans") if isinstance(para.get("cite_spans"), list) else []
-        for span in spans:
-            ref_id = span.get("ref_id") if isinstance(span, dict) else None
-            if not isinstance(ref_id, str):
-                continue
-            counts["cites"] += 1
-            hit = resolve(ref_id)
-            if hit is None:
-                continue
-            cited_title, cited_id = hit
-            cited_key = title_key(cited_title)
-            seen = seen_keys.setdefault(key, set())
-            if cited_key in seen:
-                continue
-            seen.add(cited_key)
-            paper.sections.setdefault(key, []).append(cited_title)
-            paper.section_ids.setdefault(key, []).append(cited_id)
-    counts["cited_with_id"] += sum(i is not None for v in paper.section_ids.values() for i in v)
-    if not paper.sections:
-        counts["no_cited_sections"] += 1
-        paper.problems.append(("no_cited_sections", "no section cites a resolvable reference"))
-    return paper
-
-
-def matches_categories(categories: str, patterns: list[str]) -> bool:
-    """[pure] Whether any of a paper's space-separated categories matches any glob (``cs.*``).
-
-    >>> matches_categories("math.PR cs.LG", ["cs.*"]), matches_categories("math.PR", ["cs.*", "stat.ML"])
-    (True, False)
-    """
-    return any(fnmatch.fnmatchcase(c, p) for c in categories.split() for p in patterns)
 
 
 # -- one input file (worker process) -------------------------------------------------------------------------------
@@ -333,39 +139,9 @@ def process_file(job: ShardJob) -> dict:
             if not line.strip():
                 continue
             counts["lines"] += 1
-            loc = f"{job.path}:{lineno}"
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            except ValueError as err:
-                counts["malformed_line"] += 1
-                problems.append(f"{loc}: malformed_line: {str(err)[:200]}")
-                continue
-            if job.categories:  # filter before the expensive part when the record says its categories
-                meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
-                own = meta.get("categories") if isinstance(meta.get("categories"), str) else None
-                if own is not None and lookup is None and not matches_categories(own, job.categories):
-                    counts["category_filtered"] += 1
-                    continue
-            try:
-                paper = convert_paper(record, lookup)
-            except Exception as err:  # a shape the converter does not expect: one paper lost, never the build
-                counts["unreadable_record"] += 1
-                problems.append(f"{loc}: unreadable_record: {type(err).__name__}: {str(err)[:200]}")
-                continue
-            if paper is None:
-                counts["no_id_or_title"] += 1
-                problems.append(f"{loc}: no_id_or_title: {str(record.get('paper_id'))[:40]!r}")
-                continue
-            if job.categories and not matches_categories(paper.categories, job.categories):
-                counts["category_filtered"] += 1
-                continue
-            counts.update(paper.counts)
-            for kind, detail in paper.problems:
-                problems.append(f"{loc}: {kind}: {paper.arxiv_id}: {detail}")
-            row = {"arxiv_id": paper.arxiv_id, "loc": loc, "title": paper.title, **paper.to_entry()}
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            row = _convert_line(line, f"{job.path}:{lineno}", job.categories, lookup, counts, problems)
+            if row is not None:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(part, job.shard)
     marker = {
         "format": SHARD_FORMAT,
@@ -380,7 +156,42 @@ def process_file(job: ShardJob) -> dict:
     return marker
 
 
-# -- helpers ---------------------------------------------------------------------------------------------------------
+def _convert_line(line: str, loc: str, categories: list[str], lookup, counts: Counter, problems: list[str]):
+    """One input line -> its shard row (the zip entry with ``arxiv_id`` and ``loc``), or None when the paper is
+    skipped; what is skipped or damaged is counted, and logged as ``loc: kind: detail``."""
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    except ValueError as err:
+        counts["malformed_line"] += 1
+        problems.append(f"{loc}: malformed_line: {str(err)[:200]}")
+        return None
+    if categories:  # filter before the expensive part when the record says its categories
+        meta = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        own = meta.get("categories") if isinstance(meta.get("categories"), str) else None
+        if own is not None and lookup is None and not matches_categories(own, categories):
+            counts["category_filtered"] += 1
+            return None
+    try:
+        paper = convert_paper(record, lookup)
+    except Exception as err:  # a shape the converter does not expect: one paper lost, never the build
+        counts["unreadable_record"] += 1
+        problems.append(f"{loc}: unreadable_record: {type(err).__name__}: {str(err)[:200]}")
+        return None
+    if paper is None:
+        counts["no_id_or_title"] += 1
+        problems.append(f"{loc}: no_id_or_title: {str(record.get('paper_id'))[:40]!r}")
+        return None
+    if categories and not matches_categories(paper.categories, categories):
+        counts["category_filtered"] += 1
+        return None
+    counts.update(paper.counts)
+    problems.extend(f"{loc}: {kind}: {paper.arxiv_id}: {detail}" for kind, detail in paper.problems)
+    return {"arxiv_id": paper.arxiv_id, "loc": loc, "title": paper.title, **paper.to_entry()}
+
+
+# -- shards and their done-markers ---------------------------------------------------------------------------------
 def _write_json(path: str, obj) -> None:
     from pasa.io import write_json_atomic
 
@@ -461,11 +272,18 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
-def _log_problem(problems_file, message: str, shown: list[int]) -> None:
-    problems_file.write(message + "\n")
-    shown[0] += 1
-    if shown[0] <= MAX_WARNINGS:
-        logger.warning("%s", message)
+class _ProblemLog:
+    """``problems.log``: every problem one line; the first ``MAX_WARNINGS`` also logged as warnings."""
+
+    def __init__(self, file):
+        self.file = file
+        self.count = 0
+
+    def add(self, message: str) -> None:
+        self.file.write(message + "\n")
+        self.count += 1
+        if self.count <= MAX_WARNINGS:
+            logger.warning("%s", message)
 
 
 def build_database(
@@ -488,17 +306,58 @@ def build_database(
         title_index = title_index or os.path.join(output_dir, TITLE_INDEX_DIR)
         _ensure_title_index(metadata, title_index, progress)
     files = expand_inputs(inputs, skip=output_dir)
-    counts: Counter = Counter()
     report = {"inputs": files, "metadata": metadata, "categories": categories, "title_index": title_index}
+    report_path = os.path.join(output_dir, REPORT_NAME)
     if not files:
-        counts["papers_written"] = 0
-        _write_json(os.path.join(output_dir, REPORT_NAME), {**report, "counts": {}})
-        return BuildResult(output_dir, counts, 0, time.perf_counter() - t0, 0, 0)
+        _write_json(report_path, {**report, "counts": {}})
+        return BuildResult(output_dir, Counter(papers_written=0), 0, time.perf_counter() - t0, 0, 0)
+    timings = {"title_index": time.perf_counter() - t0}
 
     # 1. one shard per input file, in parallel, skipping finished ones
-    timings = {"title_index": time.perf_counter() - t0}
     t_stage = time.perf_counter()
     work = os.path.join(output_dir, WORK_DIR)
+    markers, resumed = convert_files(files, work, title_index, categories, workers, progress)
+    timings["convert"] = time.perf_counter() - t_stage
+
+    # 2. assembly: stream the shards in input order into the zip; first paper wins an id or a title key
+    t_stage = time.perf_counter()
+    if os.path.exists(report_path):
+        os.remove(report_path)  # the report marks a finished build; it comes back last
+    with open(os.path.join(output_dir, PROBLEMS_NAME), "w", encoding="utf-8") as problems_file:
+        problems = _ProblemLog(problems_file)
+        counts: Counter = Counter()
+        for path in files:
+            counts.update(markers[path]["counts"])
+            for message in markers[path]["problems"]:
+                problems.add(message)
+        shards = [os.path.join(work, shard_name(path)) for path in files]
+        counts["papers_written"] = assemble(shards, output_dir, counts, problems)
+    timings["assemble"] = time.perf_counter() - t_stage
+
+    # 3. the offline search index, cached for exactly these files (LocalSearchIndex.from_paper_db reuses it)
+    t_stage = time.perf_counter()
+    if search_index and counts["papers_written"]:
+        from pasa.tools.local_search import LocalSearchIndex
+
+        zip_path, id2paper_path = os.path.join(output_dir, ZIP_NAME), os.path.join(output_dir, ID2PAPER_NAME)
+        LocalSearchIndex.from_paper_db(zip_path, id2paper_path, os.path.join(output_dir, SEARCH_INDEX_DIR)).close()
+    timings["search_index"] = time.perf_counter() - t_stage
+
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    _write_json(report_path, {**report, "counts": dict(counts), "seconds": round(seconds, 3), "timings": timings,
+                              "count_help": COUNT_HELP})  # fmt: skip
+    return BuildResult(output_dir, counts, problems.count, seconds, len(files), resumed, timings)
+
+
+def convert_files(
+    files: list[str], work: str, title_index: str | None, categories: list[str], workers: int, progress: bool
+) -> tuple[dict[str, dict], int]:
+    """Stage 1: each input file converted into its shard in ``work`` by :func:`process_file` (``workers``
+    processes), except files whose shard is already done with these settings. Returns the done-marker of every
+    file (by input path) and how many were resumed."""
     os.makedirs(work, exist_ok=True)
     settings = _settings(title_index, categories)
     jobs, markers = [], {}
@@ -518,113 +377,86 @@ def build_database(
 
         bar = tqdm(total=len(files), initial=resumed, desc="converting files", unit=" file", file=sys.stderr)
     papers_seen = sum(m["counts"].get("lines", 0) for m in markers.values())
+    for marker in _run_jobs(jobs, workers):
+        markers[marker["input"]] = marker
+        papers_seen += marker["counts"].get("lines", 0)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(papers=papers_seen)
+    if bar is not None:
+        bar.close()
+    return markers, resumed
+
+
+def _run_jobs(jobs: list[ShardJob], workers: int) -> Iterator[dict]:
+    """The done-marker of each job as it finishes: in a pool of ``workers`` processes, or here when one is enough."""
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # no fork of a process holding threads/SQLite handles
         with ctx.Pool(min(workers, len(jobs))) as pool:
-            for marker in pool.imap_unordered(process_file, jobs):
-                markers[marker["input"]] = marker
-                papers_seen += marker["counts"].get("lines", 0)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(papers=papers_seen)
+            yield from pool.imap_unordered(process_file, jobs)
     else:
         for job in jobs:
-            marker = process_file(job)
-            markers[job.path] = marker
-            papers_seen += marker["counts"].get("lines", 0)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(papers=papers_seen)
-    if bar is not None:
-        bar.close()
+            yield process_file(job)
 
-    # 2. assembly: stream the shards in input order into the zip; first paper wins an id or a title key
-    timings["convert"] = time.perf_counter() - t_stage
-    t_stage = time.perf_counter()
-    shown = [0]
-    problems_path = os.path.join(output_dir, PROBLEMS_NAME)
-    zip_path = os.path.join(output_dir, ZIP_NAME)
-    id2paper_path = os.path.join(output_dir, ID2PAPER_NAME)
-    report_path = os.path.join(output_dir, REPORT_NAME)
-    if os.path.exists(report_path):
-        os.remove(report_path)  # the report marks a finished build; it comes back last
+
+def assemble(shards: list[str], output_dir: str, counts: Counter, problems: _ProblemLog) -> int:
+    """Stage 2: the shards' rows, in order, into ``paper_db.zip`` and ``id2paper.json`` (both written to temporary
+    files and renamed into place). The first paper wins an arXiv id or a title key; later ones are counted and
+    logged. Returns the number of papers written."""
+    from pasa.io import current_umask
+
     tmp_zip = tempfile.mkstemp(dir=output_dir, prefix=".paper_db-", suffix=".zip.tmp")[1]
     tmp_ids = tempfile.mkstemp(dir=output_dir, prefix=".id2paper-", suffix=".json.tmp")[1]
-    seen_ids: set[str] = set()
-    key_owner: dict[str, str] = {}
-    written = 0
     try:
-        with open(problems_path, "w", encoding="utf-8") as problems_file:
-            for path in files:
-                marker = markers[path]
-                counts.update(marker["counts"])
-                for message in marker["problems"]:
-                    _log_problem(problems_file, message, shown)
-            with (
-                zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf,
-                open(tmp_ids, "w", encoding="utf-8") as ids_file,
-            ):
-                ids_file.write("{")
-                for path in files:
-                    for row in iter_shard(os.path.join(work, shard_name(path))):
-                        arxiv_id, loc, title = row.pop("arxiv_id"), row.pop("loc"), row["title"]
-                        key = title_key(title)
-                        if arxiv_id in seen_ids:
-                            counts["duplicate_id"] += 1
-                            _log_problem(problems_file, f"{loc}: duplicate_id: {arxiv_id}", shown)
-                            continue
-                        seen_ids.add(arxiv_id)
-                        if not key:
-                            counts["title_without_letters"] += 1
-                            _log_problem(problems_file, f"{loc}: title_without_letters: {arxiv_id}: {title!r}", shown)
-                            continue
-                        if key in key_owner:
-                            counts["title_key_collision"] += 1
-                            _log_problem(
-                                problems_file,
-                                f"{loc}: title_key_collision: {arxiv_id} {title!r} has the key of {key_owner[key]}",
-                                shown,
-                            )
-                            continue
-                        key_owner[key] = arxiv_id
-                        zf.writestr(key, json.dumps(row, ensure_ascii=False))
-                        ids_file.write(
-                            ("" if written == 0 else ",")
-                            + f"\n{json.dumps(arxiv_id)}: {json.dumps(title, ensure_ascii=False)}"
-                        )
-                        written += 1
-                ids_file.write("\n}\n")
-        from pasa.io import current_umask
-
+        with (
+            zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+            open(tmp_ids, "w", encoding="utf-8") as ids_file,
+        ):
+            written = 0
+            ids_file.write("{")
+            for arxiv_id, key, title, row in _unique_papers(shards, counts, problems):
+                zf.writestr(key, json.dumps(row, ensure_ascii=False))
+                separator = "" if written == 0 else ","
+                ids_file.write(f"{separator}\n{json.dumps(arxiv_id)}: {json.dumps(title, ensure_ascii=False)}")
+                written += 1
+            ids_file.write("\n}\n")
         for tmp in (tmp_zip, tmp_ids):  # mkstemp makes 0600 files; the outputs get the user's umask
             os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp_zip, zip_path)
-        os.replace(tmp_ids, id2paper_path)
+        os.replace(tmp_zip, os.path.join(output_dir, ZIP_NAME))
+        os.replace(tmp_ids, os.path.join(output_dir, ID2PAPER_NAME))
     finally:
         for tmp in (tmp_zip, tmp_ids):
             if os.path.exists(tmp):
                 os.remove(tmp)
-    del seen_ids, key_owner
-    counts["papers_written"] = written
+    return written
 
-    # 3. the offline search index, cached for exactly these files (LocalSearchIndex.from_paper_db reuses it)
-    timings["assemble"] = time.perf_counter() - t_stage
-    t_stage = time.perf_counter()
-    if search_index and written:
-        from pasa.tools.local_search import LocalSearchIndex
 
-        index = LocalSearchIndex.from_paper_db(zip_path, id2paper_path, os.path.join(output_dir, SEARCH_INDEX_DIR))
-        index.close()
-    timings["search_index"] = time.perf_counter() - t_stage
-    if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    seconds = time.perf_counter() - t0
-    timings = {k: round(v, 3) for k, v in timings.items()}
-    _write_json(report_path, {**report, "counts": dict(counts), "seconds": round(seconds, 3), "timings": timings,
-                              "count_help": COUNT_HELP})  # fmt: skip
-    return BuildResult(output_dir, counts, shown[0], seconds, len(files), resumed, timings)
+def _unique_papers(shards: list[str], counts: Counter, problems: _ProblemLog) -> Iterator[tuple[str, str, str, dict]]:
+    """``(arxiv_id, title key, title, zip entry)`` of each shard row whose id and title key no earlier row has, and whose
+    title has a key; the others are counted and logged."""
+    seen_ids: set[str] = set()
+    key_owner: dict[str, str] = {}
+    for shard in shards:
+        for row in iter_shard(shard):
+            arxiv_id, loc, title = row.pop("arxiv_id"), row.pop("loc"), row["title"]
+            key = title_key(title)
+            if arxiv_id in seen_ids:
+                counts["duplicate_id"] += 1
+                problems.add(f"{loc}: duplicate_id: {arxiv_id}")
+                continue
+            seen_ids.add(arxiv_id)
+            if not key:
+                counts["title_without_letters"] += 1
+                problems.add(f"{loc}: title_without_letters: {arxiv_id}: {title!r}")
+                continue
+            if key in key_owner:
+                counts["title_key_collision"] += 1
+                problems.add(f"{loc}: title_key_collision: {arxiv_id} {title!r} has the key of {key_owner[key]}")
+                continue
+            key_owner[key] = arxiv_id
+            yield arxiv_id, key, title, row
 
 
 def _ensure_title_index(metadata: str, out_dir: str, progress: bool = False) -> None:
@@ -652,27 +484,20 @@ def _ensure_title_index(metadata: str, out_dir: str, progress: bool = False) -> 
         logger.warning("%d malformed metadata lines skipped", len(problems))
 
 
-def paper_from_entry(arxiv_id: str, entry: dict) -> Paper:
-    """[pure] A zip entry of this database as a ``Paper`` (``section_ids`` included)."""
-    from pasa.tools.paper_db import parse_db_record
-
-    return parse_db_record(arxiv_id, entry)
-
-
 # -- `pasa build-db` --------------------------------------------------------------------------------------------------
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pasa build-db",
-        description="Build a PaSa paper database (released zip + id2paper.json layout, with cited arXiv ids) from "
-        "unarXive jsonl files, and the offline search and title indexes.",
-        epilog="examples:\n"
-        "  pasa build-db data/unarXive/ --metadata data/arxiv-metadata-oai-snapshot.json --categories 'cs.*' "
+    from pasa.flags import make_argparser
+
+    parser = make_argparser(
+        "pasa build-db",
+        example="pasa build-db data/unarXive/ --metadata data/arxiv-metadata-oai-snapshot.json --categories 'cs.*' "
         "--output_dir data/paper_database_unarxive --workers 8\n"
         "  pasa build-db --metadata data/arxiv-metadata-oai-snapshot.json --output_dir data/arxiv_titles",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build a PaSa paper database (released zip + id2paper.json layout, with cited arXiv ids) from "
+        "unarXive jsonl files, and the offline search and title indexes.",
     )
     parser.add_argument("inputs", nargs="*", help="unarXive .jsonl / .jsonl.gz files, or folders of them.")
-    parser.add_argument("--output_dir", "--output_folder", "--output", dest="output_dir", required=True,
+    parser.add_argument("--output_dir", required=True,
                         help="Folder for paper_db.zip, id2paper.json, search_index/, title_index/, the report.")  # fmt: skip
     parser.add_argument("--metadata", help="arXiv metadata snapshot (arxiv-metadata-oai-snapshot.json[.gz]): titles, "
                         "abstracts, dates and categories by id; also builds OUTPUT/title_index.")  # fmt: skip
@@ -688,15 +513,48 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``pasa build-db``. Exit 2 on bad arguments, 0 otherwise (bad input lines are counted, never fatal)."""
-    args = make_parser().parse_args(argv)
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The one-line reason the build cannot start, or None; checked before the output folder is created."""
     if not args.inputs and not args.metadata:
-        print("pasa build-db: give unarXive inputs, --metadata, or both", file=sys.stderr)
-        return 2
+        return "give unarXive inputs, --metadata, or both"
     if args.title_index and args.metadata:
-        print("pasa build-db: give --metadata (to build a title index) or --title_index, not both", file=sys.stderr)
+        return "give --metadata (to build a title index) or --title_index, not both"
+    if args.metadata and not os.path.isfile(args.metadata):
+        return f"--metadata {args.metadata!r} is not a file; download the arXiv metadata snapshot (docs/build_db.md)"
+    if args.title_index and not os.path.isdir(args.title_index):
+        return f"--title_index {args.title_index!r} is not a folder; build one with --metadata"
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        return f"--output_dir {args.output_dir!r} is a file; pass a folder"
+    if args.inputs:
+        try:
+            files = expand_inputs(args.inputs, skip=args.output_dir)
+        except FileNotFoundError as err:
+            return str(err)
+        if not files:
+            return (
+                f"no unarXive files ({', '.join('*' + s for s in INPUT_SUFFIXES)}) in {', '.join(args.inputs)}; "
+                "pass the unarXive release's files or folder"
+            )
+    return None
+
+
+def _remove_if_empty(folder: str) -> None:
+    """Remove a folder this run created when a failed build left nothing in it (empty subfolders included)."""
+    for _root, _, names in os.walk(folder):
+        if names:
+            return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``pasa build-db``. Exit 2 on bad arguments or a failed build (one line), 0 otherwise (bad input lines are
+    counted, never fatal)."""
+    args = make_parser().parse_args(argv)
+    problem = check_arguments(args)
+    if problem:
+        print(f"pasa build-db: {problem}", file=sys.stderr)
         return 2
+    created = not os.path.exists(args.output_dir)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
@@ -713,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
         )
     except (OSError, ValueError) as err:
+        if created:
+            _remove_if_empty(args.output_dir)
         print(f"pasa build-db: {err}", file=sys.stderr)
         return 2
     print_summary(result)

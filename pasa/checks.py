@@ -1,4 +1,4 @@
-"""Checks of command-line input, run before any work (issue 11 point 8, issue 12 item 2).
+"""Checks of command-line input, run before any work.
 
 Each check raises :class:`CheckError` with one line naming the problem and what to do; a command prints it with
 :func:`exit_with` (``<prog>: error: <line>``, exit status 2 for usage errors, 1 for an unreachable server) instead
@@ -80,6 +80,30 @@ def looks_like_path(spec: str) -> bool:
     return first in LOCAL_PREFIXES or os.path.isdir(first)
 
 
+# Where `pasa download` puts the released checkpoints and the SFT base (README "Data and checkpoints"); any other
+# folder is a training output or the user's own, which a download would not fill.
+DOWNLOAD_FOLDERS = ("checkpoints/pasa-7b-crawler", "checkpoints/pasa-7b-selector", "checkpoints/Qwen2.5-7B-Instruct")
+
+
+def missing_checkpoint_hint(spec: str) -> str:
+    """What to do about a missing or empty checkpoint folder: download it, or train it, or pass another.
+
+    >>> missing_checkpoint_hint("checkpoints/pasa-7b-crawler")
+    'run `pasa download` (it fills checkpoints/) or pass a checkpoint folder'
+    >>> missing_checkpoint_hint("results/sft_crawler")
+    'a training output folder: train it first (scripts/train_sft_*.sh, scripts/train_ppo_crawler.sh) or pass a checkpoint folder'
+    """
+    relative = os.path.normpath(os.path.relpath(os.path.abspath(os.path.expanduser(spec))))
+    if relative in DOWNLOAD_FOLDERS:
+        return "run `pasa download` (it fills checkpoints/) or pass a checkpoint folder"
+    if relative.startswith("results" + os.sep) or "sft" in relative or "ppo" in relative:
+        return (
+            "a training output folder: train it first (scripts/train_sft_*.sh, scripts/train_ppo_crawler.sh) "
+            "or pass a checkpoint folder"
+        )
+    return "run `pasa download` for the released checkpoints, or pass a checkpoint folder"
+
+
 def check_model_path(
     spec: str | None,
     flag: str = "--model_name_or_path",
@@ -111,7 +135,7 @@ def check_model_path(
     if not os.path.exists(path):
         if allow_hub_id and not looks_like_path(spec):
             return spec  # a Hub repo id: transformers resolves it (from its cache, or downloads it)
-        raise CheckError(f"checkpoint not found: {spec} ({flag}); run `pasa download` or pass a checkpoint folder")
+        raise CheckError(f"checkpoint not found: {spec} ({flag}); {missing_checkpoint_hint(spec)}")
     if not os.path.isdir(path):
         raise CheckError(f"{flag} {spec!r} is a file; pass the checkpoint folder (the one holding config.json)")
     names = set(os.listdir(path))
@@ -121,7 +145,9 @@ def check_model_path(
             if any(n.startswith("checkpoint-") for n in names)
             else ""
         )
-        raise CheckError(f"{flag} {spec!r} is not a model checkpoint: no config.json{hint}; run `pasa download`")
+        raise CheckError(
+            f"{flag} {spec!r} is not a model checkpoint: no config.json{hint}; {missing_checkpoint_hint(spec)}"
+        )
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
@@ -134,6 +160,81 @@ def check_model_path(
     if need_tokenizer and not names.intersection(TOKENIZER_FILES):
         raise CheckError(f"{flag} {spec!r} has no tokenizer files (tokenizer.json / tokenizer_config.json)")
     return path
+
+
+def resolve_model(spec: str, flag: str = "--crawler_path", cache_dir: str | None = None) -> str:
+    """The model ``pasa run`` loads for ``spec``: a server URL or a checkpoint folder as given, a Hugging Face name
+    (``Qwen/Qwen2.5-7B-Instruct``) as its folder in the local Hugging Face cache. ``pasa run`` never downloads: a
+    name that is not in the cache raises :class:`CheckError` saying how to download it, before any network call.
+    """
+    if is_http_url(spec) or looks_like_path(spec) or os.path.exists(os.path.expanduser(spec)):
+        return check_model_path(spec, flag, allow_url=True)
+    folder = cached_hub_snapshot(spec, cache_dir)
+    if folder is None:
+        raise CheckError(
+            f"{flag} {spec!r} is not a local folder and not in the Hugging Face cache; download it first "
+            f"(`huggingface-cli download {spec} --local-dir checkpoints/{spec.split('/')[-1]}`, or `pasa download` "
+            "for the released models) and pass the folder"
+        )
+    return check_model_path(folder, flag)
+
+
+def cached_hub_snapshot(repo_id: str, cache_dir: str | None = None) -> str | None:
+    """The folder of ``repo_id`` in the local Hugging Face cache (no network), or None when it is not there."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        return None
+    try:
+        return snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def check_search_service(source: Any, http: Any, timeout: float = 10.0) -> None:
+    """One Google search through Serper, without retries, when ``source`` searches with it: a network that cannot
+    reach the service or a key it rejects is one line before any model loads (exit status 1). Any other answer
+    (a slow or busy service) is left to the batch, which retries.
+
+    The probe is one Serper request (one credit of the key) per run."""
+    from dataclasses import replace
+    from urllib.parse import urlsplit
+
+    searcher = getattr(source, "searcher", None)
+    url = getattr(searcher, "serper_url", None)
+    if getattr(searcher, "search_engine", "serper") != "serper":  # the keyless arXiv engine needs no probe
+        return
+    if type(searcher).__name__ != "OnlinePaperSource" or not url:
+        return
+    import requests
+
+    from pasa.tools.http import HttpClient, MissingAPIKeyError, ServiceError
+    from pasa.tools.serper import SERPER_KEY_ENV, search_arxiv_ids
+
+    host = urlsplit(url).hostname or url
+    probe = replace(http, no_cache=True, http_retries=0, http_timeout=timeout, http_connect_timeout=timeout)
+    try:
+        with HttpClient(probe) as client:
+            search_arxiv_ids(client, "language models", k=1, url=url)
+    except MissingAPIKeyError as err:
+        raise CheckError(str(err)) from err
+    except ServiceError as err:
+        status = getattr(err, "status_code", None)
+        if status in (401, 403):
+            raise CheckError(
+                f"{host} rejected the key in {SERPER_KEY_ENV} (HTTP {status}); check the key at https://serper.dev",
+                ENVIRONMENT_EXIT,
+            ) from err
+        root = err
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if isinstance(root, requests.ConnectionError):  # refused, no route, no DNS, connect timeout
+            raise CheckError(
+                f"cannot reach {host} ({type(root).__name__}); check the network, or search offline with "
+                "--online false --search_index DIR",
+                ENVIRONMENT_EXIT,
+            ) from err
 
 
 def check_selector_endpoint(value: str, flag: str = "--selector_endpoint") -> str:
@@ -153,7 +254,7 @@ def check_model_server(spec: str, flag: str = "--crawler_path", timeout: float =
     if session is None:  # the one HTTP layer (key redaction, timeouts); no cache and no retries for a probe
         from pasa.tools.http import HttpClient, HttpConfig
 
-        client = HttpClient(HttpConfig(cache=False, max_retries=0, timeout=timeout))
+        client = HttpClient(HttpConfig(no_cache=True, http_retries=0, http_timeout=timeout))
 
         def get(url, **kwargs):
             return client.get(url, cache=False, check_status=False, **kwargs)
@@ -210,6 +311,28 @@ def check_input_file(path: str, flag: str = "--input_file") -> str:
     return path
 
 
+JSONL_EXAMPLE = '{"question": "Give me papers about ..."}'
+
+
+def check_jsonl_file(path: str, flag: str = "--input_file") -> str:
+    """An existing, readable query file whose first line is a JSON object (JSONL), not empty."""
+    check_input_file(path, flag)
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+            if line:
+                break
+        else:
+            raise CheckError(f"{flag} {path!r} is empty; write one JSON object per line, e.g. {JSONL_EXAMPLE}")
+    if not line.startswith("{"):
+        short = line if len(line) <= 40 else line[:37] + "..."
+        raise CheckError(
+            f"{flag} {path!r} is not JSONL: its first line is {short!r}, not a JSON object; JSONL expected, "
+            f"one object per line, e.g. {JSONL_EXAMPLE}"
+        )
+    return path
+
+
 def check_output_dir(path: str, flag: str = "--output_dir") -> str:
     """Create the folder if needed and prove it writable (a probe file), before any query is computed."""
     if os.path.exists(path) and not os.path.isdir(path):
@@ -228,15 +351,27 @@ def check_output_dir(path: str, flag: str = "--output_dir") -> str:
 
 def check_builder_inputs(args: Any, prog: str) -> None:
     """The data builders' check (``scripts/build_*_data.py``): every input file given exists and the teacher is a
-    checkpoint or a URL; one line and exit 2 before any work (issue 12 item 2)."""
+    checkpoint or a URL; one line and exit 2 before any work."""
     try:
         for flag in ("input_file", "pairs", "paper_db", "id2paper"):
             if getattr(args, flag, None):
                 check_input_file(getattr(args, flag), f"--{flag}")
         if getattr(args, "teacher", None):
             check_model_path(args.teacher, "--teacher", allow_url=True)
+            check_teacher_server(args.teacher)
     except CheckError as err:
         exit_with(err, prog)
+
+
+def check_teacher_server(spec: str) -> None:
+    """A teacher given as a URL answers before any record is built: OpenAI's API needs ``OPENAI_API_KEY``."""
+    if not is_http_url(spec):
+        return
+    from urllib.parse import urlparse
+
+    if urlparse(spec).hostname == "api.openai.com" and not os.environ.get("OPENAI_API_KEY"):
+        raise CheckError("--teacher is OpenAI's API and OPENAI_API_KEY is not set; export OPENAI_API_KEY=...")
+    check_model_server(spec, "--teacher")
 
 
 def check_output_file(path: str, flag: str = "--output_file") -> str:
@@ -251,7 +386,10 @@ def check_output_file(path: str, flag: str = "--output_file") -> str:
 def check_index_dir(path: str, flag: str = "--search_index", command: str = "pasa index") -> str:
     """An index folder (``pasa index``'s, or the title index) that exists; its content is checked when loaded."""
     if not os.path.exists(path):
-        raise CheckError(f"{flag} {path!r} does not exist; build it with `{command} --output_dir {path} ...`")
+        # `pasa build-db --output_dir DIR` writes the title index into DIR/title_index
+        parent, name = os.path.split(os.path.normpath(path))
+        output_dir = parent or "." if command == "pasa build-db" and name == "title_index" else path
+        raise CheckError(f"{flag} {path!r} does not exist; build it with `{command} --output_dir {output_dir} ...`")
     if not os.path.isdir(path):
         raise CheckError(f"{flag} {path!r} is a file; pass the folder `{command}` wrote")
     return path

@@ -11,7 +11,7 @@ import sys
 
 COMMANDS = {
     "run": ("pasa.runner:main", "run the agent on one query or a jsonl of queries"),
-    "demo": ("pasa.runner:demo_main", "run the whole loop offline on a tiny model and an embedded paper set"),
+    "demo": ("pasa.demo:demo_main", "run the whole loop offline on a tiny model and an embedded paper set"),
     "eval": ("pasa.evaluate:main", "score a results folder with the paper's metrics"),
     "baseline": ("pasa.baselines:main", "run a baseline (Google, Google + LLM paraphrase) into a results folder"),
     "index": ("pasa.tools.local_search:main", "build the offline search index over a paper database"),
@@ -22,6 +22,7 @@ COMMANDS = {
     "download": ("pasa.download:main", "download the released checkpoints, base model and data (Hugging Face)"),
     "reproduce": ("pasa.reproduce:main", "run RealScholarQuery + AutoScholarQuery test, table beside the paper's"),
     "tiny": ("pasa.tiny:main", "build tiny checkpoints, paper DB and data files (CPU smoke runs, docs tests)"),
+    "serve": ("pasa.serve.server:main", "a web app and JSON API over the agent (models load once, searches queue)"),
     "mini": ("pasa.mini:main", "prepare SmolLM2-135M-Instruct for the CPU recipe on real queries (docs/mini.md)"),
 }
 

@@ -247,10 +247,8 @@ def make_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pasa.flags import rewrite_argv
-
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     try:
         names, parts = parse_only(args.only)
     except ValueError as err:

@@ -259,10 +259,9 @@ def make_parser(prog: str = "pasa eval") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "pasa eval") -> int:
     from pasa.checks import CheckError, check_output_file, exit_with
-    from pasa.flags import rewrite_argv
 
     parser = make_parser(prog)
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )

@@ -62,7 +62,7 @@ class Paper:
     # Publication date as YYYYMMDD when known (used for the end-date rule).
     published: str | None = None
     # Parallel to ``sections`` (same keys, same order): the arXiv id of each cited title, or None where unknown
-    # (issue 14: a database built from unarXive resolves citations by id). None: the record has no ids.
+    # (a database built from unarXive by `pasa build-db` resolves citations by id). None: the record has no ids.
     section_ids: dict[str, list[str | None]] | None = None
 
 

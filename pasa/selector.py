@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pasa.llm import LLM
+from pasa.metrics import SELECT_THRESHOLD  # one threshold for the agent and the metrics
 from pasa.prompts import render_select_prompt
-
-# A paper is selected when its score is strictly above this (released paper_agent.py: ``score > 0.5``).
-SELECT_THRESHOLD = 0.5
 
 
 class Selector:

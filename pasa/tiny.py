@@ -243,7 +243,7 @@ def build_tiny(output_dir: str, force: bool = False) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pasa.flags import make_argparser, rewrite_argv
+    from pasa.flags import make_argparser
 
     parser = make_argparser(
         "pasa tiny",
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output_dir", default="/tmp/pasa-tiny", help="Folder to fill.")
     parser.add_argument("--force", action="store_true", help="Rebuild the tiny checkpoints too.")
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     try:
         out = build_tiny(args.output_dir, force=args.force)
     except FileExistsError as err:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
+from pasa.flags import make_argparser  # noqa: E402
 from pasa.paper import Paper, normalize_arxiv_id, title_key  # noqa: E402
 from pasa.prompts import (  # noqa: E402
     parse_expand_sections,
@@ -316,7 +316,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     from pasa.checks import check_builder_inputs
 
     check_builder_inputs(args, parser.prog)
@@ -337,6 +337,14 @@ def main(argv: list[str] | None = None) -> int:
         records, counts = build_crawler_data(
             args.input_file, source, teacher, config, args.max_records, progress=bar.update
         )
+    if not records:  # nothing to train on: say why, and leave no empty output behind
+        for key in sorted(counts):
+            print(f"  {key:32s} {counts[key]}")
+        why = f"{counts['failed_records']} record(s) failed (see the warnings)" if counts["failed_records"] else ""
+        print(
+            f"{parser.prog}: no sessions built from {args.input_file}; {why or 'no usable records'}", file=sys.stderr
+        )
+        return 1
     write_text_atomic(args.output_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     print(f"wrote {len(records)} sessions to {args.output_file}")
     for key in sorted(counts):

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
+from pasa.flags import make_argparser  # noqa: E402
 from pasa.paper import normalize_arxiv_id, title_key  # noqa: E402
 from pasa.prompts import render_select_prompt  # noqa: E402
 from trl_ext.sft_data import (  # noqa: E402
@@ -182,6 +182,17 @@ def _open_for_append(path: str):
     return f
 
 
+LABELLED = ("labelled_true", "labelled_false")
+
+
+class TeacherError(RuntimeError):
+    """The teacher failed; ``labelled`` pairs were written before it did."""
+
+    def __init__(self, message: str, labelled: int):
+        super().__init__(message)
+        self.labelled = labelled
+
+
 def label_pairs(pairs, teacher, output_path: str, batch_size: int = 16, progress=None) -> Counter:
     """Label pairs not yet in ``output_path`` with ``teacher`` and append them; returns the counts.
 
@@ -194,7 +205,10 @@ def label_pairs(pairs, teacher, output_path: str, batch_size: int = 16, progress
 
         def flush(batch: list[Pair]) -> None:
             prompts = [render_select_prompt(p.query, p.title, p.abstract) for p in batch]
-            replies = teacher.generate(prompts, chat=True)
+            try:
+                replies = teacher.generate(prompts, chat=True)
+            except Exception as err:  # the teacher went away mid-build: what was labelled stays, a rerun resumes
+                raise TeacherError(f"{type(err).__name__}: {err}", labelled=sum(counts[k] for k in LABELLED)) from err
             for pair, prompt, reply in zip(batch, prompts, replies, strict=True):
                 counts["prompt_tokens_est"] += estimate_tokens(prompt)
                 counts["completion_tokens_est"] += estimate_tokens(reply)
@@ -255,7 +269,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     from pasa.checks import check_builder_inputs
 
     check_builder_inputs(args, parser.prog)
@@ -286,8 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error("give --pairs, or --input_file with --paper_db and --id2paper")
     teacher = load_llm(args.teacher)
-    with tqdm(total=len(pairs), desc="labelling", unit="pair") as bar:
-        counts.update(label_pairs(pairs, teacher, args.output_file, args.batch_size, progress=bar.update))
+    try:
+        with tqdm(total=len(pairs), desc="labelling", unit="pair") as bar:
+            counts.update(label_pairs(pairs, teacher, args.output_file, args.batch_size, progress=bar.update))
+    except TeacherError as err:
+        print(
+            f"{parser.prog}: the teacher failed after {err.labelled} pair(s) labelled ({str(err)[:300]}); "
+            f"rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 1
     print(f"{len(pairs)} pairs; output {args.output_file}")
     for key in sorted(counts):
         print(f"  {key:28s} {counts[key]}")

@@ -26,7 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pasa.flags import make_argparser, rewrite_argv  # noqa: E402
+from pasa.flags import make_argparser  # noqa: E402
 from pasa.selector import SELECT_THRESHOLD  # noqa: E402
 from trl_ext.sft_data import read_selector_example  # noqa: E402
 
@@ -118,7 +118,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from tqdm import tqdm
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from pasa.checks import CheckError, check_model_path, check_model_server, exit_with, is_http_url
 
     prog = parser.prog
-    try:  # one line before any work: a missing checkpoint never becomes a Hub download (issue 12 item 2)
+    try:  # one line before any work: a missing checkpoint never becomes a Hub download
         if is_http_url(args.selector_path):
             check_model_server(args.selector_path, "--selector_path")
         else:

@@ -15,8 +15,9 @@ Launch lines::
     python scripts/plan_memory.py --num_gpus 4 --gpu_memory_gb 48 --offload_optimizer --offload_param
     python scripts/plan_memory.py --zero_stage 2 --model_config checkpoints/pasa-7b-crawler/config.json
     python scripts/plan_memory.py --recipe sft                           # one model, max_length 1024, batch 4
+    python scripts/plan_memory.py --inference                            # pasa run: both 7B models, bf16/int8/nf4
 
-Exit status 0 when the plan fits, 1 when it does not.
+Exit status 0 when the plan fits, 1 when it does not (``--inference`` prints a table over GPU sizes: 0).
 """
 
 from __future__ import annotations
@@ -193,6 +194,77 @@ def peak_gb(rows: list[tuple[str, float, str]]) -> float:
     return fixed + transient
 
 
+# -- inference: the agent's two models (pasa run) -------------------------------------------------------------------
+# Bytes per weight of the quantized Linear layers (bitsandbytes): int8 rows + fp32 row scales; nf4 + one absmax per
+# 64 weights (double quantization makes that ~0.127 bits). Embeddings and the LM head stay 16 bit, as bitsandbytes
+# leaves them.
+WEIGHT_BYTES = {"bf16": 2.0, "int8": 1.0 + 4 / 3584, "nf4": 0.5 + 0.127 / 8}
+INFERENCE_GPUS_GB = (24, 48, 80)
+VLLM_OVERHEAD_GB = 1.5  # CUDA graphs, activation workspace and sampler buffers of a vLLM server (rule of thumb)
+CRAWLER_NEW_TOKENS = 512  # the crawler's generation budget at inference (released: 512)
+
+
+def inference_weights_gb(shape: ModelShape, quant: str) -> float:
+    """One model's weights: Linear layers at ``quant``, embeddings / LM head / norms in 16 bit."""
+    embeddings = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    linear = shape.causal_lm_params - embeddings
+    return (linear * WEIGHT_BYTES[quant] + embeddings * 2) / GB
+
+
+def forward_transient_gb(shape: ModelShape, tokens: int) -> float:
+    """One HF call over ``tokens`` padded tokens: its KV cache (16 bit) and the prefill's largest live tensors
+    (the MLP's gate and up projections, a few hidden-size buffers). ``generate`` keeps only the last position's
+    logits, so the vocabulary adds one row per prompt, not one per token."""
+    kv = shape.kv_bytes_per_token() * tokens
+    prefill = tokens * (2 * shape.intermediate + 4 * shape.hidden) * 2
+    return (kv + prefill) / GB
+
+
+def inference_plan(args) -> list[tuple[str, str, int, float, str]]:
+    """Rows (layout, weights, GPUs, GB per GPU, note) for the crawler and selector of ``pasa run``."""
+    shape = load_shape(args.model, args.model_config)
+    call_tokens = args.max_batch_tokens  # the HF backend's padded-token budget per call (prompts + new tokens)
+    transient = forward_transient_gb(shape, call_tokens)
+    rows = []
+    for quant in ("bf16", "int8", "nf4"):
+        w = inference_weights_gb(shape, quant)
+        note = "" if quant == "bf16" else " (bitsandbytes, CUDA only)"
+        # both models in one process: the crawler's and the selector's calls can be in flight together
+        both = 2 * w + 2 * transient + CUDA_OVERHEAD_GB
+        rows.append(("local, both models on 1 GPU", quant, 1, both, f"2 x {w:.1f} GB weights + 2 calls{note}"))
+        one = w + transient + CUDA_OVERHEAD_GB
+        rows.append(
+            ("local, one model per GPU", quant, 2, one, f"{w:.1f} GB weights + 1 call{note}; per-model device")
+        )
+    w = inference_weights_gb(shape, "bf16")
+    seq = args.prompt_length + CRAWLER_NEW_TOKENS
+    kv_server = shape.kv_bytes_per_token() * seq * args.concurrency / GB
+    served = w + kv_server + VLLM_OVERHEAD_GB
+    note = (
+        f"{w:.1f} GB weights + KV for {args.concurrency} x {seq} tokens {kv_server:.1f} GB + server {VLLM_OVERHEAD_GB}"
+    )
+    rows.append(("served (vLLM), one server per GPU", "bf16", 2, served, note))
+    rows.append(("served (vLLM), both servers on 1 GPU", "bf16", 1, 2 * served, "two servers, half the memory each"))
+    return rows
+
+
+def print_inference_plan(args) -> int:
+    rows = inference_plan(args)
+    shape = load_shape(args.model, args.model_config)
+    print(
+        f"INFERENCE memory plan: crawler + selector, {args.model_config or args.model} "
+        f"({shape.causal_lm_params / 1e9:.2f} B params each); HF backend call: {args.max_batch_tokens} padded tokens "
+        f"(--max_batch_tokens; batch_size 8 x (prompt + 512 new tokens) at most)"
+    )
+    head = "| layout | weights | GPUs | GB per GPU | " + " | ".join(f"{g} GB" for g in INFERENCE_GPUS_GB) + " | what |"
+    print(head)
+    print("|---|---|---:|---:|" + "---|" * len(INFERENCE_GPUS_GB) + "---|")
+    for layout, quant, gpus, gb, note in rows:
+        fits = " | ".join("fits" if gb <= g else "-" for g in INFERENCE_GPUS_GB)
+        print(f"| {layout} | {quant} | {gpus} | {gb:.1f} | {fits} | {note} |")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/plan_memory.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="qwen2.5-7b", help=f"one of {', '.join(KNOWN_MODELS)}")
@@ -213,11 +285,20 @@ def make_parser() -> argparse.ArgumentParser:
                    help="default: off for PPO (released launch), on for SFT (released recipe)")  # fmt: skip
     p.add_argument("--local_selector", action=argparse.BooleanOptionalAction, default=True,
                    help="PPO: a local selector copy per process (--no-local_selector: served by URL)")  # fmt: skip
+    p.add_argument("--inference", action="store_true",
+                   help="Plan `pasa run` instead of training: crawler + selector, local or served, 1 or 2 GPUs, "
+                   "bf16 / int8 / nf4 weights")  # fmt: skip
+    p.add_argument("--max_batch_tokens", type=int, default=16384,
+                   help="Inference: the HF backend's padded tokens per call (pasa run --max_batch_tokens)")  # fmt: skip
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="Inference, served: requests in flight per server (the OpenAI backend's default 8)")  # fmt: skip
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.inference:
+        return print_inference_plan(args)
     if args.offload_param and not args.offload_optimizer:
         raise SystemExit("--offload_param needs --offload_optimizer (DeepSpeed ZeRO-Infinity)")
     if args.offload_param and args.zero_stage != 3:

@@ -5,6 +5,9 @@ crawler (policy, frozen reference, value backbone with a fresh head), a paper so
 offline search index; Serper with ``--online``) and a Selector (local checkpoint or OpenAI-compatible URL). Saves
 the policy only, in Hugging Face format, loadable by ``pasa.llm.hf.HFLLM``. Nothing is downloaded.
 
+Arguments: trl's ``TrlParser`` (``--config recipe.yaml``, the command line wins); the released flag names are
+renamed to the ones here by ``RELEASED_FLAGS`` below; a bf16 recipe on a machine without CUDA runs on CPU in float32.
+
 Launch lines::
 
     # the released launch: 2 nodes x 8 GPUs, DeepSpeed ZeRO-3 (see scripts/train_ppo_crawler.sh)
@@ -30,7 +33,6 @@ Launch lines::
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sys
@@ -55,49 +57,54 @@ class PPOScriptArguments:
     )
 
 
+# The released flag names (hyc2026/trl PPOConfig and the bytedance/pasa PPO launch) and the flag here with the same
+# meaning; argv is renamed with this map before parsing (docs/ppo.md "Flags").
+RELEASED_FLAGS = {
+    "--sft_model_path": "--model_name_or_path",
+    "--reward_model_path": "--value_model_path",  # the fork loaded the value model (fresh scalar head) from it
+    "--paper_id": "--id2paper",
+    "--use_vm": "--use_value_bootstrap",
+    "--search_select_score": "--alpha_search",
+    "--expand_select_score": "--alpha_expand",
+    "--search_cost": "--c_search",
+    "--expand_cost": "--c_expand",
+    "--max_papers": "--value_papers_max",
+    "--warm_up_step": "--value_warmup_updates",
+}
+
+
 def make_parser():
-    """Parser of (PPOScriptArguments, SessionPPOConfig) with the flag vocabulary (old names rewritten, pasa.flags)."""
+    """``TrlParser`` of (PPOScriptArguments, SessionPPOConfig); ``--config recipe.yaml``, the command line wins."""
+    from trl import TrlParser
+
     from trl_ext.config import SessionPPOConfig
-    from trl_ext.parser import VocabularyParser
 
-    return VocabularyParser((PPOScriptArguments, SessionPPOConfig), prog="scripts/ppo.py")
+    return TrlParser((PPOScriptArguments, SessionPPOConfig), prog="scripts/ppo.py")
 
 
-def end_date_of(record: dict, offset_days: int) -> str | None:
-    """``source_meta.published_time`` (YYYYMMDD) minus ``offset_days``, or None.
+def parse_args(argv: list[str] | None = None):
+    """``(PPOScriptArguments, SessionPPOConfig)`` from argv: released names renamed (``RELEASED_FLAGS``), and a bf16
+    recipe run on CPU in float32 when there is no CUDA GPU."""
+    import torch
 
-    >>> end_date_of({"source_meta": {"published_time": "20240110"}}, 7)
-    '20240103'
-    """
-    published = str((record.get("source_meta") or {}).get("published_time") or "")
-    try:
-        day = dt.datetime.strptime(published.replace("-", "")[:8], "%Y%m%d")
-    except ValueError:
-        return None
-    return (day - dt.timedelta(days=offset_days)).strftime("%Y%m%d")
+    from trl_ext.parser import cpu_fallback_args, parse_known_or_exit, rename_flags
+
+    argv = rename_flags(sys.argv[1:] if argv is None else argv, RELEASED_FLAGS)
+    argv = cpu_fallback_args(argv, torch.cuda.is_available())
+    return parse_known_or_exit(make_parser(), argv)
 
 
 def load_queries(path: str, offset_days: int = 7, limit: int | None = None) -> list[dict]:
-    """Training episodes ``{"question", "answer", "end_date"}``; bad records are logged with their line and skipped."""
-    from pasa.io import iter_jsonl
+    """Training episodes ``{"question", "answer", "end_date"}`` read by ``pasa.queries.load_queries`` (the one query
+    reader and end-date rule); bad records are logged with their line and skipped."""
+    from pasa.queries import load_queries as read_queries
 
     if not os.path.isfile(path):
         raise SystemExit(f"--dataset_name {path!r} does not exist")
-    out = []
-    for lineno, r in iter_jsonl(path, required=("question", "answer")):
-        question, answer = r["question"], r["answer"]
-        if not isinstance(question, str) or not question.strip():
-            logger.warning("%s:%d: empty question, skipped", path, lineno)
-            continue
-        if not isinstance(answer, list) or not all(isinstance(t, str) for t in answer):
-            logger.warning("%s:%d: 'answer' is not a list of titles, skipped", path, lineno)
-            continue
-        out.append({"question": question.strip(), "answer": answer, "end_date": end_date_of(r, offset_days)})
-        if limit is not None and len(out) >= limit:
-            break
-    if not out:
+    items = read_queries(path, limit, require_answer=True, offset_days=offset_days)
+    if not items:
         raise SystemExit(f"no usable training query in {path!r}")
-    return out
+    return [{"question": i.question.strip(), "answer": i.answer, "end_date": i.end_date} for i in items]
 
 
 def build_source(cfg):
@@ -110,7 +117,7 @@ def build_source(cfg):
             id2paper=cfg.id2paper,
             index=cfg.search_index,
             online=cfg.online,
-            released_behaviour=cfg.released_behaviour,  # the tools-layer released flags (COORD contract 1)
+            released_behaviour=cfg.released_behaviour,  # the paper source's released variants too
         )
     except ValueError as err:  # no usable source, or --online without SERPER_API_KEY
         raise SystemExit(str(err)) from err
@@ -130,7 +137,7 @@ def build_selector(cfg, device: str):
     spec = cfg.selector_path
     if not spec.startswith(("http://", "https://")) and not os.path.isdir(spec):
         raise SystemExit(f"--selector_path {spec!r} is neither a local directory nor an http(s) URL")
-    from trl_ext.trainer import zero3_init_disabled
+    from trl_ext.modeling import zero3_init_disabled
 
     with zero3_init_disabled():  # a full local copy per process, outside ZeRO-3 partitioning
         llm = load_llm(spec, batch_size=cfg.selector_batch_size, device=cfg.selector_device or device)
@@ -143,7 +150,7 @@ def build_models(cfg):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from pasa.llm.attn import resolve_attn_implementation
-    from trl_ext.trainer import init_value_head
+    from trl_ext.modeling import init_value_head
 
     for name, path in (("model_name_or_path", cfg.model_name_or_path), ("value_model_path", cfg.value_model_path)):
         if not path or not os.path.isdir(path):
@@ -160,7 +167,7 @@ def build_models(cfg):
     ref_policy = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
     value_model = AutoModelForSequenceClassification.from_pretrained(cfg.value_model_path, num_labels=1, **kwargs)
     value_model.config.pad_token_id = tokenizer.pad_token_id
-    init_value_head(value_model, cfg.value_head_init_std, cfg.seed)  # gathered under ZeRO-3 (issue 9 item 10)
+    init_value_head(value_model, cfg.value_head_init_std, cfg.seed)  # on the gathered head under ZeRO-3
     return tokenizer, policy, ref_policy, value_model
 
 
@@ -186,18 +193,20 @@ def warmup_banner(warmup: int, num_updates: int) -> list[str]:
     return lines
 
 
-def run(script_args: PPOScriptArguments, cfg):
-    """Build the environment, models and trainer from parsed arguments, train, and return the trainer."""
+def run(script_args: PPOScriptArguments, cfg, trainer_cls=None):
+    """Build the environment, models and trainer (``trainer_cls``, default ``SessionPPOTrainer``) from parsed
+    arguments, train, and return the trainer."""
     from accelerate import PartialState
 
     from trl_ext.env import PaperSearchEnv
     from trl_ext.trainer import SessionPPOTrainer
 
+    trainer_cls = trainer_cls or SessionPPOTrainer
     queries = load_queries(script_args.dataset_name, script_args.end_date_offset_days, script_args.max_train_samples)
     device = "cpu" if cfg.use_cpu else str(PartialState().device)
     env = PaperSearchEnv(build_source(cfg), build_selector(cfg, device), cfg)
     tokenizer, policy, ref_policy, value_model = build_models(cfg)
-    trainer = SessionPPOTrainer(cfg, tokenizer, policy, ref_policy, value_model, queries, env)
+    trainer = trainer_cls(cfg, tokenizer, policy, ref_policy, value_model, queries, env)
     say = trainer.accelerator.print
     say(
         f"{len(queries)} queries, {trainer.world_size} process(es), {trainer.num_updates} updates of "
@@ -230,14 +239,14 @@ def check_models(cfg) -> None:
         exit_with(err, "scripts/ppo.py")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, trainer_cls=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pasa.flags import quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
-    script_args, cfg = make_parser().parse_args_and_config(args=argv)
+    script_args, cfg = parse_args(argv)
     check_models(cfg)
-    run(script_args, cfg)
+    run(script_args, cfg, trainer_cls)
     return 0
 
 

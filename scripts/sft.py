@@ -4,6 +4,9 @@ Reads local jsonl only: the released ``sft_selector/*.jsonl`` / ``sft_crawler/tr
 (``messages``), or ``prompt``/``completion`` records (``trl_ext/sft_data.py``); records of another shape are an
 error naming the file and line. The model and tokenizer load from a local directory, never from the Hub.
 
+Arguments: trl's ``TrlParser`` (``--config recipe.yaml``, the command line wins); the released flag names are
+renamed to the ones here by ``RELEASED_FLAGS`` below; a bf16 recipe on a machine without CUDA runs on CPU in float32.
+
 Launch lines::
 
     # the released recipes: 8 GPUs, DeepSpeed ZeRO-3, Qwen2.5-7B-Instruct
@@ -42,10 +45,7 @@ class SFTScriptArguments:
 
     dataset_name: list[str] = field(
         default_factory=list,
-        metadata={
-            "help": "Training jsonl file(s), e.g. data/sft_selector/train.jsonl (released --dataset_name; "
-            "--train_files accepted)."
-        },
+        metadata={"help": "Training jsonl file(s), e.g. data/sft_selector/train.jsonl (the released flag name)."},
     )
     eval_files: list[str] = field(
         default_factory=list, metadata={"help": "Evaluation jsonl file(s); used when --eval_strategy is not 'no'."}
@@ -66,14 +66,33 @@ class SFTScriptArguments:
     )
 
 
+# The released flag names (trl 0.12 SFTConfig, transformers 4.4x TrainingArguments, as the released SFT launch used
+# them) and the flag here with the same meaning; argv is renamed with this map before parsing (docs/sft.md).
+RELEASED_FLAGS = {
+    "--max_seq_length": "--max_length",
+    "--warmup_ratio": "--warmup_steps",  # a value below 1 is a ratio of the total steps, rounded up as before
+    "--torch_dtype": "--dtype",
+}
+
+
 def make_parser():
-    """Parser of (SFTScriptArguments, SFTConfig, ModelConfig) with the flag vocabulary (pasa.flags): released
-    ``--dataset_name``, ``--max_seq_length``, ``--warmup_ratio`` are accepted; ``--train_files`` with a warning."""
-    from trl import ModelConfig, SFTConfig
+    """``TrlParser`` of (SFTScriptArguments, SFTConfig, ModelConfig); ``--config recipe.yaml``, the command line
+    wins."""
+    from trl import ModelConfig, SFTConfig, TrlParser
 
-    from trl_ext.parser import VocabularyParser
+    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="scripts/sft.py")
 
-    return VocabularyParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="scripts/sft.py")
+
+def parse_args(argv: list[str] | None = None):
+    """``(SFTScriptArguments, SFTConfig, ModelConfig)`` from argv: released names renamed (``RELEASED_FLAGS``), and
+    a bf16 recipe run on CPU in float32 when there is no CUDA GPU."""
+    import torch
+
+    from trl_ext.parser import cpu_fallback_args, parse_known_or_exit, rename_flags
+
+    argv = rename_flags(sys.argv[1:] if argv is None else argv, RELEASED_FLAGS)
+    argv = cpu_fallback_args(argv, torch.cuda.is_available(), bf16_default=True)  # SFTConfig: bf16 unless fp16
+    return parse_known_or_exit(make_parser(), argv)
 
 
 def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
@@ -140,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from pasa.flags import quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = parse_args(argv)
     from pasa.checks import CheckError, check_model_path, exit_with
 
     try:  # one line before anything loads: a local path never becomes a Hub download

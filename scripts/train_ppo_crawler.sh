@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Crawler PPO with the released recipe: DeepSpeed ZeRO-3, bf16, configs/recipes/ppo_crawler.yaml (docs/ppo.md).
 #   bash scripts/train_ppo_crawler.sh                                  # one node, 8 GPUs
-#   bash scripts/train_ppo_crawler.sh --selector http://10.0.0.5:8000/v1#pasa-7b-selector --output_dir results/x
+#   bash scripts/train_ppo_crawler.sh --selector_path http://<selector-host>:8000/v1#pasa-7b-selector --output_dir results/x
 # The released run used 2 nodes x 8 GPUs; on each node:
-#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=10.0.0.1 \
+#   ACCELERATE_CONFIG=configs/accelerate/deepspeed_zero3_2nodes.yaml MACHINE_RANK=0 MAIN_PROCESS_IP=<node-0-host> \
 #       bash scripts/train_ppo_crawler.sh
+# Checked first (scripts/launch_check.py; PASA_LAUNCH_CHECK=0 skips): GPUs for the config, model paths.
 # Extra arguments go to scripts/ppo.py and override the recipe. Environment: ACCELERATE_CONFIG (default
 # configs/accelerate/deepspeed_zero3.yaml), NUM_PROCESSES, MAIN_PROCESS_PORT (2501), MACHINE_RANK, MAIN_PROCESS_IP.
 # Two CPU processes (smoke test): ACCELERATE_CONFIG=configs/accelerate/cpu_2proc.yaml ... --use_cpu true
@@ -18,4 +19,6 @@ launch_args=(--config_file "$ACCELERATE_CONFIG" --main_process_port "${MAIN_PROC
 if [[ -n "${NUM_PROCESSES:-}" ]]; then launch_args+=(--num_processes "$NUM_PROCESSES"); fi
 if [[ -n "${MACHINE_RANK:-}" ]]; then launch_args+=(--machine_rank "$MACHINE_RANK"); fi
 if [[ -n "${MAIN_PROCESS_IP:-}" ]]; then launch_args+=(--main_process_ip "$MAIN_PROCESS_IP"); fi
+# one line, once, before any rank starts: too few GPUs for this config, or a model path that is not a checkpoint
+if [[ "${PASA_LAUNCH_CHECK:-1}" != 0 ]]; then python scripts/launch_check.py ppo_crawler "$ACCELERATE_CONFIG" "$RECIPE" "$@"; fi
 exec accelerate launch "${launch_args[@]}" scripts/ppo.py --config "$RECIPE" "$@"

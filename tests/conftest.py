@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,31 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Every cache a test (or a subprocess it starts) could write goes under one folder made for this session, so the
+# suite never touches the user's ~/.cache (Hugging Face Hub refs, datasets, torch/triton kernels, pasa's HTTP
+# cache). Set at import time, before huggingface_hub reads HF_HOME into its constants; removed when the session ends.
+CACHE_ROOT = Path(tempfile.mkdtemp(prefix="pasa-tests-cache-"))
+CACHE_VARS = {
+    "XDG_CACHE_HOME": "xdg",
+    "HF_HOME": "huggingface",
+    "HF_HUB_CACHE": "huggingface/hub",
+    "HF_DATASETS_CACHE": "huggingface/datasets",
+    "HF_ASSETS_CACHE": "huggingface/assets",
+    "TORCH_HOME": "torch",
+    "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+    "TORCH_EXTENSIONS_DIR": "torch_extensions",
+    "TRITON_HOME": "triton",
+    "TRITON_CACHE_DIR": "triton/cache",
+    "PASA_CACHE_DIR": "pasa",
+}
+for _var, _sub in CACHE_VARS.items():
+    os.environ[_var] = str(CACHE_ROOT / _sub)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(CACHE_ROOT, ignore_errors=True)
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -81,6 +81,31 @@ def test_marker_is_found_and_blocks_exist():
     assert extract_tested_blocks(text) == []
 
 
+PRIVATE_ADDRESS_RE = re.compile(
+    r"(?<![\d.])(?:10(?:\.\d{1,3}){3}|172\.(?:1[6-9]|2\d|3[01])(?:\.\d{1,3}){2}|192\.168(?:\.\d{1,3}){2})(?![\d.])"
+)
+
+
+def test_examples_use_host_placeholders_not_private_addresses():
+    """People run examples as written: a private address would reach some other machine on their network."""
+    files = doc_files() + sorted((ROOT / "configs").rglob("*.yaml")) + sorted((ROOT / "scripts").glob("*.*"))
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {m.group(0)}"
+        for path in files
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for m in PRIVATE_ADDRESS_RE.finditer(line)
+    ]
+    assert found == []
+    assert PRIVATE_ADDRESS_RE.search("MAIN_PROCESS_IP=10.0.0.1") and PRIVATE_ADDRESS_RE.search("http://192.168.1.5:80")
+    assert not PRIVATE_ADDRESS_RE.search("version 2.10.0.1 of 172.15.0.1")
+
+
+def test_documented_model_flags_are_the_current_ones():
+    old = re.compile(r"pasa run [^`\n]*--(?:crawler|selector) ")
+    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in doc_files() for m in old.finditer(p.read_text())]
+    assert found == []
+
+
 def _hub_repos(tiny: Path) -> dict:
     from pasa.download import ARTIFACTS, DATASET_FILES
 

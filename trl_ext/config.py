@@ -2,36 +2,27 @@
 
 Sources named in the help texts: "paper" = arXiv 2501.10120 §3.2; "released launch" = the PPO command of the
 bytedance/pasa README; "released trainer" = hyc2026/trl ``trl/trainer/ppo_trainer.py``, ``ppo_config.py`` and
-``custom_agent/utils.py``. trl 1.16 has no ``PPOConfig`` any more, so this subclasses ``TrainingArguments``
-directly (the optimisation fields: ``learning_rate``, ``per_device_train_batch_size``, ``gradient_accumulation_steps``,
-``seed``, ``save_steps``, ``bf16`` ... keep their transformers meaning).
+``custom_agent/utils.py``.
+
+Why ``TrainingArguments`` and not trl's ``PPOConfig``: the trl this project installs (1.16) ships no PPO at all:
+neither ``trl.PPOConfig`` nor a ``trl.experimental.ppo`` module exists (its ``trl/experimental/`` holds other
+trainers only; earlier trl releases had ``trl.experimental.ppo.PPOConfig``). The fields that ``PPOConfig`` declared
+(``num_ppo_epochs``, ``kl_coef``, ``vf_coef``, ``cliprange``, ``cliprange_value``, ``gamma``, ``lam``,
+``response_length``, ``temperature``, ``total_episodes``, ``local_rollout_forward_batch_size``) keep its names and
+meanings here; the optimisation fields (``learning_rate``, ``per_device_train_batch_size``,
+``gradient_accumulation_steps``, ``seed``, ``save_steps``, ``bf16`` ...) keep their transformers meaning.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
+from trl_ext.released import RELEASED_PPO_VALUES
+
 DEDUP_SCOPES = ("episode", "reply")
 VALUE_PAPER_RULES = ("best", "shortest_of_top")
-
-# The released-compat flags and the value ``released_behaviour=True`` gives each (hyc2026/trl d268084..7a266d8).
-# Every row is explained in docs/released_differences.md ("PPO").
-RELEASED_PPO_FLAGS = {
-    "dedup_scope": "reply",
-    "response_length_is_total": True,
-    "bootstrap_after_eos": True,
-    "value_papers_rule": "shortest_of_top",
-    "keep_empty_actions": True,
-    "sections_ascii": True,
-    "clip_floor_search_cost": True,
-    "fill_sessions": True,
-    "reward_on_bracket_ids": True,
-    "resolve_citations_by_id": False,
-    "query_from_reply": True,
-    "truncate_prompts_right": True,
-}
 
 
 @dataclass
@@ -101,10 +92,11 @@ class SessionPPOConfig(TrainingArguments):
     search_results_k: int = field(
         default=10, metadata={"help": "Results requested per search query (released google num=10)."}
     )
-    search_papers: int = field(
+    search_papers_kept: int = field(
         default=5,
         metadata={
-            "help": "Papers kept per search query, the first that resolve in the paper DB (released MAX_PAPERS=5)."
+            "help": "Papers kept per search query: the first of the search_results_k results that resolve in the "
+            "paper DB (released MAX_PAPERS=5)."
         },
     )
     expand_top_k: int = field(
@@ -168,13 +160,14 @@ class SessionPPOConfig(TrainingArguments):
         },
     )
 
-    # ---- released behaviour (issue 9; docs/released_differences.md "PPO") ----
+    # ---- released behaviour (trl_ext/released.py; docs/released_differences.md "PPO") ----
     released_behaviour: bool = field(
         default=False,
         metadata={
-            "help": "Reproduce the authors' trainer (hyc2026/trl) wherever this project deviates: sets every flag of "
-            "this group, dedup_scope=reply and response_length_is_total=true to the released values (and "
-            "value_warmup_updates 50 -> 49). Default false: the project's corrected behaviour."
+            "help": "Reproduce the authors' trainer (hyc2026/trl) wherever this project deviates: every field of "
+            "trl_ext.released.RELEASED_PPO_VALUES still at its default takes the released value (the flags of this "
+            "group, dedup_scope=reply, response_length_is_total=true, value_warmup_updates 50 -> 49). Default "
+            "false: the project's corrected behaviour."
         },
     )
     bootstrap_after_eos: bool = field(
@@ -326,10 +319,10 @@ class SessionPPOConfig(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.released_behaviour:
-            for name, value in RELEASED_PPO_FLAGS.items():
-                setattr(self, name, value)
-            if self.value_warmup_updates == 50:  # released `update < 50` with updates counted from 1
-                self.value_warmup_updates = 49
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in RELEASED_PPO_VALUES.items():
+                if getattr(self, name) == defaults[name]:
+                    setattr(self, name, value)
         if self.value_papers_rule not in VALUE_PAPER_RULES:
             raise ValueError(f"value_papers_rule must be one of {VALUE_PAPER_RULES}, got {self.value_papers_rule!r}")
         if self.dedup_scope not in DEDUP_SCOPES:
@@ -345,11 +338,9 @@ class SessionPPOConfig(TrainingArguments):
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def cost(self, kind: str) -> float:
+        """The cost c of an action of this kind; a stop tag of the kind earns +c."""
         return self.c_search if kind == "search" else self.c_expand
 
-    def clip_floor(self, kind: str) -> float:
-        """Lower clip of an action's reward: −c of its kind, or −c_search for all (released ``-args.search_cost``)."""
-        return -self.c_search if self.clip_floor_search_cost else -self.cost(kind)
-
     def alpha(self, kind: str) -> float:
+        """α of an action of this kind, per relevant new paper."""
         return self.alpha_search if kind == "search" else self.alpha_expand

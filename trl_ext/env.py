@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from pasa.paper import Paper, title_key
-from pasa.prompts import EXPAND_RE, SEARCH_RE, SELECT_SECTION, render_expand_prompt, render_search_prompt
+from pasa.prompts import EXPAND_RE, SEARCH_RE, SELECT_SECTION, render_search_prompt
+from pasa.resolve import chosen_citations, lookup_plan
+from trl_ext import released
+from trl_ext.rewards import action_rewards
 
 logger = logging.getLogger(__name__)
 
 # The stop tags of the released prompts' outputs; each earns +c (released response_handler).
 STOP_TAGS = {"search": "[StopSearch]", "expand": "[StopExpand]"}
 ACTION_RES = {"search": SEARCH_RE, "expand": EXPAND_RE}
-# Kinds of failed calls counted per session (the agent's root.extra["failures"] keys, COORD contract 2).
+# Kinds of failed calls counted per session: a search, an id lookup, a title lookup, a selector call (the same keys
+# as the agent's root.extra["failures"]).
 FAILURE_KINDS = ("search", "lookup", "title", "selector")
-# Released custom_agent/utils.py read the user query back from the decoded search text with this regex; the
-# decoded chat ends "...User Query: <q>\nassistant\n" + reply, so it matches only when the reply starts with `[`.
-RELEASED_QUERY_RE = re.compile(r"User Query:(.*?)assistant\n\[", flags=re.DOTALL)
 
 
 @dataclass
@@ -139,6 +140,84 @@ def find_stop(reply: str, kind: str) -> int | None:
 
 
 ValueFn = Callable[[list[Session]], Sequence[float]]
+OpenedSessions = tuple[list[tuple[ActionOutcome, list[Session]]], list[Session]]
+
+
+def sections_list_json(names: list[str]) -> str:
+    """The expand prompt's Sections list: JSON with the characters kept (the RL prompt format, DESIGN §1.1).
+
+    >>> sections_list_json(["2 Résumé"])
+    '["2 Résumé"]'
+    """
+    return json.dumps(names, ensure_ascii=False)
+
+
+def clip_floor_of_kind(kind: str, c_search: float, c_expand: float) -> float:
+    """Lower clip of an action's reward: −c of the action's kind (paper §3.2)."""
+    return -(c_search if kind == "search" else c_expand)
+
+
+def section_ids_of(paper: Paper) -> dict[str, list[str | None]] | None:
+    """The cited arXiv ids parallel to a paper's sections: ``Paper.section_ids``, else those its fetched
+    ``CitedSections`` carry; None when the source gave none."""
+    return paper.section_ids or getattr(paper.sections, "section_ids", None)
+
+
+def no_section_ids(paper: Paper) -> None:
+    """Released: every citation is resolved by its title."""
+    return None
+
+
+def episode_query(outcome: SessionOutcome) -> None:
+    """The sessions a reply opens are written with the episode's own user query (None: no replacement)."""
+    return None
+
+
+def open_best_sessions(
+    outcomes: list[SessionOutcome], value_papers_max: int, open_session: Callable[[SessionOutcome, Paper], Session]
+) -> OpenedSessions:
+    """Per action, the expand sessions whose values its reward adds; and the next round's candidates, best first.
+
+    An action values its ``value_papers_max`` best new papers with sections (score desc, then arXiv id); the
+    candidates are every new paper with sections, once per episode, by (score desc, arXiv id).
+    """
+    per_action: list[tuple[ActionOutcome, list[Session]]] = []
+    opened_by_key: dict[tuple[int, str], tuple[float, str, Session]] = {}
+    for outcome in outcomes:
+        episode = outcome.session.episode
+        for action in outcome.actions:
+            ranked = sorted(
+                ((s, p) for s, p in zip(action.scores, action.new_papers, strict=True) if p.sections),
+                key=lambda sp: (-sp[0], sp[1].arxiv_id),
+            )
+            opens = []
+            for score, paper in ranked:
+                key = (id(episode), title_key(paper.title))
+                if key not in opened_by_key:
+                    opened_by_key[key] = (score, paper.arxiv_id, open_session(outcome, paper))
+                opens.append(opened_by_key[key][2])
+            per_action.append((action, opens[:value_papers_max]))
+    ranked_next = sorted(opened_by_key.values(), key=lambda t: (-t[0], t[1]))
+    return per_action, [session for _, _, session in ranked_next]
+
+
+def first_sessions(chosen: list[Session], this_round: Sequence[Session], expand_top_k: int) -> list[Session]:
+    """The next round's sessions: the ``expand_top_k`` best candidates (fewer when fewer papers were found)."""
+    return chosen[:expand_top_k]
+
+
+def episode_seen(episode: Episode) -> set[str]:
+    """Papers already found for this user query: a paper is new once per episode (paper: "new papers")."""
+    return episode.seen
+
+
+def nothing_seen(episode: Episode) -> frozenset[str]:
+    """Released ``dedup_scope="reply"``: repeats are removed within one reply only."""
+    return frozenset()
+
+
+OPEN_SESSIONS = {"best": open_best_sessions, "shortest_of_top": released.open_shortest_of_top}
+SEEN_BEFORE = {"episode": episode_seen, "reply": nothing_seen}
 
 
 class PaperSearchEnv:
@@ -148,14 +227,24 @@ class PaperSearchEnv:
         source: a ``pasa.tools.sources.PaperSource`` (offline local search over the paper DB by default).
         selector: a ``pasa.selector.Selector`` or None (answers only).
         config: a ``SessionPPOConfig`` (reads the reward, action and session knobs).
+
+    The released variants a config asks for (``trl_ext.released``) are chosen here, once.
     """
 
     def __init__(self, source, selector, config):
         self.source = source
         self.selector = selector
-        self.config = config
-        if config.use_selector and selector is None:
+        self.config = cfg = config
+        if cfg.use_selector and selector is None:
             logger.warning("use_selector is set but no selector was given: papers are relevant by the answers only")
+        self.parse_actions = partial(parse_actions, keep_empty=cfg.keep_empty_actions)
+        self.seen_before = SEEN_BEFORE[cfg.dedup_scope]
+        self.sections_list = released.sections_list_ascii if cfg.sections_ascii else sections_list_json
+        self.section_ids = section_ids_of if cfg.resolve_citations_by_id else no_section_ids
+        self.query_of_opened = released.query_read_back if cfg.query_from_reply else episode_query
+        self.open_sessions = OPEN_SESSIONS[cfg.value_papers_rule]
+        self.clip_floor = released.clip_floor_search_cost if cfg.clip_floor_search_cost else clip_floor_of_kind
+        self.next_sessions = released.fill_sessions if cfg.fill_sessions else first_sessions
 
     # -- sessions -------------------------------------------------------------------------------------------------
     def search_session(self, episode: Episode) -> Session:
@@ -164,18 +253,16 @@ class PaperSearchEnv:
     def expand_session(self, episode: Episode, paper: Paper, user_query: str | None = None) -> Session:
         """The expand session of a paper; the RL code formats Sections as a JSON list (DESIGN §1.1 quirk).
 
-        ``user_query`` replaces the episode's query in the prompt (released ``query_from_reply``). With
-        ``sections_ascii`` the list is ``json.dumps`` with its default ``ensure_ascii`` (released ``utils.py``).
+        ``user_query`` replaces the episode's query in the prompt (the query read back from a reply, released).
         """
         query = episode.user_query if user_query is None else user_query
-        names = list(paper.sections or {})
-        if self.config.sections_ascii:
-            prompt = SELECT_SECTION.format(
-                user_query=query, title=paper.title, abstract=paper.abstract, sections=json.dumps(names)
-            ).strip()
-        else:
-            prompt = render_expand_prompt(query, paper.title, paper.abstract, names, sections_style="json")
-        return Session("expand", episode, prompt, paper)
+        names = self.sections_list(list(paper.sections or {}))
+        prompt = SELECT_SECTION.format(user_query=query, title=paper.title, abstract=paper.abstract, sections=names)
+        return Session("expand", episode, prompt.strip(), paper)
+
+    def _open_session(self, outcome: SessionOutcome, paper: Paper) -> Session:
+        """The expand session a new paper of this reply opens."""
+        return self.expand_session(outcome.session.episode, paper, self.query_of_opened(outcome))
 
     # -- actions --------------------------------------------------------------------------------------------------
     def _search(self, query: str, end_date: str | None, failures: dict[str, int]) -> list[Paper]:
@@ -191,31 +278,26 @@ class PaperSearchEnv:
             paper = self._safe(self.source.get_by_id, arxiv_id, failures, "lookup")
             if paper is not None:
                 papers.append(paper)
-            if len(papers) >= cfg.search_papers:
+            if len(papers) >= cfg.search_papers_kept:
                 break
         return papers
 
     def _expand(self, paper: Paper | None, section: str, failures: dict[str, int]) -> list[Paper]:
-        # Released get_expand_papers: sections match by letters-only key; every cited title found is a paper.
-        # A citation the database links to an arXiv id (Paper.section_ids, parallel to sections) is resolved by
-        # that id (an unknown id falls back to the title); released (resolve_citations_by_id false) and unlinked
-        # citations by title.
+        """Every cited paper of the chosen section that the source finds (released ``get_expand_papers``: sections
+        match by a letters-only key), each looked up as ``pasa.resolve.lookup_plan`` says: by its arXiv id when the
+        paper's sections carry one, else (or when the id is unknown) by title."""
         if paper is None or not paper.sections:
             return []
-        key = title_key(section)
-        section_ids = getattr(paper, "section_ids", None) if self.config.resolve_citations_by_id else None
+        chosen = [name for name in paper.sections if title_key(name) == title_key(section)]
+        lookups = {"id": (self.source.get_by_id, "lookup"), "title": (self.source.get_by_title, "title")}
         papers = []
-        for name, titles in paper.sections.items():
-            if title_key(name) != key:
-                continue
-            ids = list((section_ids or {}).get(name) or [])
-            ids += [None] * (len(titles) - len(ids))
-            for title, cited_id in zip(titles, ids, strict=False):
-                cited = self._safe(self.source.get_by_id, cited_id, failures, "lookup") if cited_id else None
-                if cited is None:
-                    cited = self._safe(self.source.get_by_title, title, failures, "title")
+        for citation in chosen_citations(paper.sections, self.section_ids(paper), chosen):
+            for how, value in lookup_plan(citation):
+                fn, kind = lookups[how]
+                cited = self._safe(fn, value, failures, kind)
                 if cited is not None:
                     papers.append(cited)
+                    break
         return papers
 
     @staticmethod
@@ -239,16 +321,31 @@ class PaperSearchEnv:
                 logger.warning("selector failed for %r; scoring by the answers only: %s", episode.user_query, err)
         return scores
 
-    def _prompt_query(self, outcome: SessionOutcome) -> str | None:
-        """The user query the sessions opened by this reply are written with; None = the episode's.
-
-        Released (``query_from_reply``): read back from the decoded search chat text, so a search reply that does
-        not start with `[` opens sessions with an empty query; expand prompts keep theirs (``research on `q`.``).
-        """
-        if not self.config.query_from_reply or outcome.session.kind != "search":
-            return None
-        m = RELEASED_QUERY_RE.search(f"User Query: {outcome.session.episode.user_query}\nassistant\n{outcome.reply}")
-        return m.group(1).strip() if m else ""
+    def _run_reply(self, session: Session, reply: str) -> SessionOutcome:
+        """Parse a reply's actions and run the first ``max_actions``; each keeps the papers new to it."""
+        cfg = self.config
+        outcome = SessionOutcome(session, reply, [], find_stop(reply, session.kind))
+        outcome.stop_reward = cfg.cost(session.kind) if outcome.stop_char is not None else 0.0
+        found_in_reply: set[str] = set()
+        for i, (argument, span, end_char) in enumerate(self.parse_actions(reply, session.kind)):
+            action = ActionOutcome(session.kind, argument, span, end_char, executed=i < cfg.max_actions)
+            outcome.actions.append(action)
+            if not action.executed:
+                continue
+            before = sum(outcome.failures.values())
+            if session.kind == "search":
+                papers = self._search(argument, session.episode.end_date, outcome.failures)
+            else:
+                papers = self._expand(session.paper, argument, outcome.failures)
+            action.failed = sum(outcome.failures.values()) > before
+            seen = self.seen_before(session.episode)
+            for paper in papers:  # repeats in one reply (and, by default, in the episode) count once
+                key = title_key(paper.title)
+                if key and key not in found_in_reply and key not in seen:
+                    action.new_papers.append(paper)
+                found_in_reply.add(key)
+            session.episode.seen.update(title_key(p.title) for p in action.new_papers)
+        return outcome
 
     # -- one round ------------------------------------------------------------------------------------------------
     def step(
@@ -256,45 +353,15 @@ class PaperSearchEnv:
     ) -> tuple[list[SessionOutcome], list[Session]]:
         """Run one round: price every reply's actions and pick the next round's expand sessions.
 
-        Returns one ``SessionOutcome`` per session (same order) and the next round's expand sessions. Default
-        (``value_papers_rule="best"``): up to ``expand_top_k`` sessions of the best new papers (by score, then
-        arXiv id) of the whole batch that have sections, each paper once per episode. Released
-        (``"shortest_of_top"``): the candidates are the papers each action valued, by score (stable, in session
-        order; the released threads appended them in completion order), repeats across sessions kept; with
-        ``fill_sessions`` the list is repeated to ``expand_top_k``, and when it is empty this round's sessions are
-        run again (repeated to ``expand_top_k``), as the released trainer did.
+        Returns one ``SessionOutcome`` per session (same order) and the next round's expand sessions: by default up
+        to ``expand_top_k`` sessions of the best new papers (by score, then arXiv id) of the whole batch that have
+        sections, each paper once per episode (``open_best_sessions``; the released rule and filling are in
+        ``trl_ext.released``).
         """
-        from trl_ext.rewards import action_rewards
-
         if len(sessions) != len(replies):
             raise ValueError(f"{len(sessions)} sessions but {len(replies)} replies")
         cfg = self.config
-        outcomes: list[SessionOutcome] = []
-        for session, reply in zip(sessions, replies, strict=True):
-            outcome = SessionOutcome(session, reply, [], find_stop(reply, session.kind))
-            outcome.stop_reward = cfg.cost(session.kind) if outcome.stop_char is not None else 0.0
-            found_in_reply: set[str] = set()
-            parsed = parse_actions(reply, session.kind, keep_empty=cfg.keep_empty_actions)
-            for i, (argument, span, end_char) in enumerate(parsed):
-                action = ActionOutcome(session.kind, argument, span, end_char, executed=i < cfg.max_actions)
-                if action.executed:
-                    before = sum(outcome.failures.values())
-                    if session.kind == "search":
-                        papers = self._search(argument, session.episode.end_date, outcome.failures)
-                    else:
-                        papers = self._expand(session.paper, argument, outcome.failures)
-                    action.failed = sum(outcome.failures.values()) > before
-                    for paper in papers:  # repeats in one reply (and, by default, in the episode) count once
-                        key = title_key(paper.title)
-                        if not key or key in found_in_reply:
-                            continue
-                        found_in_reply.add(key)
-                        if cfg.dedup_scope == "episode" and key in session.episode.seen:
-                            continue
-                        action.new_papers.append(paper)
-                    session.episode.seen.update(title_key(p.title) for p in action.new_papers)
-                outcome.actions.append(action)
-            outcomes.append(outcome)
+        outcomes = [self._run_reply(session, reply) for session, reply in zip(sessions, replies, strict=True)]
 
         # scores: one selector call per session's new papers
         for outcome in outcomes:
@@ -305,14 +372,14 @@ class PaperSearchEnv:
                 action.n_relevant = sum(s > cfg.select_threshold for s in action.scores)
 
         # the sessions each action opens (valued through γ1·ΣV) and the next round's candidates
-        per_action, candidates = self._opened_sessions(outcomes)
+        per_action, candidates = self.open_sessions(outcomes, cfg.value_papers_max, self._open_session)
         if value_fn is not None and cfg.use_value_bootstrap:
-            queries = [s for _, opens in per_action for s in opens]
-            values = iter([float(v) for v in value_fn(queries)] if queries else [])
+            opened = [s for _, opens in per_action for s in opens]
+            values = iter([float(v) for v in value_fn(opened)] if opened else [])
             for action, opens in per_action:
                 action.session_value = sum(next(values) for _ in opens)
 
-        # rewards
+        # rewards: clip(α·n − c + γ1·ΣV, floor, clip_max) per action
         all_actions = [a for o in outcomes for a in o.actions]
         if all_actions:
             rewards = action_rewards(
@@ -321,59 +388,9 @@ class PaperSearchEnv:
                 cost=[cfg.cost(a.kind) for a in all_actions],
                 session_values=[a.session_value for a in all_actions],
                 gamma1=cfg.gamma1 if cfg.use_value_bootstrap else 0.0,
-                clip_min=[cfg.clip_floor(a.kind) for a in all_actions],
+                clip_min=[self.clip_floor(a.kind, cfg.c_search, cfg.c_expand) for a in all_actions],
                 clip_max=cfg.reward_clip_max,
             )
             for action, r in zip(all_actions, rewards.tolist(), strict=True):
                 action.reward = r
-
-        nxt = candidates[: cfg.expand_top_k]
-        if cfg.fill_sessions and cfg.expand_top_k > 0:
-            pool = nxt or list(sessions)  # released: nothing found -> this round's prompts again
-            nxt = [pool[i % len(pool)] for i in range(cfg.expand_top_k)] if pool else []
-        return outcomes, nxt
-
-    def _opened_sessions(
-        self, outcomes: list[SessionOutcome]
-    ) -> tuple[list[tuple[ActionOutcome, list[Session]]], list[Session]]:
-        """Per action, the expand sessions whose values it adds; and the next round's candidates, best first.
-
-        ``best``: the ``value_papers_max`` best new papers with sections (score desc, then arXiv id); candidates =
-        every new paper with sections, once per episode, by (score desc, arXiv id). ``shortest_of_top`` (released
-        ``response_handler``): the ``value_papers_max + 2`` best by score (stable), of those the
-        ``value_papers_max`` with the shortest expand prompt (characters, stable), sections not required; only
-        those are candidates, by score (stable), repeats kept.
-        """
-        cfg = self.config
-        per_action: list[tuple[ActionOutcome, list[Session]]] = []
-        if cfg.value_papers_rule == "shortest_of_top":
-            candidates: list[tuple[float, Session]] = []
-            for outcome in outcomes:
-                query = self._prompt_query(outcome)
-                for action in outcome.actions:
-                    pairs = list(zip(action.scores, action.new_papers, strict=True))
-                    top = sorted(pairs, key=lambda sp: -sp[0])[: cfg.value_papers_max + 2]
-                    opened = [(s, self.expand_session(outcome.session.episode, p, query)) for s, p in top]
-                    opened = sorted(opened, key=lambda ss: len(ss[1].prompt))[: cfg.value_papers_max]
-                    per_action.append((action, [sess for _, sess in opened]))
-                    candidates += opened
-            return per_action, [sess for _, sess in sorted(candidates, key=lambda ss: -ss[0])]
-
-        opened_by_key: dict[tuple[int, str], tuple[float, str, Session]] = {}
-        for outcome in outcomes:
-            episode = outcome.session.episode
-            query = self._prompt_query(outcome)
-            for action in outcome.actions:
-                ranked = sorted(
-                    ((s, p) for s, p in zip(action.scores, action.new_papers, strict=True) if p.sections),
-                    key=lambda sp: (-sp[0], sp[1].arxiv_id),
-                )
-                opens = []
-                for s, p in ranked:
-                    k = (id(episode), title_key(p.title))
-                    if k not in opened_by_key:
-                        opened_by_key[k] = (s, p.arxiv_id, self.expand_session(episode, p, query))
-                    opens.append(opened_by_key[k][2])
-                per_action.append((action, opens[: cfg.value_papers_max]))
-        ranked_next = sorted(opened_by_key.values(), key=lambda t: (-t[0], t[1]))
-        return per_action, [s for _, _, s in ranked_next]
+        return outcomes, self.next_sessions(candidates, sessions, cfg.expand_top_k)

@@ -1,8 +1,11 @@
 """Rewards, returns and PPO losses of the session-level Crawler PPO (DESIGN §1.3), as pure torch functions.
 
 [pure] torch only: no model, tokenizer, file or network. Every function documents its shapes and the equation it
-implements. Notation (paper §3.2, DESIGN §1.3): a crawler *session* is one reply to a search or expand prompt; an
-action a_t of the reply brings n_t new papers p_i and earns
+implements; the released trainer's variants (post-EOS value bootstrap, reward placement by token id) are in
+``trl_ext/released.py``.
+
+Notation (paper §3.2, DESIGN §1.3): a crawler *session* is one reply to a search or expand prompt; an action a_t of
+the reply brings n_t new papers p_i and earns
 
     r(a_t) = clip( α · Σ_i I(q, p_i) − c(a_t) + γ1 · Σ_{i ≤ K} V(S_{q, p_i}),  −c, 5 )
 
@@ -19,12 +22,10 @@ import torch
 __all__ = [
     "action_rewards",
     "place_rewards_on_tokens",
-    "place_rewards_on_bracket_ids",
     "kl_penalty",
     "token_rewards",
     "masked_gae",
     "masked_gae_loop",
-    "value_mask",
     "masked_mean",
     "masked_whiten",
     "ppo_policy_loss",
@@ -71,8 +72,9 @@ def place_rewards_on_tokens(
     c with ``ends[t-1] <= c < ends[t]`` (several rewards on one token add up). A character past the decoded text
     falls on the last token.
 
-    This replaces the released placement on hard-coded token ids (58 ``[``, 60 ``]``), which breaks when the tokenizer
-    merges ``[`` with a neighbour (``\\n[``).
+    This replaces the released placement on hard-coded token ids (58 ``[``, 60 ``]``,
+    ``trl_ext.released.place_rewards_on_bracket_ids``), which breaks when the tokenizer merges ``[`` with a neighbour
+    (``\\n[``).
     """
     length = token_char_ends.numel() if length is None else length
     out = torch.zeros(length, dtype=torch.float32)
@@ -81,44 +83,6 @@ def place_rewards_on_tokens(
     idx = torch.searchsorted(token_char_ends.to(torch.long), reward_chars.to(torch.long), right=True)
     idx = idx.clamp(max=token_char_ends.numel() - 1)
     return out.index_add_(0, idx, reward_values.to(torch.float32))
-
-
-def place_rewards_on_bracket_ids(
-    response_ids: torch.Tensor,
-    action_rewards: torch.Tensor,
-    stop_reward: float | None,
-    open_id: int,
-    close_id: int,
-    length: int | None = None,
-) -> torch.Tensor:
-    """Released placement (hyc2026/trl ``response_handler``): rewards on tokens found by id, scanning from the end.
-
-    Scanning the reply backwards, the first token equal to ``close_id`` (Qwen ``]`` = 60) gets ``stop_reward`` when
-    it is not None (the reply contains the stop tag), and the k-th token equal to ``open_id`` (Qwen ``[`` = 58) from
-    the end gets the k-th action reward from the end; the scan stops when every action reward is placed. A ``[``
-    merged into another token (``\\n[``, `` [``) is invisible to it, so the rewards shift to earlier ``[`` tokens or
-    are lost: ``place_rewards_on_tokens`` (character offsets) is the default.
-
-    Shapes: ``response_ids`` (T,), ``action_rewards`` (K,) in reply order. Returns (length or T,) float.
-    """
-    length = response_ids.numel() if length is None else length
-    out = torch.zeros(length, dtype=torch.float32)
-    ids = response_ids.tolist()
-    rewards = [float(r) for r in torch.as_tensor(action_rewards, dtype=torch.float32).reshape(-1).tolist()]
-    k = len(rewards) - 1
-    pending_stop = stop_reward is not None
-    for t in range(len(ids) - 1, -1, -1):
-        if pending_stop and ids[t] == close_id:
-            out[t] = stop_reward
-            pending_stop = False
-        if ids[t] == open_id:
-            if k < 0:
-                break
-            out[t] = rewards[k]
-            k -= 1
-            if k < 0:
-                break
-    return out
 
 
 def kl_penalty(
@@ -163,28 +127,6 @@ def masked_gae_loop(
         next_value = m * values[:, t] + (1 - m) * next_value
         advantages[:, t] = m * gae
     return advantages, (advantages + values) * mask
-
-
-def value_mask(action_mask: torch.Tensor, bootstrap_after_eos: bool = False) -> torch.Tensor:
-    """The tokens whose value enters GAE and the value loss.
-
-    Default: ``action_mask`` itself; the state after EOS is terminal. ``bootstrap_after_eos`` (released: the fork's
-    ``~padding_mask_p1``, "include eos and the first pad"): also the first position after each row's last kept
-    token, when the row has one; its reward is 0, so GAE over this mask bootstraps the last token from that state's
-    value V and trains V toward 0 (its return is A + V = −V + V = 0). The advantages of the tokens differ from the
-    terminal ones by γ(1−λ)(γλ)^(L−1−t)·V for a reply of L tokens.
-
-    Shapes: (B, T) bool in, (B, T) bool out.
-
-    >>> value_mask(torch.tensor([[True, True, False, False]]), True).tolist()
-    [[True, True, True, False]]
-    """
-    mask = action_mask.bool()
-    if not bootstrap_after_eos:
-        return mask
-    pos = torch.arange(mask.shape[1])
-    last = torch.where(mask, pos[None, :], -1).max(1).values  # −1 for an empty row: nothing to add
-    return mask | ((pos[None, :] == last[:, None] + 1) & (last[:, None] >= 0))
 
 
 def masked_gae(

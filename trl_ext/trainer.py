@@ -5,7 +5,11 @@ the same policy+value wrapper prepared as one model, frozen reference, rollout i
 ``unwrap_model_for_generation``, clipped policy and value losses, value-only warm-up, policy-only checkpoints. What
 changed: the batch shape is whatever the environment returns (the released code hard-coded 4 search and 6 expand
 sessions), rewards are placed from character spans (``trl_ext.rewards``), GAE runs over explicit masks, the paper
-search is an injected ``PaperSearchEnv``, and resume restores the value model and optimizer too.
+search is an injected ``PaperSearchEnv``, and resume restores the value model and optimizer too. The released
+variants a config asks for (``trl_ext.released``) are chosen once, in ``__init__``.
+
+``train()`` reads as one PPO update per iteration: 1. rollout sessions, 2. policy/reference/value scores,
+3. rewards, 4. returns and advantages, 5. PPO epochs, 6. log.
 """
 
 from __future__ import annotations
@@ -16,220 +20,46 @@ import os
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn as nn
 from accelerate import Accelerator
-from transformers import GenerationConfig, Trainer
+from transformers import Trainer, get_scheduler
 from transformers.integrations import get_reporting_integration_callbacks
-from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, propagate_args_to_deepspeed
+from transformers.integrations.deepspeed import propagate_args_to_deepspeed
 from transformers.trainer import DEFAULT_CALLBACKS, DEFAULT_PROGRESS_CALLBACK
 from transformers.trainer_callback import CallbackHandler, PrinterCallback, TrainerControl, TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax
 
+from trl_ext import released
 from trl_ext import rewards as R
 from trl_ext.config import SessionPPOConfig
-from trl_ext.env import Episode, PaperSearchEnv, Session, SessionOutcome
+from trl_ext.env import Episode, PaperSearchEnv, Session
+from trl_ext.modeling import (
+    PolicyAndValueWrapper,
+    generation_config_of,
+    rollout_generation_config,
+    zero3_init_disabled,
+)
+from trl_ext.rollout import (
+    RolloutBatch,
+    action_mask_only,
+    new_tokens_only,
+    rewards_on_char_offsets,
+    session_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE_DIR = "train_state"  # inside a checkpoint: accelerate state (policy + value + optimizer) for resume
 
 
-def gathered_params(params, modifier_rank: int | None = None):
-    """``deepspeed.zero.GatheredParameters`` when ZeRO-3 partitions the models, else a no-op context.
-
-    Under ``accelerate launch`` with ZeRO-3, ``from_pretrained`` loads inside ``deepspeed.zero.Init``: every
-    parameter is an empty shard until gathered. Writes inside the context need ``modifier_rank`` (that rank's values
-    are broadcast on exit).
-    """
-    if not is_deepspeed_zero3_enabled():
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=modifier_rank)
-
-
-@contextmanager
-def zero3_init_disabled() -> Iterator[None]:
-    """Load models whole even under a ZeRO-3 launch (for models no DeepSpeed engine manages, e.g. a local selector).
-
-    A ZeRO-3 ``TrainingArguments`` makes every later ``from_pretrained`` load inside ``deepspeed.zero.Init``; a model
-    that is never passed to ``deepspeed.initialize`` would then keep empty shards and fail at its first forward.
-    """
-    import transformers.integrations.deepspeed as hf_ds
-
-    saved = hf_ds._hf_deepspeed_config_weak_ref
-    hf_ds._hf_deepspeed_config_weak_ref = None
-    try:
-        yield
-    finally:
-        hf_ds._hf_deepspeed_config_weak_ref = saved
-
-
-def init_value_head(value_model: nn.Module, std: float, seed: int) -> None:
-    """Fresh scalar head ~ N(0, std), bias 0 (released ppo_tldr.py), the same on every process and every stage.
-
-    Under ZeRO-3 the head is partitioned at load time, so it is gathered, initialised on rank 0 and broadcast
-    (issue 9 item 10: an init outside the gather acts on an empty shard and does nothing).
-    """
-    head = [m for m in value_model.score.modules() if isinstance(m, nn.Linear)]
-    params = [p for m in head for p in m.parameters()]
-    with gathered_params(params, modifier_rank=0):
-        torch.manual_seed(seed)
-        for m in head:
-            nn.init.normal_(m.weight, mean=0.0, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def rollout_generation_config(args: SessionPPOConfig, tokenizer, max_new_tokens: int) -> GenerationConfig:
-    """The complete sampling configuration of a rollout: temperature only, no other logits processor.
-
-    Set as the policy's ``generation_config`` during sampling (not merged with it): transformers fills every unset
-    field of a passed config from the model's own, so a checkpoint's ``repetition_penalty``, ``top_k``,
-    ``bad_words_ids`` ... would change the behaviour policy while the old log-probs are recomputed without them
-    (issue 9 item 5). With this config the sampling distribution is softmax(logits / temperature), exactly the one
-    ``_response_logprobs`` scores.
-    """
-    return GenerationConfig(
-        do_sample=True,
-        temperature=args.temperature + 1e-7,
-        top_k=0,
-        top_p=1.0,
-        typical_p=1.0,
-        epsilon_cutoff=0.0,
-        eta_cutoff=0.0,
-        repetition_penalty=1.0,
-        encoder_repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-        length_penalty=1.0,
-        min_length=0,
-        num_beams=1,
-        num_return_sequences=1,
-        renormalize_logits=False,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-
-
-@contextmanager
-def generation_config_of(model: nn.Module, config: GenerationConfig) -> Iterator[nn.Module]:
-    """Temporarily replace ``model.generation_config`` (restored on exit)."""
-    saved = model.generation_config
-    model.generation_config = config
-    try:
-        yield model
-    finally:
-        model.generation_config = saved
-
-
-class PolicyAndValueWrapper(nn.Module):
-    """Policy and value model as one module, so one ``accelerator.prepare`` (and one ZeRO-3 engine) holds both.
-
-    ``forward`` returns ``(logits (B, L, V), values (B, L))``; the value is the scalar head on the value backbone's
-    last hidden state (released ``PolicyAndValueWrapper``, from MOSS-RLHF).
-    """
-
-    def __init__(self, policy: nn.Module, value_model: nn.Module):
-        super().__init__()
-        self.policy = policy
-        self.value_model = value_model
-
-    # trl's unwrap_model_for_generation turns gradient checkpointing off for generation and back on after
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        name = "is_activation_checkpointing" if hasattr(type(self.policy), "is_activation_checkpointing") else None
-        return bool(getattr(self.policy, name or "is_gradient_checkpointing", False))
-
-    def gradient_checkpointing_disable(self):
-        for m in (self.policy, self.value_model):
-            m.gradient_checkpointing_disable()
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        for m in (self.policy, self.value_model):
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-
-    def values(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
-        backbone = getattr(self.value_model, self.value_model.base_model_prefix)
-        hidden = backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        return self.value_model.score(hidden).squeeze(-1)
-
-    def forward(self, input_ids, attention_mask, position_ids):
-        logits = self.policy(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).logits
-        return logits, self.values(input_ids, attention_mask, position_ids)
-
-
-@dataclass
-class RolloutBatch:
-    """All sessions of one update on this process, padded to the longest reply T (STYLE rule 11)."""
-
-    # trajectory
-    prompt_ids: list[torch.Tensor]  # N x (P_i,) chat-formatted prompt tokens
-    responses: torch.Tensor  # (N, T) generated tokens, pad after the end
-    action_mask: torch.Tensor  # (N, T) bool: tokens the crawler generated (EOS included)
-    kinds: list[str]  # N x "search" | "expand"
-    round_index: list[int]  # N x the round the session ran in
-    # policy
-    logprobs: torch.Tensor = None  # (N, T) log π_old(y_t) at the sampling temperature
-    ref_logprobs: torch.Tensor = None  # (N, T) log π_sft(y_t)
-    # value
-    values: torch.Tensor = None  # (N, T) V(s_t) before each generated token
-    # outcome
-    scores: torch.Tensor = None  # (N, T) environment rewards placed on tokens
-    rewards: torch.Tensor = None  # (N, T) scores + KL penalty
-    advantages: torch.Tensor = None  # (N, T)
-    returns: torch.Tensor = None  # (N, T)
-    outcomes: list[SessionOutcome] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.prompt_ids)
-
-
-def token_char_ends(tokenizer, ids: Sequence[int]) -> list[int]:
-    """End offset (exclusive) in ``decode(ids, skip_special_tokens=True)`` of each token; special tokens add 0.
-
-    Fast path: re-encode the decoded text with an offset mapping and use it when it gives back the same tokens;
-    otherwise decode every prefix (a token that ends inside a multi-byte character adds nothing until the character
-    is complete). Non-decreasing by construction.
-    """
-    ids = [int(i) for i in ids]
-    special = set(tokenizer.all_special_ids)
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    plain = [i for i in ids if i not in special]
-    try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        if enc["input_ids"] == plain:
-            it = iter(end for _, end in enc["offset_mapping"])
-            ends, last = [], 0
-            for i in ids:
-                last = last if i in special else max(last, next(it))
-                ends.append(last)
-            return ends
-    except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offset mapping
-        pass
-    ends, last = [], 0
-    for t in range(len(ids)):
-        prefix = tokenizer.decode(ids[: t + 1], skip_special_tokens=True)
-        if not prefix.endswith("\ufffd"):
-            last = max(last, min(len(prefix), len(text)))
-        ends.append(last)
-    return ends
-
-
 class SessionPPOTrainer(Trainer):
-    """PPO over crawler sessions; ``train()`` is numbered as STYLE rule 8 asks.
+    """PPO over crawler sessions.
 
     Args:
         args: ``SessionPPOConfig``.
@@ -239,6 +69,8 @@ class SessionPPOTrainer(Trainer):
         value_model: ``AutoModelForSequenceClassification`` (num_labels=1) from the SFT crawler.
         train_dataset: sequence of ``Episode``-like dicts ``{"question", "answer": [titles], "end_date"}``.
         env: the ``PaperSearchEnv`` (paper source + selector).
+
+    ``generate_replies`` samples the crawler's replies; a subclass may override it to script them.
     """
 
     _tag_names = ["trl_ext", "session-ppo", "pasa"]
@@ -258,17 +90,43 @@ class SessionPPOTrainer(Trainer):
             raise ValueError("policy and ref_policy must be different objects (pass a second copy of the SFT model)")
         if len(train_dataset) == 0:
             raise ValueError("train_dataset is empty")
-        self.args = args
-        self.processing_class = tokenizer = processing_class
-        if tokenizer.pad_token_id is None:
+        if processing_class.pad_token_id is None:
             raise ValueError("the tokenizer needs a pad token")
+        self.args = args
+        self.processing_class = processing_class
         self.train_dataset = train_dataset
         self.env = env
+        # the released variants, chosen once (trl_ext/released.py)
+        self.prompts = session_prompts(processing_class, args)
+        self.value_mask = released.value_mask_after_eos if args.bootstrap_after_eos else action_mask_only
+        self.place_rewards = released.rewards_on_bracket_ids if args.reward_on_bracket_ids else rewards_on_char_offsets
+        self.reply_budget = released.budget_including_prompt if args.response_length_is_total else new_tokens_only
 
-        # 1. accelerator and batch sizes (an update = local_queries_per_update user queries on every process).
-        # Under `accelerate launch` with a DeepSpeed config, TrainingArguments built the DeepSpeed plugin (and, for
-        # ZeRO-3, made from_pretrained load partitioned); the accelerator must use that plugin, as transformers'
-        # Trainer does, and DeepSpeed's micro-batch / accumulation / clipping come from these arguments.
+        self._init_accelerator()
+        self.model = self._init_models(policy, ref_policy, value_model)
+        self._init_optimizer()
+        torch.manual_seed(args.seed)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.accelerator.register_for_checkpointing(self.lr_scheduler)
+        torch.manual_seed(self.local_seed)
+        if self.is_deepspeed_enabled:
+            self.ref_policy = prepare_deepspeed(ref_policy, self.accelerator)
+            self.deepspeed = self.model_wrapped = self.model
+        else:
+            self.ref_policy = ref_policy.to(self.accelerator.device)
+            self.model_wrapped = self.model
+        self._init_callbacks(callbacks)
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+
+    def _init_accelerator(self) -> None:
+        """The accelerator and the batch sizes: an update is ``local_queries_per_update`` user queries per process.
+
+        Under ``accelerate launch`` with a DeepSpeed config, TrainingArguments built the DeepSpeed plugin (and, for
+        ZeRO-3, made from_pretrained load partitioned); the accelerator must use that plugin, as transformers'
+        Trainer does, and DeepSpeed's micro-batch / accumulation / clipping come from these arguments.
+        """
+        args = self.args
         plugin = getattr(args, "deepspeed_plugin", None)
         self.accelerator = accelerator = Accelerator(
             cpu=args.use_cpu and plugin is None,
@@ -288,7 +146,9 @@ class SessionPPOTrainer(Trainer):
             self.num_updates = min(self.num_updates, args.max_steps)
         self.local_seed = args.seed + accelerator.process_index * 100003  # released: one sampling stream per rank
 
-        # 2. models: value head N(0, std), no dropout, one wrapper for policy + value
+    def _init_models(self, policy: nn.Module, ref_policy: nn.Module, value_model: nn.Module) -> PolicyAndValueWrapper:
+        """No dropout, gradient checkpointing if asked, a frozen reference, one wrapper for policy + value."""
+        args, tokenizer = self.args, self.processing_class
         policy.generation_config.eos_token_id = tokenizer.eos_token_id
         policy.generation_config.pad_token_id = tokenizer.pad_token_id
         for module in (policy, ref_policy, value_model):
@@ -297,12 +157,17 @@ class SessionPPOTrainer(Trainer):
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
             value_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs)
         ref_policy.requires_grad_(False).eval()
-        self.model = PolicyAndValueWrapper(policy, value_model)
-        self.model.config = policy.config
+        model = PolicyAndValueWrapper(policy, value_model)
+        model.config = policy.config
+        return model
 
-        # 3. optimizer (policy + value parameters) and a scheduler stepped once per update (released). With ZeRO
-        # optimizer offload on GPUs, DeepSpeed's CPU Adam (same AdamW math, vectorised on the host); on CPU-only
-        # runs torch's AdamW, which DeepSpeed accepts once told not to force its own.
+    def _init_optimizer(self) -> None:
+        """AdamW over policy + value parameters and a scheduler stepped once per update (released).
+
+        With ZeRO optimizer offload on GPUs, DeepSpeed's CPU Adam (same AdamW math, vectorised on the host); on
+        CPU-only runs torch's AdamW, which DeepSpeed accepts once told not to force its own.
+        """
+        args, accelerator = self.args, self.accelerator
         offload = self.is_deepspeed_enabled and self._offload_device("offload_optimizer") not in (None, "none")
         optimizer_cls = torch.optim.AdamW
         if offload and accelerator.device.type != "cpu":
@@ -316,8 +181,6 @@ class SessionPPOTrainer(Trainer):
             eps=args.adam_epsilon,
             weight_decay=args.weight_decay,
         )
-        from transformers import get_scheduler
-
         self.lr_scheduler = get_scheduler(
             args.lr_scheduler_type,
             optimizer=self.optimizer,
@@ -325,20 +188,14 @@ class SessionPPOTrainer(Trainer):
             num_training_steps=self.num_updates,
             scheduler_specific_kwargs=args.lr_scheduler_kwargs,
         )
-        torch.manual_seed(args.seed)
-        self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
-        accelerator.register_for_checkpointing(self.lr_scheduler)
-        torch.manual_seed(self.local_seed)
-        if self.is_deepspeed_enabled:
-            self.ref_policy = prepare_deepspeed(ref_policy, accelerator)
-            self.deepspeed = self.model_wrapped = self.model
-        else:
-            self.ref_policy = ref_policy.to(accelerator.device)
-            self.model_wrapped = self.model
 
-        # 4. Trainer bookkeeping used by self.log and the callbacks
+    def _init_callbacks(self, callbacks) -> None:
+        """The Trainer bookkeeping that ``self.log`` and the callbacks use."""
+        args, accelerator = self.args, self.accelerator
         callbacks = DEFAULT_CALLBACKS + get_reporting_integration_callbacks(args.report_to) + list(callbacks or [])
-        self.callback_handler = CallbackHandler(callbacks, self.model, tokenizer, self.optimizer, self.lr_scheduler)
+        self.callback_handler = CallbackHandler(
+            callbacks, self.model, self.processing_class, self.optimizer, self.lr_scheduler
+        )
         self.callback_handler.add_callback(PrinterCallback if args.disable_tqdm else DEFAULT_PROGRESS_CALLBACK)
         self.control = TrainerControl()
         self.state = TrainerState(
@@ -348,13 +205,91 @@ class SessionPPOTrainer(Trainer):
         self.hp_search_backend = None
         self.current_flos = 0
         self._times: dict[str, float] = {}  # seconds per part of the current update (time/* metrics)
-        if args.should_save:
-            os.makedirs(args.output_dir, exist_ok=True)
 
     def _offload_device(self, key: str) -> str | None:
         """``zero_optimization.<key>.device`` of the DeepSpeed config (``offload_optimizer`` / ``offload_param``)."""
         zero = self.accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
         return (zero.get(key) or {}).get("device")
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | None = None):
+        """Run the PPO updates (from a checkpoint's next update when resuming); returns the last update's metrics."""
+        args, accelerator = self.args, self.accelerator
+        start_update = self._resume(resume_from_checkpoint or args.resume_from_checkpoint)
+        self.state.max_steps = self.num_updates
+        self.state.logging_steps = args.logging_steps
+        self.state.save_steps = args.save_steps
+        self.state.num_train_epochs = args.total_episodes / len(self.train_dataset)
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        start_time = time.time()
+        metrics: dict[str, float] = {}
+
+        for update in range(start_update, self.num_updates + 1):
+            self._times, update_start = {}, time.perf_counter()
+            episodes = self._episodes_for_update(update)
+            self.model.eval()
+            with unwrap_model_for_generation(self.model, accelerator) as unwrapped, zero3_init_disabled():
+                # 1. rollout sessions: round by round, the crawler replies and the environment runs its actions,
+                # scores the new papers with the Selector and values the sessions they open
+                batch = self._rollout(unwrapped, episodes, update)
+                # 2. scores of every reply token: policy log-probs and values (gathered weights: local forwards),
+                # then the frozen reference's log-probs
+                with self._timed("rollout_forward"):
+                    batch.logprobs, batch.values = self._policy_scores(unwrapped, batch)
+            with self._timed("ref_forward"):
+                batch.ref_logprobs = self._reference_logprobs(batch)
+            mask = batch.action_mask
+            batch.values = batch.values.masked_fill(~self.value_mask(mask), 0.0)
+            # 3. rewards: each action's reward on its token, the stop bonus on the stop tag's, minus the KL penalty
+            batch.scores = torch.stack(
+                [
+                    self.place_rewards(self.processing_class, row[m].tolist(), outcome, batch.width)
+                    for row, m, outcome in zip(batch.responses, mask, batch.outcomes, strict=True)
+                ]
+            )
+            batch.rewards = R.token_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, args.kl_coef, mask)
+            # 4. returns and advantages: GAE over the generated tokens
+            vmask = self.value_mask(mask)
+            batch.advantages, batch.returns = R.masked_gae(batch.rewards, batch.values, vmask, args.gamma, args.lam)
+            batch.advantages = batch.advantages.masked_fill(~mask, 0.0)
+            spread = self._global_mean_std({"val/returns": batch.returns, "val/advantages": batch.advantages}, mask)
+            if args.whiten_advantages:
+                batch.advantages = R.masked_whiten(batch.advantages, mask)
+            # 5. PPO epochs (value loss only during the warm-up)
+            with self._timed("ppo_epochs"):
+                stats = self._ppo_epochs(batch, policy_on=update > args.value_warmup_updates)
+            stats.update(spread)
+            # 6. log, schedule, save
+            self.lr_scheduler.step()
+            self.state.global_step = update
+            self.state.episode = update * self.episodes_per_update
+            self.state.epoch = self.state.episode / len(self.train_dataset)
+            self._times["update"] = time.perf_counter() - update_start
+            metrics = self._metrics(batch, episodes, stats, start_time, update, start_update)
+            if args.logging_steps and (update % int(args.logging_steps) == 0 or update == self.num_updates):
+                self.log(metrics)
+            self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+            if args.save_steps and update % int(args.save_steps) == 0 and update != self.num_updates:
+                self._save_checkpoint()
+        if self.state.global_step < start_update:  # nothing left to train
+            return metrics
+        self._save_checkpoint()
+        self.control = self.callback_handler.on_train_end(args, self.state, self.control)
+        return metrics
+
+    def _resume(self, resume: str | None) -> int:
+        """Restore the accelerate state and trainer state of a checkpoint (``"last"``: the newest in output_dir);
+        returns the first update to run."""
+        if not resume:
+            return 1
+        if resume == "last":
+            resume = get_last_checkpoint(self.args.output_dir)
+            if resume is None:
+                raise ValueError(f"no checkpoint to resume from in {self.args.output_dir!r}")
+        self.accelerator.load_state(os.path.join(resume, TRAIN_STATE_DIR))
+        self.state = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
+        self.accelerator.print(f"resumed from {resume} at update {self.state.global_step + 1}")
+        return self.state.global_step + 1
 
     # -- data -------------------------------------------------------------------------------------------------------
     def _episodes_for_update(self, update: int) -> list[Episode]:
@@ -372,33 +307,7 @@ class SessionPPOTrainer(Trainer):
             self._episode_index[id(episodes[-1])] = k
         return episodes
 
-    # -- tokenisation -----------------------------------------------------------------------------------------------
-    def _chat_ids(self, prompt: str, limit: int, right: bool = False) -> list[int]:
-        tok = self.processing_class
-        text = tok.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        return ids[:limit] if right else ids[-limit:]
-
-    def _prompt_ids(self, session: Session) -> list[int]:
-        """A session's chat prompt; released ``truncate_prompts_right``: expand prompts cut right at 992 tokens."""
-        args = self.args
-        if args.truncate_prompts_right and session.kind == "expand":
-            return self._chat_ids(session.prompt, args.value_max_length, right=True)
-        return self._chat_ids(session.prompt, args.max_prompt_length)
-
-    def _value_ids(self, session: Session) -> tuple[list[int], int]:
-        """The value prompt of a session and the index the value is read at (released ``call_vm``: −2 of the
-        chat(user, assistant `[`) cut right at ``value_max_length``; default: the left-cut prompt + `[`, at −1)."""
-        args, tok = self.args, self.processing_class
-        if args.truncate_prompts_right:
-            turns = [{"role": "user", "content": session.prompt}, {"role": "assistant", "content": "["}]
-            text = tok.apply_chat_template(turns, tokenize=False)
-            return tok(text, add_special_tokens=False)["input_ids"][: args.value_max_length], -2
-        bracket = tok("[", add_special_tokens=False)["input_ids"]
-        return (self._chat_ids(session.prompt, args.max_prompt_length) + bracket)[-args.value_max_length :], -1
-
+    # -- tensors ----------------------------------------------------------------------------------------------------
     def _left_pad(self, seqs: list[list[int]] | list[torch.Tensor]):
         pad = self.processing_class.pad_token_id
         width = max(len(s) for s in seqs)
@@ -427,6 +336,7 @@ class SessionPPOTrainer(Trainer):
         }, prompt_ids.shape[1]
 
     def _response_logprobs(self, logits: torch.Tensor, responses: torch.Tensor, context: int) -> torch.Tensor:
+        """log π(y_t) of the reply tokens at the sampling temperature; logits (B, L, V) -> (B, T)."""
         t = responses.shape[1]
         logits = logits[:, context - 1 : context - 1 + t].float() / (self.args.temperature + 1e-7)
         return selective_log_softmax(logits, responses)
@@ -441,7 +351,7 @@ class SessionPPOTrainer(Trainer):
         return zlib.crc32(key.encode("utf-8"))
 
     @torch.no_grad()
-    def _generate(
+    def generate_replies(
         self, unwrapped, sessions: list[Session], update: int = 0, round_index: int = 0
     ) -> tuple[list[list[int]], list[list[int]], list[str]]:
         """Sample one reply per session; returns prompt ids, reply ids (through EOS) and decoded replies.
@@ -453,13 +363,10 @@ class SessionPPOTrainer(Trainer):
         prompts, replies, texts = [], [], []
         bs = args.local_rollout_forward_batch_size
         for i in range(0, len(sessions), bs):
-            chunk = [self._prompt_ids(s) for s in sessions[i : i + bs]]
+            chunk = [self.prompts.prompt_ids(s) for s in sessions[i : i + bs]]
             ids, mask = self._left_pad(chunk)
-            budget = args.response_length
-            if args.response_length_is_total:  # released: GenerationConfig(max_length=response_length)
-                budget = max(1, args.response_length - ids.shape[1])
             torch.manual_seed(self._sampling_seed(sessions[i], update, round_index))
-            config = rollout_generation_config(args, tok, budget)
+            config = rollout_generation_config(args, tok, self.reply_budget(args.response_length, ids.shape[1]))
             with generation_config_of(unwrapped.policy, config) as policy:
                 out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             for p, row in zip(chunk, out[:, ids.shape[1] :].tolist(), strict=True):
@@ -473,18 +380,83 @@ class SessionPPOTrainer(Trainer):
     @torch.no_grad()
     def _session_values(self, unwrapped, sessions: list[Session]) -> list[float]:
         """V of each expand session: the value head at the ``[`` opening the reply (released ``call_vm``)."""
-        args = self.args
         out: list[float] = []
-        bs = args.local_rollout_forward_batch_size
-        t0 = time.perf_counter()
-        for i in range(0, len(sessions), bs):
-            seqs, reads = zip(*(self._value_ids(s) for s in sessions[i : i + bs]), strict=True)
-            ids, mask = self._left_pad(list(seqs))
-            pos = (mask.cumsum(1) - 1).clamp(min=0)
-            values = unwrapped.values(ids, mask, pos)
-            out.extend(values[:, reads[0]].float().cpu().tolist())  # one read index for the whole run
-        self._times["value_bootstrap"] = self._times.get("value_bootstrap", 0.0) + time.perf_counter() - t0
+        bs = self.args.local_rollout_forward_batch_size
+        with self._timed("value_bootstrap"):
+            for i in range(0, len(sessions), bs):
+                seqs, reads = zip(*(self.prompts.value_ids(s) for s in sessions[i : i + bs]), strict=True)
+                ids, mask = self._left_pad(list(seqs))
+                pos = (mask.cumsum(1) - 1).clamp(min=0)
+                values = unwrapped.values(ids, mask, pos)
+                out.extend(values[:, reads[0]].float().cpu().tolist())  # one read index for the whole run
         return out
+
+    @torch.no_grad()
+    def _rollout(self, unwrapped, episodes: list[Episode], update: int) -> RolloutBatch:
+        """``rounds`` rounds of sessions: the search session of each episode, then the expand sessions the
+        environment opens; returns the padded batch with each session's priced outcome.
+
+        Runs inside ``unwrap_model_for_generation``, which under ZeRO-3 gathers the whole policy+value wrapper once
+        (one collective on entry and exit; local forwards in between). Only submodules are called
+        (``unwrapped.policy``, ``unwrapped.values``): the wrapper itself keeps DeepSpeed's start-of-forward hook, a
+        collective, and HF ``generate`` is told it is not partitioned (no ``synced_gpus``: the policy and a local
+        selector generate on their own).
+        """
+        prompts, replies, kinds, rounds, outcomes = [], [], [], [], []
+        sessions = [self.env.search_session(e) for e in episodes]
+        for r in range(self.args.rounds):
+            if not sessions:
+                break
+            with self._timed("generate"):
+                p, rep, texts = self.generate_replies(unwrapped, sessions, update, r)
+            with self._timed("env"):  # search, selector and the value bootstrap (timed on its own too)
+                outs, next_sessions = self.env.step(sessions, texts, lambda s: self._session_values(unwrapped, s))
+            prompts += p
+            replies += rep
+            kinds += [s.kind for s in sessions]
+            rounds += [r] * len(sessions)
+            outcomes += outs
+            sessions = next_sessions
+        width = max(1, max(len(x) for x in replies))
+        responses = torch.full((len(replies), width), self.processing_class.pad_token_id, dtype=torch.long)
+        action_mask = torch.zeros((len(replies), width), dtype=torch.bool)
+        for i, row in enumerate(replies):
+            responses[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+            action_mask[i, : len(row)] = True
+        return RolloutBatch(
+            [torch.as_tensor(p) for p in prompts], responses, action_mask, kinds, rounds, outcomes=outcomes
+        )
+
+    @torch.no_grad()
+    def _policy_scores(self, unwrapped, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π_old and V of every reply token, (N, T) each, 0 after the reply (local forwards, gathered weights)."""
+        logprobs, values = [], []
+        n, bs = len(batch), self.args.local_rollout_forward_batch_size
+        for i in range(0, n, bs):
+            idx = list(range(i, min(n, i + bs)))
+            inputs, context = self._batch_inputs(batch, idx)
+            logits = unwrapped.policy(**inputs, use_cache=False).logits
+            vals = unwrapped.values(**inputs)
+            logprobs.append(self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu())
+            values.append(vals[:, context - 1 : context - 1 + batch.width].float().cpu())
+        return torch.cat(logprobs).masked_fill(~batch.action_mask, 0.0), torch.cat(values)
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """log π_sft of every reply token, (N, T). Under ZeRO-3 the reference is sharded, so its forwards are
+        collective: every process runs the same number (a process with fewer chunks repeats its first)."""
+        n, bs = len(batch), self.args.local_rollout_forward_batch_size
+        chunks = math.ceil(n / bs)
+        ref_logprobs = []
+        for c in range(self._same_count_on_all_ranks(chunks)):
+            idx = list(range(c * bs, min(n, c * bs + bs))) if c < chunks else list(range(min(n, bs)))
+            inputs, context = self._batch_inputs(batch, idx)
+            logits = self.ref_policy(**inputs, use_cache=False).logits
+            if c < chunks:
+                ref_logprobs.append(
+                    self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu()
+                )
+        return torch.cat(ref_logprobs).masked_fill(~batch.action_mask, 0.0)
 
     def _global_mean_std(self, tensors: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:
         """``<name>_mean`` / ``<name>_std`` of each (N, T) tensor over the generated tokens of all processes."""
@@ -516,157 +488,6 @@ class SessionPPOTrainer(Trainer):
             return n
         t = torch.tensor([n], device=self.accelerator.device)
         return int(self.accelerator.gather(t).max().item())
-
-    @torch.no_grad()
-    def _rollout(self, episodes: list[Episode], update: int = 0) -> RolloutBatch:
-        """Steps 1-3: multi-round rollout, selector/value scores, per-token environment rewards.
-
-        Generation, the value bootstrap and the rollout's policy/value forwards run inside
-        ``unwrap_model_for_generation``, which under ZeRO-3 gathers the whole policy+value wrapper once (one
-        collective on entry and exit; local forwards in between). The reference model stays partitioned, so its
-        forwards are collective and every process runs the same number of them. Inside the gathered context only
-        submodules are called (``unwrapped.policy``, ``unwrapped.values``): the wrapper itself keeps DeepSpeed's
-        start-of-forward hook, a collective, and HF ``generate`` is told it is not partitioned (no ``synced_gpus``:
-        the policy and a local selector generate on their own).
-        """
-        args, tok, accelerator = self.args, self.processing_class, self.accelerator
-        prompts, replies, kinds, rounds, outcomes = [], [], [], [], []
-        sessions = [self.env.search_session(e) for e in episodes]
-        self.model.eval()
-        with unwrap_model_for_generation(self.model, accelerator) as unwrapped, zero3_init_disabled():
-            for r in range(args.rounds):
-                # 1. rollout sessions
-                if sessions:
-                    with self._timed("generate"):
-                        p, rep, texts = self._generate(unwrapped, sessions, update, r)
-                    # 2. selector scores (inside the env) and value bootstrap of the sessions each action opens
-                    with self._timed("env"):  # search, selector and the value bootstrap (timed on its own too)
-                        outs, next_sessions = self.env.step(
-                            sessions, texts, lambda s: self._session_values(unwrapped, s)
-                        )
-                    prompts += p
-                    replies += rep
-                    kinds += [s.kind for s in sessions]
-                    rounds += [r] * len(sessions)
-                    outcomes += outs
-                    sessions = next_sessions
-                else:
-                    sessions = []
-            width = max(1, max(len(x) for x in replies))
-            n = len(replies)
-            responses = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
-            action_mask = torch.zeros((n, width), dtype=torch.bool)
-            for i, row in enumerate(replies):
-                responses[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-                action_mask[i, : len(row)] = True
-            batch = RolloutBatch(
-                [torch.as_tensor(p) for p in prompts], responses, action_mask, kinds, rounds, outcomes=outcomes
-            )
-            # policy log-probs and values of the rollout (gathered weights: local forwards)
-            logprobs, values = [], []
-            bs = args.local_rollout_forward_batch_size
-            t0 = time.perf_counter()
-            for i in range(0, n, bs):
-                idx = list(range(i, min(n, i + bs)))
-                inputs, context = self._batch_inputs(batch, idx)
-                logits = unwrapped.policy(**inputs, use_cache=False).logits
-                vals = unwrapped.values(**inputs)
-                logprobs.append(self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu())
-                values.append(vals[:, context - 1 : context - 1 + width].float().cpu())
-            self._times["rollout_forward"] = self._times.get("rollout_forward", 0.0) + time.perf_counter() - t0
-        # reference log-probs; under ZeRO-3 the reference is sharded, so all ranks run the same number of forwards
-        t0 = time.perf_counter()
-        ref_logprobs = []
-        chunks = math.ceil(n / bs)
-        for c in range(self._same_count_on_all_ranks(chunks)):
-            idx = list(range(c * bs, min(n, c * bs + bs))) if c < chunks else list(range(min(n, bs)))
-            inputs, context = self._batch_inputs(batch, idx)
-            logits = self.ref_policy(**inputs, use_cache=False).logits
-            if c < chunks:
-                ref_logprobs.append(
-                    self._response_logprobs(logits, batch.responses[idx].to(logits.device), context).cpu()
-                )
-        self._times["ref_forward"] = self._times.get("ref_forward", 0.0) + time.perf_counter() - t0
-        batch.logprobs = torch.cat(logprobs).masked_fill(~action_mask, 0.0)
-        batch.ref_logprobs = torch.cat(ref_logprobs).masked_fill(~action_mask, 0.0)
-        batch.values = torch.cat(values).masked_fill(~R.value_mask(action_mask, args.bootstrap_after_eos), 0.0)
-
-        # 3. rewards: each action's reward on the token holding the `[` that ends it, the stop bonus on its `]`
-        scores = torch.zeros((n, width))
-        for i, (row, outcome) in enumerate(zip(replies, outcomes, strict=True)):
-            if args.reward_on_bracket_ids:  # released: by the token ids of `[` / `]` (Qwen 58 / 60)
-                scores[i] = R.place_rewards_on_bracket_ids(
-                    torch.tensor(row, dtype=torch.long),
-                    torch.tensor([a.reward for a in outcome.actions]),
-                    outcome.stop_reward if outcome.stop_char is not None else None,
-                    tok.convert_tokens_to_ids("["),
-                    tok.convert_tokens_to_ids("]"),
-                    length=width,
-                )
-                continue
-            chars, vals = outcome.reward_positions()
-            ends = torch.tensor(token_char_ends(tok, row), dtype=torch.long)
-            scores[i] = R.place_rewards_on_tokens(ends, torch.tensor(chars), torch.tensor(vals), length=width)
-        batch.scores = scores
-        return batch
-
-    # -- training ---------------------------------------------------------------------------------------------------
-    def train(self, resume_from_checkpoint: str | None = None):
-        args, accelerator = self.args, self.accelerator
-        resume = resume_from_checkpoint or args.resume_from_checkpoint
-        start_update = 1
-        if resume:
-            if resume == "last":
-                resume = get_last_checkpoint(args.output_dir)
-                if resume is None:
-                    raise ValueError(f"no checkpoint to resume from in {args.output_dir!r}")
-            accelerator.load_state(os.path.join(resume, TRAIN_STATE_DIR))
-            self.state = TrainerState.load_from_json(os.path.join(resume, "trainer_state.json"))
-            start_update = self.state.global_step + 1
-            accelerator.print(f"resumed from {resume} at update {start_update}")
-        self.state.max_steps = self.num_updates
-        self.state.logging_steps = args.logging_steps
-        self.state.save_steps = args.save_steps
-        self.state.num_train_epochs = args.total_episodes / len(self.train_dataset)
-        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
-        start_time = time.time()
-        metrics: dict[str, float] = {}
-
-        for update in range(start_update, self.num_updates + 1):
-            self._times, update_start = {}, time.perf_counter()
-            episodes = self._episodes_for_update(update)
-            # 1-3. rollout, scores, environment rewards
-            batch = self._rollout(episodes, update)
-            # 4. returns and advantages: KL-penalised token rewards, GAE over the generated tokens
-            mask = batch.action_mask
-            batch.rewards = R.token_rewards(batch.scores, batch.logprobs, batch.ref_logprobs, args.kl_coef, mask)
-            vmask = R.value_mask(mask, args.bootstrap_after_eos)  # released: + the state after EOS
-            batch.advantages, batch.returns = R.masked_gae(batch.rewards, batch.values, vmask, args.gamma, args.lam)
-            batch.advantages = batch.advantages.masked_fill(~mask, 0.0)
-            spread = self._global_mean_std({"val/returns": batch.returns, "val/advantages": batch.advantages}, mask)
-            if args.whiten_advantages:
-                batch.advantages = R.masked_whiten(batch.advantages, mask)
-            # 5. PPO epochs
-            with self._timed("ppo_epochs"):
-                stats = self._ppo_epochs(batch, policy_on=update > args.value_warmup_updates)
-            stats.update(spread)
-            # 6. log, schedule, save
-            self.lr_scheduler.step()
-            self.state.global_step = update
-            self.state.episode = update * self.episodes_per_update
-            self.state.epoch = self.state.episode / len(self.train_dataset)
-            self._times["update"] = time.perf_counter() - update_start
-            metrics = self._metrics(batch, episodes, stats, start_time, update, start_update)
-            if args.logging_steps and (update % int(args.logging_steps) == 0 or update == self.num_updates):
-                self.log(metrics)
-            self.control = self.callback_handler.on_step_end(args, self.state, self.control)
-            if args.save_steps and update % int(args.save_steps) == 0 and update != self.num_updates:
-                self._save_checkpoint()
-        if self.state.global_step < start_update:  # nothing left to train
-            return metrics
-        self._save_checkpoint()
-        self.control = self.callback_handler.on_train_end(args, self.state, self.control)
-        return metrics
 
     def _ppo_epochs(self, batch: RolloutBatch, policy_on: bool) -> dict[str, float]:
         """Step 5: ``num_ppo_epochs`` shuffled passes in micro-batches of ``per_device_train_batch_size`` sessions.
@@ -711,7 +532,7 @@ class SessionPPOTrainer(Trainer):
                         vpred,
                         batch.values[idx].to(dev),
                         batch.returns[idx].to(dev),
-                        R.value_mask(mb_mask, args.bootstrap_after_eos),
+                        self.value_mask(mb_mask),
                         args.cliprange_value,
                     )
                     loss = weight * (pg_coef * pg_loss + args.vf_coef * vf_loss)

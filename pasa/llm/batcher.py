@@ -1,25 +1,33 @@
-"""MicroBatcher: single model requests gathered into batched calls (issue 13).
+"""MicroBatcher: single model requests, awaited one by one, gathered into batched calls.
 
-The agent's loop submits one prompt at a time, as soon as that prompt's inputs are ready; the batcher decides when
-to call the model: when ``batch_size`` prompts are waiting, when the loop reports that nothing else can arrive
-before a model answers (``idle``), or when the oldest waiting prompt has waited ``wait_s``. At most
-``max_concurrency`` calls are in flight: 1 for a model on one device (its calls would queue anyway, so waiting
-prompts are gathered into the next call), more for a server that overlaps concurrent requests (waiting prompts are
-then split evenly over the free slots).
+A coroutine asks for one result, ``await batcher.submit(item, key)``, as soon as its inputs are ready; the batcher
+decides when to call the model: when ``batch_size`` requests are waiting, when nothing but a model answer can
+produce more requests (``idle()``, e.g. no tool call is running), or when the oldest waiting request has waited
+``wait_s``. At most ``max_concurrency`` calls are in flight: 1 for a model on one device (its calls would queue
+anyway, so waiting requests are gathered into the next call), more for a server that overlaps concurrent requests
+(waiting requests are then split evenly over the free slots). A call takes the waiting requests in key order, so
+results and the order of calls do not depend on which coroutine asked first.
 
-The batcher has no thread of its own for bookkeeping: ``submit`` and ``dispatch`` are called from the loop's
-thread, calls run in a small pool, and each finished call is handed back to the loop through ``emit`` so that
-results are applied on the loop's thread, in a deterministic order (waiting prompts are sorted by their key).
+The backends are synchronous: calls run in the batcher's own threads. Use it inside a running event loop::
+
+    async with MicroBatcher(lambda items: selector.score(query, items)) as batcher:
+        score = await batcher.submit(("A title", "An abstract"), key=0)
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+# Loop passes a woken batcher yields before it decides: a finished tool call reaches the requests it leads to
+# (lookup -> citation -> paper -> score request) within a few passes, and those requests should join the call.
+SETTLE_PASSES = 12
 
 
 @dataclass
@@ -36,7 +44,7 @@ class _Request:
     key: Any
     seq: int
     item: Any = field(compare=False)
-    callback: Callable[[Any], None] = field(compare=False)
+    future: asyncio.Future = field(compare=False)
 
 
 class MicroBatcher:
@@ -44,93 +52,124 @@ class MicroBatcher:
 
     Args:
         call: the batched model method, e.g. ``lambda items: selector.score(query, items)``.
-        emit: hands ``(function, argument)`` to the loop's thread; the loop runs ``function(argument)``.
         batch_size: most prompts per call; 0 = no limit (the backend splits a call itself).
         max_concurrency: calls in flight at once.
-        wait_s: longest a prompt waits for more prompts while tool calls are still running.
+        wait_s: longest a request waits for company while ``idle()`` is False.
+        idle: True when no request can arrive before a model call ends; then waiting requests go at once.
     """
 
     def __init__(
         self,
         call: Callable[[list], list],
-        emit: Callable[[Callable[[Any], None], Any], None],
         batch_size: int = 0,
         max_concurrency: int = 1,
         wait_s: float = 0.25,
+        idle: Callable[[], bool] = lambda: True,
         name: str = "model",
     ):
         self.call = call
-        self.emit = emit
         self.batch_size = max(0, batch_size)
         self.max_concurrency = max(1, max_concurrency)
         self.wait_s = wait_s
-        self.pending: list[_Request] = []
-        self.inflight = 0
+        self.idle = idle
+        self.name = name
         self.spans: list[CallSpan] = []
+        self._pending: list[_Request] = []
         self._oldest: float | None = None
-        self._seq = 0
-        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix=f"pasa-{name}")
+        self._inflight = 0
+        self._seq = itertools.count()
+        self._wake: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task | None = None
+        self._calls: set[asyncio.Task] = set()
+        self._pool: ThreadPoolExecutor | None = None
 
-    def submit(self, key: Any, item: Any, callback: Callable[[Any], None]) -> _Request:
-        """Queue one request; ``callback(result)`` runs on the loop's thread. Lower keys go first.
-
-        Returns the request: its ``key`` may be changed while it waits (e.g. once a paper's rank is known).
-        """
-        self._seq += 1
-        request = _Request(key, self._seq, item, callback)
-        self.pending.append(request)
+    async def submit(self, item: Any, key: Any = 0) -> Any:
+        """The model's result for ``item``. Lower keys go first when requests wait together."""
+        if self._dispatcher is None:
+            raise RuntimeError(f"{self.name} batcher is not running: use `async with batcher:`")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(key, next(self._seq), item, future))
         if self._oldest is None:
             self._oldest = time.perf_counter()
-        return request
+        self.poke()
+        return await future
 
-    def deadline(self) -> float | None:
-        """When the oldest waiting request is due (``perf_counter`` time); None when nothing waits."""
-        return None if self._oldest is None else self._oldest + self.wait_s
+    def poke(self) -> None:
+        """Something changed (a request arrived, a call or a tool call ended): look again at what is due."""
+        if self._wake is not None:
+            self._wake.set()
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.pending) or self.inflight > 0
+    async def __aenter__(self) -> MicroBatcher:
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"pasa-{self.name}")
+        self._dispatcher = asyncio.create_task(self._dispatch_forever())
+        return self
 
-    def dispatch(self, idle: bool) -> None:
-        """Start the calls that are due. ``idle``: nothing but a model answer can produce new requests."""
-        while self.pending and self.inflight < self.max_concurrency:
-            full = self.batch_size > 0 and len(self.pending) >= self.batch_size
-            due = idle or time.perf_counter() >= (self.deadline() or math.inf)
+    async def __aexit__(self, *exc) -> None:
+        """Stop dispatching; calls still running finish in their threads (nobody waits for their results)."""
+        tasks = [self._dispatcher, *self._calls]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._dispatcher = None
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+    # -- dispatch ------------------------------------------------------------------------------------------------
+    async def _dispatch_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._time_to_deadline())
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            for _ in range(SETTLE_PASSES):
+                await asyncio.sleep(0)
+            self._start_due_calls()
+
+    def _time_to_deadline(self) -> float | None:
+        """Seconds until the oldest request is due; None while nothing waits or no call slot is free."""
+        if self._oldest is None or self._inflight >= self.max_concurrency:
+            return None
+        return max(0.0, self._oldest + self.wait_s - time.perf_counter())
+
+    def _start_due_calls(self) -> None:
+        while self._pending and self._inflight < self.max_concurrency:
+            full = self.batch_size > 0 and len(self._pending) >= self.batch_size
+            due = self.idle() or time.perf_counter() >= self._oldest + self.wait_s
             if not (full or due):
                 return
-            self.pending.sort()
+            self._pending.sort()
             if due:  # everything waiting goes now, split evenly over the free slots
-                take = math.ceil(len(self.pending) / (self.max_concurrency - self.inflight))
+                take = math.ceil(len(self._pending) / (self.max_concurrency - self._inflight))
                 if self.batch_size:
                     take = min(take, self.batch_size)
             else:
                 take = self.batch_size
-            batch, self.pending = self.pending[:take], self.pending[take:]
-            if not self.pending:
+            batch, self._pending = self._pending[:take], self._pending[take:]
+            if not self._pending:
                 self._oldest = None
-            self.inflight += 1
-            span = CallSpan(len(batch), time.perf_counter())
-            self.spans.append(span)
-            self._pool.submit(self._run, batch, span)
+            self._inflight += 1
+            task = asyncio.create_task(self._run_call(batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
 
-    def _run(self, batch: list[_Request], span: CallSpan) -> None:
+    async def _run_call(self, batch: list[_Request]) -> None:
+        span = CallSpan(len(batch), time.perf_counter())
+        self.spans.append(span)
         try:
-            results = self.call([r.item for r in batch])
+            items = [r.item for r in batch]
+            results = await asyncio.get_running_loop().run_in_executor(self._pool, self.call, items)
             if len(results) != len(batch):
                 raise RuntimeError(f"model call returned {len(results)} results for {len(batch)} prompts")
-            error = None
-        except BaseException as err:  # handed to the loop, which re-raises it on its own thread
-            results, error = None, err
-        span.end = time.perf_counter()
-        self.emit(self._finish, (batch, results, error))
-
-    def _finish(self, payload) -> None:
-        batch, results, error = payload
-        self.inflight -= 1
-        if error is not None:
-            raise error
-        for request, result in zip(batch, results, strict=True):
-            request.callback(result)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        except Exception as err:  # every request of the call gets the error
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(err)
+        else:
+            for request, result in zip(batch, results, strict=True):
+                if not request.future.done():
+                    request.future.set_result(result)
+        finally:
+            span.end = time.perf_counter()
+            self._inflight -= 1
+            self.poke()

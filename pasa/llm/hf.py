@@ -54,6 +54,34 @@ class HFLLMConfig:
             "`pasa mini prepare` saves a plain checkpoint once instead)."
         },
     )
+    quantization: str | None = field(
+        default=None,
+        metadata={
+            "help": "'8bit' or '4bit' (nf4): Linear weights through bitsandbytes (CUDA only; `pip install "
+            "bitsandbytes`), so both 7B models fit one 24 GB card (scripts/plan_memory.py --inference). None = as is."
+        },
+    )
+
+
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def bitsandbytes_config(quantization: str, device: str):
+    """``BitsAndBytesConfig`` for ``quantization`` ('8bit', or '4bit' = nf4 with bf16 compute); CUDA only."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {quantization!r}")
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"{quantization} loading (bitsandbytes) needs a CUDA GPU; the device here is {device!r}")
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
 
 
 class HFLLM:
@@ -82,7 +110,13 @@ class HFLLM:
                 from pasa.llm.attn import resolve_attn_implementation  # flash-attn missing -> sdpa, one warning
 
                 kwargs["attn_implementation"] = resolve_attn_implementation(config.attn_implementation)
-            model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs).to(device)
+            if config.quantization:  # bitsandbytes places the weights itself: device_map, not .to()
+                kwargs.update(
+                    quantization_config=bitsandbytes_config(config.quantization, device), device_map={"": device}
+                )
+                model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs).to(device)
         self.model = model.eval()
         self.true_token_id = self._single_token_id(config.true_token)
         # generate() is not re-entrant on one model; the agent may call from several threads.

@@ -45,7 +45,7 @@ class OpenAILLMConfig:
     concurrency: int = field(default=8, metadata={"help": "Requests in flight at once for a batch of prompts."})
     timeout: float = field(
         default_factory=lambda: float(os.environ.get("PASA_LLM_TIMEOUT") or 120.0),
-        metadata={"help": "Seconds per request (env PASA_LLM_TIMEOUT; ServiceArgs.llm_timeout)."},
+        metadata={"help": "Seconds per request (env PASA_LLM_TIMEOUT; HttpConfig.llm_timeout)."},
     )
     max_retries: int = field(
         default_factory=lambda: int(os.environ.get("PASA_LLM_RETRIES") or 3),
@@ -115,7 +115,7 @@ class OpenAILLM:
             from pasa.tools.http import HttpClient, HttpConfig
 
             session = _UncheckedClient(
-                HttpClient(HttpConfig(cache=False, max_retries=config.max_retries, timeout=config.timeout))
+                HttpClient(HttpConfig(no_cache=True, http_retries=config.max_retries, http_timeout=config.timeout))
             )
         self.session = session
         self._model = config.model

@@ -21,7 +21,7 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 
-from pasa.paper import Paper, normalize_arxiv_id, title_key
+from pasa.paper import ARXIV_ID_RE, Paper, normalize_arxiv_id, title_key
 from pasa.tools.http import HttpClient, PaperNotFoundError, ServiceError
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,30 @@ SOURCE_NAME = "SearchFrom:arxiv"  # released source tag
 TITLE_SEARCH_RESULTS = 20  # candidates fetched for an exact-title match
 ATOM_NS = {"atom": "http://www.w3.org/2005/Atom", "arxiv": "http://arxiv.org/schemas/atom"}
 ABS_URL_RE = re.compile(r"arxiv\.org/abs/(?P<id>.+?)/?$")
+
+
+def parse_arxiv_ids(text: str) -> list[str]:
+    """[pure] The arXiv ids of a comma-separated list (``--seed_papers``), without versions, first occurrence kept.
+    Raises ``ValueError`` naming the first entry that is not an arXiv id.
+
+    >>> parse_arxiv_ids("2301.00001v2, hep-th/9901001,arXiv:1706.03762, 2301.00001")
+    ['2301.00001', 'hep-th/9901001', '1706.03762']
+    >>> parse_arxiv_ids("2301.00001,BERT")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'BERT' is not an arXiv id (expected e.g. 2301.00001 or hep-th/9901001)
+    """
+    ids: list[str] = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        arxiv_id = normalize_arxiv_id(entry)
+        if not ARXIV_ID_RE.match(arxiv_id):
+            raise ValueError(f"{entry!r} is not an arXiv id (expected e.g. 2301.00001 or hep-th/9901001)")
+        if arxiv_id not in ids:
+            ids.append(arxiv_id)
+    return ids
 
 
 def _clean(text: str | None) -> str:

@@ -57,13 +57,13 @@ def clean_reference(raw: str) -> str:
 _UP = r"[^\W\d_a-z]"  # an upper-case letter, accented ones included (Python has no \p{Lu})
 _INIT = rf"(?:Th|Ch|Sh|Ph|Kh|Zh|Ts|Sz|Gy|Yu|Ju|{_UP})\.(?:\s?-\s?{_UP}\.)?"  # J.  Th.  J.-F.
 _INITS = rf"{_INIT}(?:\s?{_INIT})*"
-_PART = r"(?:(?:van|von|de|der|den|da|di|del|della|la|le|du|dos|das|ter|ten|al|el|bin)\s)*"
+_PART = r"(?:(?:van|von|de|der|den|da|di|del|della|la|le|du|dos|das|ter|ten|al|el|bin|v\.\s?d\.)\s)*"  # v. d. Oord
 _CAPW = rf"(?:{_UP}[\w'’\-]*|[A-Z]\w*-\w+)"  # Hough, O’Rourke, Pinto-Gomez
 _SUFFIX = r"(?:\s(?:Jr\.?|Sr\.?|II|III|IV))?"
 _NAME = (
     rf"(?:{_INITS}\s?{_PART}{_CAPW}(?:\s{_CAPW})?{_SUFFIX}"  # J. B. Hough, W. A. Goddard III
     rf"|{_CAPW}(?:\s(?:{_INIT}|{_UP}\b|{_PART}{_CAPW})){{0,3}}\s{_PART}{_CAPW}{_SUFFIX}"  # Alex M Lamb, M Cerezo
-    rf"|{_PART}{_CAPW}(?:\s{_PART}{_CAPW})?,\s(?:{_CAPW}\s)?{_INITS}{_SUFFIX}"  # Ball, J. M.  Dixon, Mike J.
+    rf"|{_PART}{_CAPW}(?:\s{_PART}{_CAPW})?,\s(?:{_CAPW}\s)?{_INITS}(?:\s[a-z]\.){{0,2}}{_SUFFIX}"  # Ball, J. M.  Oord, A. v. d.
     rf"|{_PART}{_CAPW}\s(?:{_INITS}|[A-Z]{{1,3}}\b)"  # Aguilera D. N.   Bayles AV
     r")"
     # a name ends at a separator, never inside a phrase: "Smooth Kuranishi atlases" is not a person
@@ -113,7 +113,7 @@ def _journal_ref(text: str) -> bool:
     return bool(match) and len(_LONG_LOWER_RE.findall(match.group(0))) <= 1
 
 
-def _is_venue(field: str) -> bool:
+def is_venue(field: str) -> bool:
     """A comma-field that is a venue or a journal reference rather than a title."""
     field = field.strip()
     if not field or _VENUE_START_RE.match(field) or _journal_ref(field):
@@ -130,13 +130,13 @@ def _is_venue(field: str) -> bool:
 def _comma_title(rest: str) -> str:
     """Comma style: the title is the leading comma-fields up to the first venue-like one."""
     fields = rest.split(", ")
-    if _is_venue(fields[0]):
+    if is_venue(fields[0]):
         return ""
     kept = [fields[0]]
     i = 1
     while i < len(fields):
         field = fields[i]
-        if _is_venue(field) or _DIGIT_FIELD_RE.match(field) or field[:1].isupper():
+        if is_venue(field) or _DIGIT_FIELD_RE.match(field) or field[:1].isupper():
             # an enumeration inside the title ("Principles, Algorithms, and Applications"): short capitalised
             # fields closed by an "and ..." field
             end = next((j for j in range(i, min(i + 4, len(fields))) if fields[j].startswith("and ")), None)
@@ -212,7 +212,7 @@ def _title_after_authors(text: str, end: int) -> str:
         return _first_sentence(rest[m.end() :])
     if m := _ASTRO_RE.match(rest):
         field = rest[m.end() :].split(", ")[0]
-        return "" if _is_venue(field) or len(field.split()) < 2 else _strip(field)
+        return "" if is_venue(field) or len(field.split()) < 2 else _strip(field)
     if rest.startswith((". ", ": ")):
         return _first_sentence(rest[2:])
     if text[end - 1] == "." and rest.startswith(" "):  # the last initial's dot ends the list: "Ball, J. M. Title"

@@ -3,7 +3,7 @@
 ``HttpClient`` wraps a ``requests`` session with:
 
 * an on-disk response cache (requests-cache, SQLite, ``~/.cache/pasa/http_cache.sqlite`` by default; directory from
-  ``$PASA_CACHE_DIR``; ``PASA_NO_CACHE=1`` or ``HttpConfig(cache=False)`` turns it off). Keys are the request's
+  ``$PASA_CACHE_DIR``; ``PASA_NO_CACHE=1`` or ``HttpConfig(no_cache=True)`` turns it off). Keys are the request's
   method, URL and body; secret headers (``X-API-KEY``, ``Authorization``) are neither part of the key nor stored.
   Only HTTP 200 answers that parse are kept, and server ``Cache-Control`` headers are ignored, so a rerun replays
   the same answers (reproducible runs; delete the file or pass ``cache_expire_after`` to refresh);
@@ -22,8 +22,8 @@
   callers, and the log lines of this module, of ``urllib3``/``requests_cache`` and of the root logger's handlers
   (``install_log_redaction``).
 
-``ServiceArgs`` holds the user-facing settings (service addresses, timeouts, retries, the LLM timeout) with
-``PASA_*`` environment fallbacks; ``ServiceArgs.http_config()`` turns them into an ``HttpConfig``.
+``HttpConfig`` holds every setting (service addresses, timeouts, retries, cache, the LLM timeout); its defaults
+read the ``PASA_*`` environment, and ``pasa run`` parses it as it is.
 
 Errors are typed: ``ServiceError`` (gave up after retries), ``HTTPStatusError`` (an error status),
 ``BadAnswerError`` (a 200 whose body never parsed); connectors add ``PaperNotFoundError`` ("no such paper", not a
@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -197,149 +197,123 @@ def default_cache_dir() -> str:
     return os.path.expanduser(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
 
 
+def env_number(name: str, default: float, cast: Callable[[str], Any] = float) -> Callable[[], Any]:
+    """A ``default_factory``: ``$name`` as a number when set, else ``default``; a value that is not a number raises
+    ``ValueError`` naming the variable."""
+
+    def read() -> Any:
+        value = os.environ.get(name, "").strip()
+        if not value:
+            return default
+        try:
+            return cast(float(value))
+        except ValueError as err:
+            raise ValueError(f"{name}={value!r} is not a number") from err
+
+    return read
+
+
+def env_url(name: str, module: str, constant: str) -> Callable[[], str]:
+    """A ``default_factory``: ``$name`` when set, else the connector module's URL constant."""
+
+    def read() -> str:
+        import importlib
+
+        return os.environ.get(name, "").strip() or getattr(importlib.import_module(module), constant)
+
+    return read
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 @dataclass
 class HttpConfig:
-    """Settings of the shared HTTP layer."""
+    """Service addresses, timeouts, retries and cache of the HTTP layer (``pasa run``'s flags, ``HttpClient``'s
+    settings). Each default reads its ``PASA_*`` environment variable, once, when the object is made."""
 
-    cache: bool = field(
-        default=True, metadata={"help": f"On-disk response cache (SQLite). {NO_CACHE_ENV}=1 in the env disables it."}
+    serper_url: str = field(
+        default_factory=env_url("PASA_SERPER_URL", "pasa.tools.serper", "SERPER_URL"),
+        metadata={"help": "Serper search endpoint (env PASA_SERPER_URL)."},
     )
-    cache_dir: str | None = field(
-        default=None, metadata={"help": f"Cache directory (default: ${CACHE_DIR_ENV} or {DEFAULT_CACHE_DIR})."}
+    arxiv_url: str = field(
+        default_factory=env_url("PASA_ARXIV_URL", "pasa.tools.arxiv_api", "ARXIV_API_URL"),
+        metadata={"help": "arXiv Atom API endpoint (env PASA_ARXIV_URL)."},
+    )
+    ar5iv_url: str = field(
+        default_factory=env_url("PASA_AR5IV_URL", "pasa.tools.ar5iv", "AR5IV_URL"),
+        metadata={"help": "ar5iv page URL with {arxiv_id}, or a base URL the id is appended to (env PASA_AR5IV_URL)."},
+    )
+    arxiv_html_url: str | None = field(
+        default_factory=lambda: os.environ.get("PASA_ARXIV_HTML_URL", "").strip() or None,
+        metadata={
+            "help": "arXiv's own HTML pages ({arxiv_id} template or base URL), asked when ar5iv has no page (env "
+            "PASA_ARXIV_HTML_URL; default arxiv.org/html when --ar5iv_url is ar5iv's, else none)."
+        },
+    )
+    no_cache: bool = field(
+        default=False, metadata={"help": f"Do not use the on-disk HTTP response cache ({NO_CACHE_ENV}=1 also)."}
+    )
+    cache_dir: str = field(
+        default_factory=default_cache_dir,
+        metadata={"help": f"HTTP cache folder (env {CACHE_DIR_ENV})."},
     )
     cache_expire_after: float | None = field(
-        default=None, metadata={"help": "Seconds a cached answer stays valid; None = forever (reproducible reruns)."}
+        default=None, metadata={"help": "Seconds a cached answer stays valid; unset = forever (reproducible reruns)."}
     )
-    connect_timeout: float = field(default=10.0, metadata={"help": "Seconds to connect."})
-    timeout: float = field(default=30.0, metadata={"help": "Seconds to wait for the server's answer (read timeout)."})
-    max_retries: int = field(default=4, metadata={"help": "Retries after the first attempt (429/5xx/timeouts)."})
-    backoff_initial: float = field(default=1.0, metadata={"help": "First backoff in seconds (doubles each retry)."})
-    backoff_max: float = field(default=30.0, metadata={"help": "Longest backoff in seconds."})
-    backoff_jitter: float = field(default=1.0, metadata={"help": "Random seconds (0..jitter) added to each backoff."})
-    retry_after_max: float = field(
-        default=60.0,
-        metadata={"help": "Longest Retry-After honoured, in seconds; a longer one gives up at once (no sleep)."},
+    http_connect_timeout: float = field(
+        default_factory=env_number("PASA_HTTP_CONNECT_TIMEOUT", 10.0),
+        metadata={"help": "Seconds to connect (env PASA_HTTP_CONNECT_TIMEOUT)."},
     )
-    max_wait: float | None = field(
-        default=90.0,
+    http_timeout: float = field(
+        default_factory=env_number("PASA_HTTP_TIMEOUT", 30.0),
+        metadata={"help": "Read timeout of a service request, in seconds (env PASA_HTTP_TIMEOUT)."},
+    )
+    http_retries: int = field(
+        default_factory=env_number("PASA_HTTP_RETRIES", 4, int),
+        metadata={"help": "Retries after the first attempt on 429/5xx/timeouts (env PASA_HTTP_RETRIES)."},
+    )
+    http_backoff: float = field(
+        default_factory=env_number("PASA_HTTP_BACKOFF", 1.0),
+        metadata={"help": "First backoff in seconds, doubling each retry (env PASA_HTTP_BACKOFF)."},
+    )
+    http_backoff_max: float = field(
+        default_factory=env_number("PASA_HTTP_BACKOFF_MAX", 30.0),
+        metadata={"help": "Longest backoff in seconds (env PASA_HTTP_BACKOFF_MAX)."},
+    )
+    http_retry_after_max: float = field(
+        default_factory=env_number("PASA_HTTP_RETRY_AFTER_MAX", 60.0),
         metadata={
-            "help": "Most seconds one request may cost in total (attempts + backoff sleeps); the first attempt always "
-            "gets its full timeout. None = no cap."
+            "help": "Longest Retry-After honoured; a longer one gives up at once (env PASA_HTTP_RETRY_AFTER_MAX)."
         },
     )
-    min_interval: dict[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_MIN_INTERVALS),
-        metadata={"help": "Host -> minimum seconds between network requests (arXiv asks for 3 s)."},
+    http_max_wait: float = field(
+        default_factory=env_number("PASA_HTTP_MAX_WAIT", 90.0),
+        metadata={
+            "help": "Most seconds one service request may cost, retries and sleeps included; 0 = no cap "
+            "(env PASA_HTTP_MAX_WAIT)."
+        },
     )
-    default_min_interval: float = field(default=0.0, metadata={"help": "Minimum interval for other hosts."})
-    user_agent: str = field(default=USER_AGENT, metadata={"help": "User-Agent header."})
-    pool_size: int = field(
-        default=32,
-        metadata={"help": "Connections kept per host (the agent's tool threads and the LLM's concurrency share it)."},
+    arxiv_interval: float = field(
+        default_factory=env_number("PASA_ARXIV_INTERVAL", 3.0),
+        metadata={"help": "Seconds between requests to arXiv/ar5iv hosts, as arXiv asks (env PASA_ARXIV_INTERVAL)."},
     )
+    llm_timeout: float = field(
+        default_factory=env_number("PASA_LLM_TIMEOUT", 120.0),
+        metadata={"help": "Seconds per request to an OpenAI-compatible model server (env PASA_LLM_TIMEOUT)."},
+    )
+    # Not on the command line: set on the object before building the client (tests do).
+    backoff_jitter: float = field(default=1.0, init=False)  # random seconds (0..jitter) added to each backoff
+    user_agent: str = field(default=USER_AGENT, init=False)
+    pool_size: int = field(default=32, init=False)  # connections per host (tool threads and LLM calls share it)
+    default_min_interval: float = field(default=0.0, init=False)  # minimum interval for hosts not listed
+    min_interval: dict[str, float] = field(default_factory=dict, init=False)  # host -> seconds, from arxiv_interval
 
     def __post_init__(self):
-        if os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true", "yes"):
-            self.cache = False
-        if self.cache_dir is None:
-            self.cache_dir = default_cache_dir()
-
-
-def _env_float(name: str, default: float | None) -> float | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError as err:
-        raise ValueError(f"{name}={value!r} is not a number") from err
-
-
-# ServiceArgs field -> (environment variable, default). URL defaults live in their connector modules.
-SERVICE_ENV = {
-    "serper_url": ("PASA_SERPER_URL", None),
-    "arxiv_url": ("PASA_ARXIV_URL", None),
-    "ar5iv_url": ("PASA_AR5IV_URL", None),
-    "http_connect_timeout": ("PASA_HTTP_CONNECT_TIMEOUT", 10.0),
-    "http_timeout": ("PASA_HTTP_TIMEOUT", 30.0),
-    "http_retries": ("PASA_HTTP_RETRIES", 4),
-    "http_backoff": ("PASA_HTTP_BACKOFF", 1.0),
-    "http_backoff_max": ("PASA_HTTP_BACKOFF_MAX", 30.0),
-    "http_retry_after_max": ("PASA_HTTP_RETRY_AFTER_MAX", 60.0),
-    "http_max_wait": ("PASA_HTTP_MAX_WAIT", 90.0),
-    "arxiv_interval": ("PASA_ARXIV_INTERVAL", 3.0),
-    "llm_timeout": ("PASA_LLM_TIMEOUT", 120.0),
-}
-
-
-@dataclass
-class ServiceArgs:
-    """Service addresses, timeouts and retries of a run (``pasa run``, baselines, PPO); each unset field falls
-    back to its ``PASA_*`` environment variable, then to the default. Build the HTTP layer with ``http_config``."""
-
-    serper_url: str | None = field(
-        default=None, metadata={"help": "Serper search endpoint (env PASA_SERPER_URL; default serper.dev)."}
-    )
-    arxiv_url: str | None = field(
-        default=None, metadata={"help": "arXiv Atom API endpoint (env PASA_ARXIV_URL; default export.arxiv.org)."}
-    )
-    ar5iv_url: str | None = field(
-        default=None,
-        metadata={
-            "help": "ar5iv page URL with {arxiv_id}, or a base URL the id is appended to (env PASA_AR5IV_URL; "
-            "default ar5iv.labs.arxiv.org/html/{arxiv_id})."
-        },
-    )
-    http_connect_timeout: float | None = field(
-        default=None, metadata={"help": "Seconds to connect (env PASA_HTTP_CONNECT_TIMEOUT; default 10)."}
-    )
-    http_timeout: float | None = field(
-        default=None, metadata={"help": "Read timeout of a service request (env PASA_HTTP_TIMEOUT; default 30)."}
-    )
-    http_retries: int | None = field(
-        default=None, metadata={"help": "Retries after the first attempt (env PASA_HTTP_RETRIES; default 4)."}
-    )
-    http_backoff: float | None = field(
-        default=None, metadata={"help": "First backoff in seconds, doubling (env PASA_HTTP_BACKOFF; default 1)."}
-    )
-    http_backoff_max: float | None = field(
-        default=None, metadata={"help": "Longest backoff in seconds (env PASA_HTTP_BACKOFF_MAX; default 30)."}
-    )
-    http_retry_after_max: float | None = field(
-        default=None,
-        metadata={
-            "help": "Longest Retry-After honoured; a longer one gives up at once (env PASA_HTTP_RETRY_AFTER_MAX; "
-            "default 60)."
-        },
-    )
-    http_max_wait: float | None = field(
-        default=None,
-        metadata={
-            "help": "Most seconds one service request may cost, retries and sleeps included; 0 = no cap (env "
-            "PASA_HTTP_MAX_WAIT; default 90)."
-        },
-    )
-    arxiv_interval: float | None = field(
-        default=None,
-        metadata={"help": "Seconds between requests to arXiv/ar5iv hosts (env PASA_ARXIV_INTERVAL; default 3)."},
-    )
-    llm_timeout: float | None = field(
-        default=None, metadata={"help": "Seconds per LLM server request (env PASA_LLM_TIMEOUT; default 120)."}
-    )
-
-    def __post_init__(self):
-        from pasa.tools import ar5iv, arxiv_api, serper
-
-        urls = {"serper_url": serper.SERPER_URL, "arxiv_url": arxiv_api.ARXIV_API_URL, "ar5iv_url": ar5iv.AR5IV_URL}
-        for f in fields(self):
-            if getattr(self, f.name) is not None:
-                continue
-            env, default = SERVICE_ENV[f.name]
-            if f.name in urls:
-                setattr(self, f.name, os.environ.get(env, "").strip() or urls[f.name])
-            else:
-                value = _env_float(env, default)
-                setattr(self, f.name, int(value) if f.name == "http_retries" else value)
+        if env_flag(NO_CACHE_ENV):
+            self.no_cache = True
+        self.cache_dir = os.path.expanduser(self.cache_dir)
         if "{arxiv_id}" not in self.ar5iv_url:
             self.ar5iv_url = self.ar5iv_url.rstrip("/") + "/{arxiv_id}"
         for name in ("http_connect_timeout", "http_timeout", "llm_timeout"):
@@ -348,23 +322,21 @@ class ServiceArgs:
         for name in ("http_retries", "http_backoff", "http_backoff_max", "http_retry_after_max", "http_max_wait"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        pages = (self.arxiv_url, self.ar5iv_url, self.arxiv_html_url or "")
+        hosts = {urlsplit(u.replace("{arxiv_id}", "x")).hostname for u in pages if u}
+        self.min_interval = {h: self.arxiv_interval for h in set(DEFAULT_MIN_INTERVALS) | hosts if h}
 
-    def http_config(self, **overrides: Any) -> HttpConfig:
-        """The ``HttpConfig`` of these settings (``overrides``: cache, cache_dir, ... of the command line)."""
-        hosts = {urlsplit(u.replace("{arxiv_id}", "x")).hostname for u in (self.arxiv_url, self.ar5iv_url)}
-        min_interval = {h: self.arxiv_interval for h in set(DEFAULT_MIN_INTERVALS) | hosts if h}
-        values = {
-            "connect_timeout": self.http_connect_timeout,
-            "timeout": self.http_timeout,
-            "max_retries": self.http_retries,
-            "backoff_initial": self.http_backoff,
-            "backoff_max": self.http_backoff_max,
-            "retry_after_max": self.http_retry_after_max,
-            "max_wait": self.http_max_wait or None,
-            "min_interval": min_interval,
-        }
-        values.update(overrides)
-        return HttpConfig(**values)
+    @property
+    def max_wait(self) -> float | None:
+        """``http_max_wait`` in seconds, None for no cap."""
+        return self.http_max_wait or None
+
+    def http_config(self, **changes: Any) -> HttpConfig:
+        """A copy with ``changes`` (field names) applied."""
+        return replace(self, **changes)
+
+
+ServiceArgs = HttpConfig  # the name pasa.tools.sources and its tests use
 
 
 class RateLimiter:
@@ -434,7 +406,7 @@ class HttpClient:
         self._queued = threading.local()
         self._plain = self._mount(requests.Session())
         self._cached = None
-        if self.config.cache:
+        if not self.config.no_cache:
             import requests_cache
 
             os.makedirs(self.config.cache_dir, exist_ok=True)
@@ -510,12 +482,12 @@ class HttpClient:
         longer than ``retry_after_max``: the stop rule then gives up without sleeping)."""
         cfg = self.config
         backoff = tenacity.wait_exponential_jitter(
-            initial=cfg.backoff_initial, max=cfg.backoff_max, jitter=cfg.backoff_jitter
+            initial=cfg.http_backoff, max=cfg.http_backoff_max, jitter=cfg.backoff_jitter
         )(retry_state)
         err = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(err, "retry_after", None)
         if retry_after is not None:
-            if retry_after > cfg.retry_after_max:
+            if retry_after > cfg.http_retry_after_max:
                 return float("inf")
             return max(backoff if retry_after <= 0 else 0.0, retry_after)
         return backoff
@@ -562,77 +534,14 @@ class HttpClient:
         from the cache and the request retried like a 503; after the last attempt ``BadAnswerError`` is raised.
         A cached bad answer (written before this rule, or by another process) is evicted the same way.
         """
-        cfg = self.config
         session = self._cached if (cache and self._cached is not None) else self._plain
-        if timeout is None:
-            timeout = (cfg.connect_timeout, cfg.timeout)
-        elif not isinstance(timeout, tuple):
-            timeout = (min(cfg.connect_timeout, timeout), timeout)
-        spent = [0.0]  # seconds spent in attempts (sleeps are counted by tenacity's idle_for)
-        number = [0]
-        safe_url = redact(url)
-
-        def attempt():
-            number[0] += 1
-            budget = timeout
-            if number[0] > 1 and cfg.max_wait is not None:  # later attempts get what is left of the budget
-                left = max(0.1, cfg.max_wait - spent[0] - retrying.statistics.get("idle_for", 0.0))
-                budget = (min(timeout[0], left), min(timeout[1], left))
-            t0, queued0 = time.monotonic(), self.queued_seconds()
-            try:
-                resp = self._attempt(session, method, url, budget, kwargs)
-                if parse is None or resp.status_code >= 400:
-                    return resp
-                try:
-                    return parse(resp)
-                except PaperNotFoundError:
-                    raise
-                except Exception as err:  # any parse failure: the answer is bad, never keep it
-                    self._evict(resp)
-                    raise _RetryableError(f"bad answer: {type(err).__name__}: {err}", bad_answer=True) from err
-            finally:  # the time waiting for our own rate-limit slot is not spent on the server
-                spent[0] += max(0.0, time.monotonic() - t0 - (self.queued_seconds() - queued0))
-
-        def stop(rs: tenacity.RetryCallState) -> bool:
-            if rs.attempt_number > cfg.max_retries:
-                return True
-            if rs.upcoming_sleep == float("inf"):
-                return True
-            return cfg.max_wait is not None and spent[0] + rs.idle_for + rs.upcoming_sleep >= cfg.max_wait
-
-        retrying = tenacity.Retrying(
-            stop=stop,
-            wait=self._wait,
-            retry=tenacity.retry_if_exception_type(_RetryableError),
-            sleep=self.sleep,
-            reraise=True,
-            before_sleep=lambda rs: logger.info(
-                "%s %s failed (%s); retry %d/%d in %.1fs",
-                method,
-                safe_url,
-                redact(str(rs.outcome.exception())),
-                rs.attempt_number,
-                cfg.max_retries,
-                rs.next_action.sleep if rs.next_action else 0.0,
-            ),
-        )
+        call = _Call(self, session, method, url, parse, self._timeouts(timeout), kwargs)
         try:
-            result = retrying(attempt)
+            result = call.retrying(call.attempt)
         except _RetryableError as err:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            why = f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
-            if err.retry_after is not None and err.retry_after > cfg.retry_after_max:
-                why += f" (the server asks to retry after {err.retry_after:.0f} s, over retry_after_max)"
-            elif attempts <= cfg.max_retries:
-                why += f" (max_wait {cfg.max_wait:g} s reached)"
             if err.response is not None and not check_status:
                 return err.response
-            status = err.response.status_code if err.response is not None else None
-            if err.bad_answer:
-                cls = BadAnswerError
-            else:
-                cls = HTTPStatusError if status is not None else ServiceError
-            raise cls(f"{method} {url}: {why}: {err}", url=url, status_code=status) from err
+            raise call.give_up_error(err) from err
         if check_status and isinstance(result, requests.Response) and result.status_code >= 400:
             raise HTTPStatusError(
                 f"{method} {url}: HTTP {result.status_code}: {result.text[:200]!r}",
@@ -640,6 +549,15 @@ class HttpClient:
                 status_code=result.status_code,
             )
         return result
+
+    def _timeouts(self, timeout: float | tuple[float, float] | None) -> tuple[float, float]:
+        """``(connect, read)`` seconds of a request: the config's, or the caller's read timeout."""
+        cfg = self.config
+        if timeout is None:
+            return (cfg.http_connect_timeout, cfg.http_timeout)
+        if isinstance(timeout, tuple):
+            return timeout
+        return (min(cfg.http_connect_timeout, timeout), timeout)
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, **kwargs)
@@ -665,3 +583,80 @@ class HttpClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Call:
+    """One ``fetch``: its attempts, the time they spent on the server, and when to stop retrying."""
+
+    def __init__(self, client: HttpClient, session, method: str, url: str, parse, timeout, kwargs: dict):
+        self.client, self.session, self.method, self.url = client, session, method, url
+        self.parse, self.timeout, self.kwargs = parse, timeout, kwargs
+        self.config = client.config
+        self.spent = 0.0  # seconds spent in attempts (sleeps are counted by tenacity's idle_for)
+        self.number = 0
+        self.retrying = tenacity.Retrying(
+            stop=self.stop,
+            wait=client._wait,
+            retry=tenacity.retry_if_exception_type(_RetryableError),
+            sleep=client.sleep,
+            reraise=True,
+            before_sleep=self.log_retry,
+        )
+
+    def budget(self) -> tuple[float, float]:
+        """The timeouts of the next attempt: later attempts get what is left of ``max_wait``."""
+        max_wait = self.config.max_wait
+        if self.number == 1 or max_wait is None:
+            return self.timeout
+        left = max(0.1, max_wait - self.spent - self.retrying.statistics.get("idle_for", 0.0))
+        return (min(self.timeout[0], left), min(self.timeout[1], left))
+
+    def attempt(self):
+        self.number += 1
+        t0, queued0 = time.monotonic(), self.client.queued_seconds()
+        try:
+            resp = self.client._attempt(self.session, self.method, self.url, self.budget(), self.kwargs)
+            if self.parse is None or resp.status_code >= 400:
+                return resp
+            try:
+                return self.parse(resp)
+            except PaperNotFoundError:
+                raise
+            except Exception as err:  # any parse failure: the answer is bad, never keep it
+                self.client._evict(resp)
+                raise _RetryableError(f"bad answer: {type(err).__name__}: {err}", bad_answer=True) from err
+        finally:  # the time waiting for our own rate-limit slot is not spent on the server
+            self.spent += max(0.0, time.monotonic() - t0 - (self.client.queued_seconds() - queued0))
+
+    def stop(self, rs: tenacity.RetryCallState) -> bool:
+        cfg = self.config
+        if rs.attempt_number > cfg.http_retries or rs.upcoming_sleep == float("inf"):
+            return True
+        return cfg.max_wait is not None and self.spent + rs.idle_for + rs.upcoming_sleep >= cfg.max_wait
+
+    def log_retry(self, rs: tenacity.RetryCallState) -> None:
+        logger.info(
+            "%s %s failed (%s); retry %d/%d in %.1fs",
+            self.method,
+            redact(self.url),
+            redact(str(rs.outcome.exception())),
+            rs.attempt_number,
+            self.config.http_retries,
+            rs.next_action.sleep if rs.next_action else 0.0,
+        )
+
+    def give_up_error(self, err: _RetryableError) -> ServiceError:
+        """The typed error of a request that failed its last attempt, saying why it stopped."""
+        cfg = self.config
+        attempts = self.retrying.statistics.get("attempt_number", 1)
+        why = f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
+        if err.retry_after is not None and err.retry_after > cfg.http_retry_after_max:
+            why += f" (the server asks to retry after {err.retry_after:.0f} s, over retry_after_max)"
+        elif attempts <= cfg.http_retries:
+            why += f" (max_wait {cfg.max_wait:g} s reached)"
+        status = err.response.status_code if err.response is not None else None
+        if err.bad_answer:
+            cls = BadAnswerError
+        else:
+            cls = HTTPStatusError if status is not None else ServiceError
+        return cls(f"{self.method} {self.url}: {why}: {err}", url=self.url, status_code=status)

@@ -279,6 +279,60 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return positive[order[:k]]
 
 
+def _write_records(
+    papers: Iterable[Paper], path: str, skipped: list[str]
+) -> tuple[list[array], dict[str, int], array]:
+    """The records table (SQLite at ``path``, row = BM25 document number) of every paper with an arXiv id, a title
+    and a readable date, first of an id only; the others are noted in ``skipped``. Returns the BM25 documents (token
+    ids per paper), the vocabulary and the publication dates (``YYYYMMDD``, 0 unknown) in row order."""
+    con = sqlite3.connect(path)
+    con.executescript(
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+        "CREATE TABLE papers(row INTEGER PRIMARY KEY, arxiv_id TEXT NOT NULL, title TEXT NOT NULL,"
+        " abstract TEXT NOT NULL, sections TEXT, published TEXT, source TEXT, tkey TEXT NOT NULL, section_ids TEXT);"
+    )
+    vocab: dict[str, int] = {}
+    doc_tokens: list[array] = []
+    published = array("i")
+    seen: set[str] = set()
+    batch: list[tuple] = []
+    for paper in papers:
+        arxiv_id = normalize_arxiv_id(paper.arxiv_id or "")
+        title = (paper.title or "").replace("\n", " ").strip()
+        if not arxiv_id or not title:
+            _note_skip(skipped, f"record {arxiv_id or '?'!r} ({title!r}) has no arXiv id or no title; skipped")
+            continue
+        if arxiv_id in seen:
+            _note_skip(skipped, f"record {arxiv_id!r} ({title!r}) repeats an arXiv id; skipped")
+            continue
+        try:
+            date = normalize_date(paper.published)
+        except ValueError as err:
+            _note_skip(skipped, f"record {arxiv_id!r}: {err}; skipped")
+            continue
+        seen.add(arxiv_id)
+        words = tokenize(title) * TITLE_WEIGHT + tokenize(paper.abstract or "")
+        doc_tokens.append(array("I", [vocab.setdefault(w, len(vocab)) for w in words]))
+        published.append(int(date) if date else 0)
+        sections = json.dumps(paper.sections, ensure_ascii=False) if paper.sections is not None else None
+        row = len(doc_tokens) - 1  # the BM25 document number
+        batch.append((row, arxiv_id, title, paper.abstract or "", sections, date, paper.source or INDEX_SOURCE,
+                      title_key(title), json.dumps(paper.section_ids) if paper.section_ids else None))  # fmt: skip
+        if len(batch) >= 10_000:
+            con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            batch.clear()
+    con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+    if not doc_tokens:
+        con.close()
+        raise ValueError(f"no valid records to index ({len(skipped)} skipped)")
+    con.executescript(
+        "CREATE UNIQUE INDEX papers_id ON papers(arxiv_id); CREATE INDEX papers_tkey ON papers(tkey, row);"
+    )
+    con.commit()
+    con.close()
+    return doc_tokens, vocab, published
+
+
 class LocalSearchIndex:
     """BM25 search + record lookups over a persisted index folder; implements ``PaperSource``.
 
@@ -389,53 +443,7 @@ class LocalSearchIndex:
         import bm25s
 
         t0 = time.perf_counter()
-        con = sqlite3.connect(os.path.join(out_dir, RECORDS))
-        con.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-            "CREATE TABLE papers(row INTEGER PRIMARY KEY, arxiv_id TEXT NOT NULL, title TEXT NOT NULL,"
-            " abstract TEXT NOT NULL, sections TEXT, published TEXT, source TEXT, tkey TEXT NOT NULL, section_ids TEXT);"
-        )
-        vocab: dict[str, int] = {}
-        doc_tokens: list[array] = []
-        published = array("i")
-        seen: set[str] = set()
-        batch: list[tuple] = []
-        for paper in papers:
-            arxiv_id = normalize_arxiv_id(paper.arxiv_id or "")
-            title = (paper.title or "").replace("\n", " ").strip()
-            if not arxiv_id or not title:
-                _note_skip(skipped, f"record {arxiv_id or '?'!r} ({title!r}) has no arXiv id or no title; skipped")
-                continue
-            if arxiv_id in seen:
-                _note_skip(skipped, f"record {arxiv_id!r} ({title!r}) repeats an arXiv id; skipped")
-                continue
-            try:
-                date = normalize_date(paper.published)
-            except ValueError as err:
-                _note_skip(skipped, f"record {arxiv_id!r}: {err}; skipped")
-                continue
-            seen.add(arxiv_id)
-            words = tokenize(title) * TITLE_WEIGHT + tokenize(paper.abstract or "")
-            doc_tokens.append(array("I", [vocab.setdefault(w, len(vocab)) for w in words]))
-            published.append(int(date) if date else 0)
-            sections = json.dumps(paper.sections, ensure_ascii=False) if paper.sections is not None else None
-            row = len(doc_tokens) - 1  # the BM25 document number
-            batch.append((row, arxiv_id, title, paper.abstract or "", sections, date, paper.source or INDEX_SOURCE,
-                          title_key(title), json.dumps(paper.section_ids) if paper.section_ids else None))  # fmt: skip
-            if len(batch) >= 10_000:
-                con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
-                batch.clear()
-        con.executemany("INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
-        if not doc_tokens:
-            con.close()
-            raise ValueError(f"no valid records to index ({len(skipped)} skipped)")
-        con.executescript(
-            "CREATE UNIQUE INDEX papers_id ON papers(arxiv_id); CREATE INDEX papers_tkey ON papers(tkey, row);"
-        )
-        con.commit()
-        con.close()
-        del seen
-
+        doc_tokens, vocab, published = _write_records(papers, os.path.join(out_dir, RECORDS), skipped)
         retriever = bm25s.BM25()
         # compact uint32 arrays go in as they are (bm25s only iterates them): lists of ints would take ~8x the memory
         retriever.index((doc_tokens, vocab), show_progress=False)
@@ -593,10 +601,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``pasa index``: build an index, print progress and stats. Exit code 2 on bad arguments or no records."""
-    from pasa.flags import rewrite_argv
-
     parser = make_parser()
-    args = parser.parse_args(rewrite_argv(argv, parser))
+    args = parser.parse_args(argv)
     if args.jsonl is None and args.paper_db is None:
         print("pasa index: give --paper_db ZIP --id2paper JSON, or --jsonl FILE", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ def parse_db_record(arxiv_id: str, data: dict) -> Paper:
         sections=sections if isinstance(sections, dict) else None,
         source=SOURCE_NAME,
         published=str(published).replace("-", "")[:8] if published else None,
-        # beyond the released format (issue 14, `pasa build-db`): cited arXiv ids parallel to ``sections``
+        # beyond the released format (`pasa build-db`): cited arXiv ids parallel to ``sections``
         section_ids=data["section_ids"] if isinstance(data.get("section_ids"), dict) and sections else None,
     )
 

@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 SERPER_URL = "https://google.serper.dev/search"
 SERPER_KEY_ENV = "SERPER_API_KEY"
-# Google reads at most 32 words; Serper rejects very long queries. A crawler reply can hold a 96 kB "query"
-# (issue 11): it is cut at a word boundary here, whatever the agent did before.
+# Google reads at most 32 words; Serper rejects very long queries. A garbage crawler reply can hold a 96 kB "query":
+# it is cut at a word boundary here, whatever the agent did before.
 MAX_QUERY_CHARS = 512  # the agent's default max_query_chars too, so a query is cut (and warned about) once
 # Released pattern (new-style ids; the version suffix is outside the group) plus old-style ids.
 RELEASED_LINK_RE = re.compile(r"arxiv\.org/(?:abs|pdf|html)/(\d{4}\.\d+)")

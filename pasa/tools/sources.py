@@ -3,7 +3,7 @@
 A source answers four questions: which arXiv ids a search query returns, the paper behind an id, the paper
 behind a cited title, and the citable sections of a paper.
 
-Failure contract (issue 11, COORD contract 2): a source returns ``None``/``[]`` when the thing does not exist
+Failure contract: a source returns ``None``/``[]`` when the thing does not exist
 (arXiv has no such id, no exact-title match, no HTML version), and RAISES when the call failed (``ServiceError``
 after the HTTP layer's retries, a missing key, a bad answer). A failed call is never turned into "not found" here:
 the caller (the agent, the PPO environment) logs one warning naming the service, the argument and the cause, and
@@ -11,8 +11,9 @@ counts it, so a degraded result is marked instead of silently missing papers. ``
 next source when one fails; it raises only when no source answered and at least one failed.
 
 This module has the protocol, ``InMemoryPaperSource`` (tests, demos), ``PaperDBSource`` (the released local paper
-database), ``OnlinePaperSource`` (Serper + arXiv + ar5iv), the composites, and ``build_paper_source``, the factory
-the runner and the PPO script use. The offline search engine is ``pasa.tools.local_search``.
+database), ``OnlinePaperSource`` (Serper or arXiv search, arXiv lookups, ar5iv / arxiv.org/html full text), the
+composites, and ``build_paper_source``, the factory the runner and the PPO script use. The offline search engine is
+``pasa.tools.local_search``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from pasa.paper import Paper, Sections, normalize_arxiv_id, title_key
+from pasa.paper import CitedSections, Paper, Sections, normalize_arxiv_id, title_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class PaperSource(Protocol):
         ...
 
     def get_sections(self, arxiv_id: str) -> Sections | None:
-        """Second-level section name -> cited titles; ``None`` when the full text is unavailable."""
+        """Second-level section name -> cited titles; ``None`` when the full text is unavailable. Fetched pages
+        answer a ``pasa.paper.CitedSections`` (cited arXiv ids in ``section_ids``, the page in ``source``)."""
         ...
 
 
@@ -214,18 +216,26 @@ class TitleLookupSource:
 
 
 class OnlinePaperSource:
-    """Google through Serper, the arXiv API and ar5iv, every request through one ``HttpClient``.
+    """Online search (Google through Serper, or the arXiv API), the arXiv API for lookups, and the full text from
+    ar5iv, then arXiv's own HTML when ar5iv has no page; every request through one ``HttpClient``.
 
     A connector's ``PaperNotFoundError`` (no such paper, no exact title match, no HTML version) is ``None`` with a
-    debug line; every other error (``ServiceError`` after the HTTP layer's retries, a missing key, a bad answer)
-    propagates to the caller, which logs and counts it (contract 2 of the module docstring).
+    debug line; every other error (``ServiceError`` after the HTTP layer's retries, a missing key, a bad answer, a
+    bibliography that could not be read) propagates to the caller, which logs and counts it (module docstring).
 
     Args:
         http: the shared ``HttpClient`` (default: a new one with the on-disk cache).
         serper_url, arxiv_url, ar5iv_url: service addresses (``ServiceArgs``; tests point them at loopback).
+        arxiv_html_url: arXiv's LaTeXML pages (``{arxiv_id}`` template), asked when ar5iv has no page or fails;
+            None: ar5iv only.
+        search_engine: ``"serper"`` (Google, the paper's setting; needs ``SERPER_API_KEY``) or ``"arxiv"`` (the
+            arXiv API's search, no key; ``pasa.tools.arxiv_search``).
         released_serper: the released Serper id extraction (new-style ids only, ``list(set(ids))`` order).
         released_cite_split: the released multi-reference ``<cite>`` split (only the first reference counts).
+        released_titles: the released bibliography title split, no cited arXiv ids.
         released_title_match: the released title lookup pick (the hit titled like the last hit).
+        title_extractor: ``pasa.tools.title_llm.LLMTitleExtractor`` for the titles the rules cannot read (not with
+            ``released_titles``); None: rules only.
     """
 
     def __init__(
@@ -234,20 +244,31 @@ class OnlinePaperSource:
         serper_url: str | None = None,
         arxiv_url: str | None = None,
         ar5iv_url: str | None = None,
+        arxiv_html_url: str | None = None,
+        search_engine: str = "serper",
         released_serper: bool = False,
         released_cite_split: bool = False,
+        released_titles: bool = False,
         released_title_match: bool = False,
+        title_extractor=None,
     ):
         from pasa.tools import ar5iv, arxiv_api, serper
         from pasa.tools.http import HttpClient
 
+        if search_engine not in ONLINE_ENGINES:
+            raise ValueError(f"search_engine must be one of {', '.join(ONLINE_ENGINES)}, got {search_engine!r}")
         self.http = http if http is not None else HttpClient()
         self.serper_url = serper_url or serper.SERPER_URL
         self.arxiv_url = arxiv_url or arxiv_api.ARXIV_API_URL
         self.ar5iv_url = ar5iv_url or ar5iv.AR5IV_URL
+        self.arxiv_html_url = arxiv_html_url
+        self.search_engine = search_engine
         self.released_serper = released_serper
         self.released_cite_split = released_cite_split
+        self.released_titles = released_titles
         self.released_title_match = released_title_match
+        self.title_extractor = None if released_titles else title_extractor
+        self._search = self._search_serper if search_engine == "serper" else self._search_arxiv
 
     @staticmethod
     def _not_found_is_none(what: str, arg: str, fn):
@@ -260,11 +281,19 @@ class OnlinePaperSource:
             return None
 
     def search(self, query: str, k: int, end_date: str | None = None) -> list[str]:
+        return self._search(query, k, end_date)
+
+    def _search_serper(self, query: str, k: int, end_date: str | None) -> list[str]:
         from pasa.tools import serper
 
         return serper.search_arxiv_ids(
             self.http, query, k, end_date, url=self.serper_url, released=self.released_serper
         )
+
+    def _search_arxiv(self, query: str, k: int, end_date: str | None) -> list[str]:
+        from pasa.tools import arxiv_search
+
+        return arxiv_search.search_arxiv_ids(self.http, query, k, end_date, url=self.arxiv_url)
 
     def get_by_id(self, arxiv_id: str) -> Paper | None:
         from pasa.tools import arxiv_api
@@ -274,8 +303,14 @@ class OnlinePaperSource:
         )
 
     def get_by_title(self, title: str) -> Paper | None:
+        """The arXiv paper titled ``title``. A cited string that writes an arXiv id (a reference with an id and no
+        title is cited as its text, ``pasa.tools.ar5iv.cited_titles``) is looked up by that id (not with
+        ``released_titles``)."""
         from pasa.tools import arxiv_api
+        from pasa.tools.ar5iv import find_arxiv_id
 
+        if not self.released_titles and (written := find_arxiv_id(title)):
+            return self.get_by_id(written)
         return self._not_found_is_none(
             "arXiv lookup of title",
             title,
@@ -284,24 +319,79 @@ class OnlinePaperSource:
             ),
         )
 
-    def get_sections(self, arxiv_id: str) -> Sections | None:
+    def get_sections(self, arxiv_id: str) -> CitedSections | None:
+        """The cited sections of the first page that has the paper: ar5iv, then arxiv.org/html. A page that failed
+        is skipped for the next; when none has the paper and one failed, that failure is raised."""
         from pasa.tools import ar5iv
+        from pasa.tools.http import PaperNotFoundError
 
-        sections = self._not_found_is_none(
-            "ar5iv sections of",
-            arxiv_id,
-            lambda: ar5iv.fetch_section_citations(
-                self.http, arxiv_id, self.ar5iv_url, released_cite_split=self.released_cite_split
-            ),
-        )
-        return sections or None
+        pages = [("ar5iv", self.ar5iv_url)] + ([("arxiv_html", self.arxiv_html_url)] if self.arxiv_html_url else [])
+        errors: list[Exception] = []
+        for name, url in pages:
+            try:
+                sections = ar5iv.fetch_section_citations(
+                    self.http,
+                    arxiv_id,
+                    url,
+                    self.released_cite_split,
+                    self.released_titles,
+                    source=name,
+                    title_extractor=self.title_extractor,
+                )
+            except PaperNotFoundError as err:
+                logger.debug("%s sections of %r: %s", name, arxiv_id, err)
+                continue
+            except Exception as err:  # the next page may have it; raised below if none does
+                logger.info("%s sections of %r failed, trying the next page: %s", name, arxiv_id, err)
+                errors.append(err)
+                continue
+            return sections or None
+        if errors:
+            raise errors[0]
+        return None
 
 
 SERPER_KEY_ENV = "SERPER_API_KEY"
+SEARCH_ENGINES = ("serper", "arxiv", "local")
+ONLINE_ENGINES = ("serper", "arxiv")
 NO_SOURCE_HELP = (
-    "no paper source: set SERPER_API_KEY for Google search (online), or pass an offline index (--search_index DIR, built "
-    "with `pasa index`) or the released paper database (--paper_db cs_paper_2nd.zip --id2paper id2paper.json)"
+    "no paper source: pick a search engine with --search_engine serper|arxiv|local: serper is Google (set "
+    "SERPER_API_KEY, a serper.dev key; the paper's setting), arxiv is the arXiv API's search (no key), local is an "
+    "offline index (--search_index DIR, built with `pasa index`) or the released paper database (--paper_db "
+    "cs_paper_2nd.zip --id2paper id2paper.json)"
 )
+
+
+def choose_search_engine(search_engine: str | None, online: bool | None, offline: bool) -> str:
+    """The search engine of a run: the one asked for, else ``serper`` when ``SERPER_API_KEY`` is set (unless
+    ``online`` is False), else ``local`` when an offline index or paper DB is given. Raises ``ValueError`` with one
+    line saying what to pass.
+
+    >>> choose_search_engine("arxiv", None, offline=False)
+    'arxiv'
+    """
+    has_key = bool(os.environ.get(SERPER_KEY_ENV, "").strip())
+    if search_engine is not None:
+        if search_engine not in SEARCH_ENGINES:
+            raise ValueError(f"--search_engine must be one of {', '.join(SEARCH_ENGINES)}, got {search_engine!r}")
+        if search_engine in ONLINE_ENGINES and online is False:
+            raise ValueError(f"--search_engine {search_engine} searches online; drop --online false (or use "
+                             "--search_engine local)")  # fmt: skip
+        if search_engine == "serper" and not has_key:
+            raise ValueError(f"--search_engine serper needs the {SERPER_KEY_ENV} environment variable (a serper.dev "
+                             "key); --search_engine arxiv searches without a key")  # fmt: skip
+        if search_engine == "local" and not offline:
+            raise ValueError("--search_engine local needs an offline index (--search_index DIR) or the paper "
+                             "database (--paper_db ZIP --id2paper JSON)")  # fmt: skip
+        return search_engine
+    if online and not has_key:
+        raise ValueError(f"online search needs the {SERPER_KEY_ENV} environment variable (a serper.dev key), or "
+                         "--search_engine arxiv for the arXiv API's search (no key)")  # fmt: skip
+    if has_key and online is not False:
+        return "serper"
+    if offline:
+        return "local"
+    raise ValueError(NO_SOURCE_HELP)
 
 
 def default_index_dir(paper_db: str) -> str:
@@ -328,6 +418,9 @@ def build_paper_source(
     released_serper: bool = False,
     released_cite_split: bool = False,
     released_title_match: bool = False,
+    search_engine: str | None = None,
+    released_titles: bool = False,
+    title_llm=None,
 ) -> PaperSource:
     """The source the runner and the PPO script use.
 
@@ -335,28 +428,30 @@ def build_paper_source(
         paper_db, id2paper: the released local paper database (consulted first for lookups, as released).
         index: a persisted offline search index (``pasa index``). A missing or damaged folder raises
             ``pasa.tools.local_search.SearchIndexError`` with a one-line message.
-        online: search Google via Serper and resolve through arXiv/ar5iv. ``None``: online iff ``SERPER_API_KEY``
-            is set. Offline with a paper DB but no index: the index is built once (or loaded) beside the zip.
+        online: resolve papers and fetch full text online (arXiv API, ar5iv, arxiv.org/html). ``None``: online when
+            the search engine is ``serper`` or ``arxiv``. ``False`` with no engine named: search the offline index.
+            Offline with a paper DB but no index: the index is built once (or loaded) beside the zip.
         http: the ``HttpClient`` for online services (default: one built from ``service``).
         service: ``pasa.tools.http.ServiceArgs`` (service URLs, timeouts, retries); default from the environment.
         title_index: a ``pasa.tools.title_index.TitleIndex`` folder, asked for titles before the arXiv API.
-        released_behaviour: set every tools-layer released flag below (COORD contract 1).
-        released_serper, released_cite_split, released_title_match: see ``OnlinePaperSource``.
+        released_behaviour: set every tools-layer released flag below, and take full text from ar5iv only.
+        released_serper, released_cite_split, released_titles, released_title_match: see ``OnlinePaperSource``.
+        search_engine: ``serper``, ``arxiv`` or ``local``; None: ``choose_search_engine``.
+        title_llm: a ``pasa.llm`` backend that rereads the cited titles the rules cannot read (one call per fetched
+            page, ``pasa.tools.title_llm``); None: rules only.
     """
     if released_behaviour:
-        released_serper = released_cite_split = released_title_match = True
+        released_serper = released_cite_split = released_titles = released_title_match = True
     if (paper_db is None) != (id2paper is None):
         raise ValueError("--paper_db and --id2paper go together (the zip and its id2paper.json)")
-    if online is None:
-        online = bool(os.environ.get(SERPER_KEY_ENV))
-    if online and not os.environ.get(SERPER_KEY_ENV):
-        raise ValueError(f"online search needs the {SERPER_KEY_ENV} environment variable (a serper.dev key)")
+    engine = choose_search_engine(search_engine, online, offline=paper_db is not None or index is not None)
+    online = engine in ONLINE_ENGINES or bool(online)
 
     lookups: list[PaperSource] = []
     if paper_db is not None:
         lookups.append(PaperDBSource(paper_db, id2paper))
     local_index = None
-    if index is not None or (paper_db is not None and not online):
+    if index is not None or (paper_db is not None and engine == "local"):
         from pasa.tools.local_search import LocalSearchIndex
 
         if paper_db is None:
@@ -365,12 +460,13 @@ def build_paper_source(
             local_index = LocalSearchIndex.from_paper_db(paper_db, id2paper, index or default_index_dir(paper_db))
         lookups.append(local_index)
     if title_index is not None:
-        from pasa.tools.title_index import TitleIndex  # helper F's module (issue 13 item 2)
+        from pasa.tools.title_index import TitleIndex
 
         lookups.append(TitleLookupSource(TitleIndex(title_index)))
 
     if online:
         from pasa.tools.http import HttpClient, ServiceArgs
+        from pasa.tools.title_llm import LLMTitleExtractor
 
         service = service if service is not None else ServiceArgs()
         if http is None:
@@ -380,16 +476,56 @@ def build_paper_source(
             serper_url=service.serper_url,
             arxiv_url=service.arxiv_url,
             ar5iv_url=service.ar5iv_url,
+            arxiv_html_url=None if released_behaviour else arxiv_html_address(service),
+            search_engine=engine if engine in ONLINE_ENGINES else "serper",
             released_serper=released_serper,
             released_cite_split=released_cite_split,
+            released_titles=released_titles,
             released_title_match=released_title_match,
+            title_extractor=None if title_llm is None else LLMTitleExtractor(title_llm),
         )
-        logger.info("paper source: Google (Serper) search; lookups %s", _names(lookups + [remote]))
-        return CompositePaperSource(remote, lookups + [remote])
-    if local_index is None:
-        raise ValueError(NO_SOURCE_HELP)
-    logger.info("paper source: offline index (%d papers); lookups %s", len(local_index), _names(lookups))
-    return CompositePaperSource(local_index, lookups)
+        lookups.append(remote)
+    if engine == "local":
+        logger.info("paper source: offline index (%d papers); lookups %s", len(local_index), _names(lookups))
+        return CompositePaperSource(local_index, lookups)
+    name = "Google (Serper)" if engine == "serper" else "the arXiv API (not the paper's Google search)"
+    logger.info("paper source: %s search; lookups %s", name, _names(lookups))
+    return CompositePaperSource(remote, lookups)
+
+
+def use_title_llm(source, llm) -> int:
+    """Give every online source inside ``source`` an ``LLMTitleExtractor`` over ``llm`` (for a model loaded after the
+    source was built, e.g. the crawler); returns how many took it (0: no online full text to read titles from;
+    released sources never take it)."""
+    from pasa.tools.title_llm import LLMTitleExtractor
+
+    found = 0
+    stack = [source]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, OnlinePaperSource):
+            if not node.released_titles and node.title_extractor is None:
+                node.title_extractor = LLMTitleExtractor(llm)
+                found += 1
+            continue
+        stack.extend(getattr(node, "sources", ()))
+        stack.extend(s for s in (getattr(node, "searcher", None), getattr(node, "lookups", None)) if s is not None)
+    return found
+
+
+ARXIV_HTML_URL_ENV = "PASA_ARXIV_HTML_URL"
+
+
+def arxiv_html_address(service) -> str | None:
+    """Where arXiv's own LaTeXML pages are asked when ar5iv has no page: the settings' ``arxiv_html_url``, else
+    ``$PASA_ARXIV_HTML_URL``, else arxiv.org/html when ar5iv is the real one. An ar5iv mirror or test server with no
+    arxiv.org/html address named gets no fallback, so a run pointed at local servers never reaches arxiv.org."""
+    from pasa.tools import ar5iv
+
+    url = getattr(service, "arxiv_html_url", None) or os.environ.get(ARXIV_HTML_URL_ENV, "").strip()
+    if not url:
+        return ar5iv.ARXIV_HTML_URL if service.ar5iv_url == ar5iv.AR5IV_URL else None
+    return url if "{arxiv_id}" in url else url.rstrip("/") + "/{arxiv_id}"
 
 
 def _names(sources: list) -> str:

@@ -1,7 +1,7 @@
 """A local title -> arXiv paper index built from arXiv's metadata snapshot: title lookups without the network.
 
 Every cited title the agent cannot find in its paper database goes to the arXiv API, which arXiv's terms limit to
-one call per 3 s (issue 13: 361 lookups would take 18 minutes per layer). arXiv publishes its whole catalogue as a
+one call per 3 s (361 lookups, a typical expansion layer, would take 18 minutes). arXiv publishes its whole catalogue as a
 metadata snapshot (Kaggle "Cornell-University/arxiv", ``arxiv-metadata-oai-snapshot.json``: one JSON record per
 line with ``id``, ``title``, ``abstract``, ``versions`` (dates), ``categories``); this module indexes it once, and
 ``TitleIndex(path).get_by_title(title)`` answers in microseconds with the same exact-title matching as the arXiv
@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -32,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from pasa.io import make_temp_dir
+from pasa.io import make_temp_dir, write_json_atomic
 from pasa.paper import Paper, normalize_arxiv_id, title_key
 
 logger = logging.getLogger(__name__)
@@ -137,37 +138,8 @@ def build_title_index(records: Iterable[MetadataRecord], out_dir: str, source: o
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp_dir = make_temp_dir(parent, prefix=".title-index-tmp-")  # the umask's mode, not 0700
-    con = sqlite3.connect(os.path.join(tmp_dir, DB_NAME))
-    con.executescript(
-        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
-        "CREATE TABLE papers(arxiv_id TEXT PRIMARY KEY, title TEXT NOT NULL, abstract TEXT NOT NULL,"
-        " published TEXT, categories TEXT NOT NULL);"  # rowid table: WITHOUT ROWID packs ~1 KB rows badly (4x size)
-        "CREATE TABLE titles(tkey TEXT PRIMARY KEY, arxiv_id TEXT NOT NULL) WITHOUT ROWID;"
-    )
-    papers_batch: list[tuple] = []
-    titles_batch: list[tuple] = []
-    n_in = 0
-
-    def flush() -> None:
-        con.executemany("INSERT OR IGNORE INTO papers VALUES (?, ?, ?, ?, ?)", papers_batch)
-        con.executemany("INSERT OR IGNORE INTO titles VALUES (?, ?)", titles_batch)
-        papers_batch.clear()
-        titles_batch.clear()
-
     try:
-        for rec in records:
-            n_in += 1
-            papers_batch.append((rec.arxiv_id, rec.title, rec.abstract, rec.published, rec.categories))
-            key = title_key(rec.title)
-            if key:
-                titles_batch.append((key, rec.arxiv_id))
-            if len(papers_batch) >= BATCH:
-                flush()
-        flush()
-        con.commit()
-        n_papers = con.execute("SELECT COUNT(*) FROM papers").fetchone()[0]
-        n_titles = con.execute("SELECT COUNT(*) FROM titles").fetchone()[0]
-        con.close()
+        n_in, n_papers, n_titles = _write_title_db(records, os.path.join(tmp_dir, DB_NAME))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -181,31 +153,65 @@ def build_title_index(records: Iterable[MetadataRecord], out_dir: str, source: o
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "source": source,
         }
-        from pasa.io import write_json_atomic
-
         write_json_atomic(os.path.join(tmp_dir, MANIFEST), manifest)
-        if os.path.isdir(out_dir):
-            if set(os.listdir(out_dir)) - {DB_NAME, MANIFEST}:
-                raise FileExistsError(f"{out_dir} exists and is not a title index; refusing to overwrite it")
-            trash = tempfile.mkdtemp(dir=parent, prefix=".old-title-index-")
-            os.replace(out_dir, os.path.join(trash, "old"))
-            os.replace(tmp_dir, out_dir)
-            import shutil
-
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out_dir)
+        _replace_index_dir(tmp_dir, out_dir)
     except BaseException:
-        import shutil
-
-        try:
-            con.close()
-        except sqlite3.ProgrammingError:
-            pass
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     logger.info("title index: %d papers, %d title keys in %.1f s", n_papers, n_titles, manifest["build_seconds"])
     return manifest
+
+
+def _write_title_db(records: Iterable[MetadataRecord], path: str) -> tuple[int, int, int]:
+    """The SQLite file of the index: every record by id, every title key to the first id that has it. Returns
+    (records read, papers kept, title keys kept)."""
+    con = sqlite3.connect(path)
+    try:
+        con.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-262144;"
+            "CREATE TABLE papers(arxiv_id TEXT PRIMARY KEY, title TEXT NOT NULL, abstract TEXT NOT NULL,"
+            " published TEXT, categories TEXT NOT NULL);"  # rowid table: WITHOUT ROWID packs ~1 KB rows badly (4x)
+            "CREATE TABLE titles(tkey TEXT PRIMARY KEY, arxiv_id TEXT NOT NULL) WITHOUT ROWID;"
+        )
+        n_in = 0
+        for batch in _batches(records, BATCH):
+            n_in += len(batch)
+            con.executemany(
+                "INSERT OR IGNORE INTO papers VALUES (?, ?, ?, ?, ?)",
+                [(r.arxiv_id, r.title, r.abstract, r.published, r.categories) for r in batch],
+            )
+            keys = ((title_key(r.title), r.arxiv_id) for r in batch)
+            con.executemany("INSERT OR IGNORE INTO titles VALUES (?, ?)", [k for k in keys if k[0]])
+        con.commit()
+        n_papers = con.execute("SELECT COUNT(*) FROM papers").fetchone()[0]
+        n_titles = con.execute("SELECT COUNT(*) FROM titles").fetchone()[0]
+    finally:
+        con.close()
+    return n_in, n_papers, n_titles
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _replace_index_dir(tmp_dir: str, out_dir: str) -> None:
+    """Move the finished ``tmp_dir`` to ``out_dir``, replacing an older title index there (never anything else)."""
+    if not os.path.isdir(out_dir):
+        os.replace(tmp_dir, out_dir)
+        return
+    if set(os.listdir(out_dir)) - {DB_NAME, MANIFEST}:
+        raise FileExistsError(f"{out_dir} exists and is not a title index; refusing to overwrite it")
+    trash = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(out_dir)), prefix=".old-title-index-")
+    os.replace(out_dir, os.path.join(trash, "old"))
+    os.replace(tmp_dir, out_dir)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 class TitleIndex:

@@ -1,16 +1,18 @@
-"""Released-behaviour rows of the agent (issue 9) and the failure / cited-id contracts (issues 11, 14).
+"""Released-behaviour rows of the agent, failed tool calls, and citations resolved by their arXiv id.
 
 Each row runs one scripted world in both modes: the project's default and the released one (the individual flag,
 and ``released_behaviour=True`` which must set it). The world is built so that the two modes give different trees.
 """
 
 import logging
+from dataclasses import fields
 
 import pytest
 
 from pasa.agent import RELEASED_VALUES, AgentConfig, PaperAgent
 from pasa.crawler import Crawler
 from pasa.paper import FAILURE_KINDS, PaperNode, is_degraded
+from pasa.released import RELEASED, LoopRules, loop_rules
 from pasa.selector import Selector
 from tests.fakes import InMemoryPaperSource, ScriptedLLM
 from tests.fakes import paper as _paper
@@ -48,7 +50,7 @@ def ids(node: PaperNode) -> dict:
     return {k: [(c.arxiv_id, c.select_score, ids(c)) for c in v] for k, v in node.child.items()}
 
 
-# -- the switch ------------------------------------------------------------------------------------------------
+# -- the switch -----------------------------------------------------------------------------------------------------
 def test_switch_sets_every_released_flag_and_default_is_the_project():
     on, off = AgentConfig(released_behaviour=True), AgentConfig()
     for name, value in RELEASED_VALUES.items():
@@ -58,7 +60,19 @@ def test_switch_sets_every_released_flag_and_default_is_the_project():
     assert AgentConfig(keep_empty_queries=True).selector_sees_cited_title is False
 
 
-# -- row 1: the selector sees the cited string -----------------------------------------------------------------
+def test_each_flag_picks_its_own_step():
+    """``loop_rules`` gives every step its released form under the switch, the project's form by default, and one
+    flag changes one step only."""
+    project, released_rules = loop_rules(AgentConfig()), loop_rules(AgentConfig(released_behaviour=True))
+    steps = [f.name for f in fields(LoopRules)]
+    assert all(getattr(project, s) != getattr(released_rules, s) for s in steps)
+    assert len(RELEASED) == len(steps) == len(RELEASED_VALUES)
+    for flag, value in RELEASED_VALUES.items():
+        one = loop_rules(AgentConfig(**{flag: value}))
+        assert sum(getattr(one, s) != getattr(project, s) for s in steps) == 1, flag
+
+
+# -- row 1: the selector sees the cited string ----------------------------------------------------------------------
 def test_selector_input_for_a_cited_paper_both_modes():
     # C cites F as "THE ZETA PAPER!" (matches F after normalisation); only F's own title has a score
     default, _, sel_default = run()
@@ -80,7 +94,7 @@ def test_selector_input_for_a_cited_paper_both_modes():
     assert not any("THE ZETA PAPER!" in p for _, batch in sel_default.calls for p in batch)
 
 
-# -- row 2: a database paper whose sections are {} ------------------------------------------------------------
+# -- row 2: a database paper whose sections are {} ------------------------------------------------------------------
 class SectionsOnline(InMemoryPaperSource):
     """The record of A has sections {} (paper DB) but ar5iv has its full text."""
 
@@ -109,7 +123,7 @@ def test_empty_sections_record_both_modes():
         assert "Sections: dict_keys([])" in crawler.calls[1][1][0]
 
 
-# -- row 3: an empty [Search] query -----------------------------------------------------------------------------
+# -- row 3: an empty [Search] query ---------------------------------------------------------------------------------
 class RecordingSource(InMemoryPaperSource):
     def __init__(self, *a):
         super().__init__(*a)
@@ -141,7 +155,7 @@ def test_empty_search_query_both_modes():
         assert B not in root.extra["touch_ids"]
 
 
-# -- the end-date rule: papers found by search are dropped too ---------------------------------------------------
+# -- the end-date rule: papers found by search are dropped too ------------------------------------------------------
 class UndatedSearch(InMemoryPaperSource):
     """A search engine that ignores the end date (e.g. Google's before: misses a paper's date)."""
 
@@ -164,7 +178,7 @@ def test_end_date_filter_drops_search_results_too():
         assert [n.arxiv_id for n in root.child["s"]] == [A, B]
 
 
-# -- the released script's slip: expand_papers passed as search_queries -----------------------------------------
+# -- the released script's slip: expand_papers passed as search_queries ---------------------------------------------
 def test_search_query_limit_slip_both_modes():
     world = dict(
         papers=[paper(A), paper(B)],
@@ -179,7 +193,7 @@ def test_search_query_limit_slip_both_modes():
         assert list(root.child) == ["a", "b"]
 
 
-# -- cited strings looked up as written (released) or once per normalised title -----------------------------------
+# -- cited strings looked up as written (released) or once per normalised title -------------------------------------
 class ExactTitles(InMemoryPaperSource):
     """A title service that matches the string exactly (as some title searches do)."""
 
@@ -203,7 +217,7 @@ def test_title_lookup_dedup_both_modes():
         assert source.asked == ["the beta paper.", "The beta paper"]
 
 
-# -- sections of a failed fetch on the node --------------------------------------------------------------------
+# -- sections of a failed fetch on the node -------------------------------------------------------------------------
 def test_failed_section_fetch_on_the_node_both_modes():
     root, *_ = run()
     assert root.child["q1"][1].sections == ""  # B: nothing fetched
@@ -214,7 +228,7 @@ def test_failed_section_fetch_on_the_node_both_modes():
         assert b.to_dict()["sections"] is None
 
 
-# -- search query length cap ---------------------------------------------------------------------------------------
+# -- search query length cap ----------------------------------------------------------------------------------------
 def test_long_search_query_is_cut(caplog):
     long_q = "graph " * 200
     world = dict(papers=[paper(A)], search={}, replies={"q": f"[Search] {long_q}\n[StopSearch]"}, scores={})
@@ -227,7 +241,7 @@ def test_long_search_query_is_cut(caplog):
         assert source.searched == [long_q.strip()]
 
 
-# -- contract 2: failures ----------------------------------------------------------------------------------------
+# -- failed tool calls ----------------------------------------------------------------------------------------------
 class Failing(InMemoryPaperSource):
     def search(self, query, k, end_date=None):
         if query == "bad":
@@ -297,7 +311,7 @@ def test_is_degraded_on_released_and_old_trees():
     assert is_degraded({"extra": {"failures": {"crawler_no_action": 1}}})
 
 
-# -- contract 3: citations resolved by arXiv id ------------------------------------------------------------------
+# -- citations resolved by arXiv id ---------------------------------------------------------------------------------
 def test_citations_resolved_by_id_when_known():
     cited = paper(A, sections={"S": ["Garbled t1tle from a bibliography", T(C), T(D)]})
     cited.section_ids = {"S": [B, None, "2402.99999"]}  # B by id; C by title; an unknown id falls back to title

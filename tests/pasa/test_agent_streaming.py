@@ -5,6 +5,7 @@ the trees must still equal the reference's, in the project's mode and in the rel
 then runs as the released loop in its fixed order). Plus the micro-batcher and per-service concurrency.
 """
 
+import asyncio
 import random
 import threading
 import time
@@ -121,7 +122,9 @@ def make_world(seed):
 
 def strip(tree: dict) -> dict:
     tree = dict(tree)
-    tree["extra"] = {k: v for k, v in tree["extra"].items() if k not in ("failures", "crawler_raw_replies")}
+    tree["extra"] = {
+        k: v for k, v in tree["extra"].items() if k not in ("failures", "crawler_raw_replies", "citations")
+    }
     return tree
 
 
@@ -174,39 +177,31 @@ def test_modes_differ_on_random_worlds():
 
 
 # -- the micro-batcher -----------------------------------------------------------------------------------------
-def drain(events, batcher, idle):
-    batcher.dispatch(idle)
-    while batcher.inflight:
-        fn, arg = events.get(timeout=5)
-        fn(arg)
-        batcher.dispatch(idle)
-
-
 def test_batcher_full_batches_then_idle_flush():
-    import queue
+    calls = []
+    state = {"idle": False}
 
-    events = queue.SimpleQueue()
-    calls, out = [], {}
-    b = MicroBatcher(
-        lambda items: calls.append(list(items)) or [x * 10 for x in items],
-        lambda fn, a: events.put((fn, a)),
-        batch_size=3,
-        max_concurrency=1,
-        wait_s=60,
-    )
-    for i in (5, 1, 4, 2, 3):  # keys sort the waiting requests
-        b.submit(i, i, lambda r, i=i: out.__setitem__(i, r))
-    drain(events, b, idle=False)  # only full batches go: one of 3
-    assert calls == [[1, 2, 3]]
-    drain(events, b, idle=True)  # nothing else can arrive: the rest goes now
-    assert calls == [[1, 2, 3], [4, 5]] and out == {i: i * 10 for i in range(1, 6)}
-    b.close()
+    async def main():
+        b = MicroBatcher(
+            lambda items: calls.append(list(items)) or [x * 10 for x in items],
+            batch_size=3,
+            max_concurrency=1,
+            wait_s=60,
+            idle=lambda: state["idle"],
+        )
+        async with b:
+            asks = [asyncio.create_task(b.submit(i, key=i)) for i in (5, 1, 4, 2, 3)]  # keys order the waiting
+            await asyncio.sleep(0.05)
+            assert calls == [[1, 2, 3]]  # only full batches go while not idle
+            state["idle"] = True  # nothing else can arrive: the rest goes now
+            b.poke()
+            return [await a for a in asks]
+
+    assert asyncio.run(main()) == [50, 10, 40, 20, 30]
+    assert calls == [[1, 2, 3], [4, 5]]
 
 
 def test_batcher_splits_over_free_slots_for_servers_and_waits_for_deadline():
-    import queue
-
-    events = queue.SimpleQueue()
     calls = []
     lock = threading.Lock()
 
@@ -215,26 +210,31 @@ def test_batcher_splits_over_free_slots_for_servers_and_waits_for_deadline():
             calls.append(len(items))
         return items
 
-    b = MicroBatcher(call, lambda fn, a: events.put((fn, a)), batch_size=0, max_concurrency=4, wait_s=0.05)
-    for i in range(10):
-        b.submit(i, i, lambda r: None)
-    b.dispatch(idle=False)
-    assert calls == [] and b.deadline() is not None  # not due yet, not idle
-    time.sleep(0.06)
-    drain(events, b, idle=False)
+    async def main():
+        async with MicroBatcher(call, batch_size=0, max_concurrency=4, wait_s=0.1, idle=lambda: False) as b:
+            asks = [asyncio.create_task(b.submit(i, key=i)) for i in range(10)]
+            await asyncio.sleep(0.03)
+            assert calls == []  # not due yet, not idle
+            return await asyncio.gather(*asks)
+
+    assert asyncio.run(main()) == list(range(10))
     assert sorted(calls) == [2, 2, 3, 3]  # 10 prompts split over 4 free slots
-    b.close()
 
 
-def test_batcher_error_reaches_the_loop():
-    import queue
+def test_batcher_error_reaches_every_request_of_the_call():
+    async def main():
+        async with MicroBatcher(lambda items: 1 / 0) as b:
+            return await asyncio.gather(b.submit("x"), b.submit("y"), return_exceptions=True)
 
-    events = queue.SimpleQueue()
-    b = MicroBatcher(lambda items: 1 / 0, lambda fn, a: events.put((fn, a)))
-    b.submit(0, "x", lambda r: None)
-    with pytest.raises(ZeroDivisionError):
-        drain(events, b, idle=True)
-    b.close()
+    assert [type(e) for e in asyncio.run(main())] == [ZeroDivisionError, ZeroDivisionError]
+
+
+def test_batcher_needs_a_running_dispatcher():
+    async def main():
+        await MicroBatcher(lambda items: items).submit("x")
+
+    with pytest.raises(RuntimeError, match="async with"):
+        asyncio.run(main())
 
 
 def test_model_error_propagates_from_run():

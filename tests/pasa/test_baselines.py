@@ -129,14 +129,14 @@ def test_cli_google_batch_resume_and_eval(tmp_path, capsys):
     queries, out = tmp_path / "test.jsonl", tmp_path / "google"
     write_queries(queries)
     src = source()
-    assert main(["google", "--input_file", str(queries), "--output_folder", str(out), "--num_results", "10"], src) == 0
+    assert main(["google", "--input_file", str(queries), "--output_dir", str(out), "--num_results", "10"], src) == 0
     # line index naming (the broken line 2 is skipped but keeps its index); end date = published_time - 7 days
     assert sorted(p.name for p in out.iterdir()) == ["0.json", "2.json"]
     assert src.searches == [("find alpha", 10, "20230110"), ("alpha beta", 10, "20230222")]
     tree = json.loads((out / "0.json").read_text())
     assert tree["extra"]["answer"] == ["Paper D", "Paper Z"] and tree["extra"]["has_selector"] is False
     # resume: nothing is searched again
-    assert main(["google", "--input_file", str(queries), "--output_folder", str(out)], src) == 0
+    assert main(["google", "--input_file", str(queries), "--output_dir", str(out)], src) == 0
     assert len(src.searches) == 2
     capsys.readouterr()
     assert cli_main(["eval", str(out), "--format", "latex"]) == 0
@@ -147,14 +147,14 @@ def test_cli_google_batch_resume_and_eval(tmp_path, capsys):
 def test_cli_google_llm_with_injected_llm(tmp_path):
     out = tmp_path / "gl"
     llm = ScriptedLLM(reply_fn=lambda p: "alpha beta")
-    assert main(["google-llm", "--query", "papers on alpha", "--output_folder", str(out)], source(), llm) == 0
+    assert main(["google-llm", "--query", "papers on alpha", "--output_dir", str(out)], source(), llm) == 0
     tree = json.loads((out / "0.json").read_text())
     assert list(tree["child"]) == ["alpha beta"] and tree["child"]["alpha beta"][0]["title"] == "Paper C"
 
 
 def test_cli_google_llm_needs_a_model(tmp_path):
     with pytest.raises(SystemExit) as err:
-        main(["google-llm", "--query", "q", "--output_folder", str(tmp_path)], source())
+        main(["google-llm", "--query", "q", "--output_dir", str(tmp_path)], source())
     assert err.value.code == 2
 
 
@@ -173,7 +173,7 @@ def test_cli_pasa_llm_on_a_loopback_server(tmp_path):
     )
     out = tmp_path / "pasa_llm"
     with openai_server(stub) as url:
-        argv = ["pasa-llm", "--llm", f"{url}#gpt-4o", "--query", "papers on alpha", "--output_folder", str(out)]
+        argv = ["pasa-llm", "--llm", f"{url}#gpt-4o", "--query", "papers on alpha", "--output_dir", str(out)]
         assert main(argv, source()) == 0
     tree = json.loads((out / "0.json").read_text())
     assert tree["extra"]["method"] == "pasa-llm" and tree["extra"]["model"] == "gpt-4o"
@@ -185,7 +185,7 @@ def test_cli_pasa_llm_on_a_loopback_server(tmp_path):
 
 def test_cli_pasa_llm_rejects_local_checkpoints(tmp_path):
     with pytest.raises(SystemExit) as err:
-        main(["pasa-llm", "--llm", "checkpoints/pasa-7b", "--query", "q", "--output_folder", str(tmp_path)], source())
+        main(["pasa-llm", "--llm", "checkpoints/pasa-7b", "--query", "q", "--output_dir", str(tmp_path)], source())
     assert err.value.code == 2
 
 
@@ -210,3 +210,51 @@ def test_cli_baseline_redoes_degraded_results_on_request(tmp_path):
     assert main(["google", "--query", "find alpha", "--output_dir", str(out), "--redo_degraded"], src) == 0
     assert len(src.searches) == 2
     assert not json.loads((out / "0.json").read_text())["extra"].get("failures", {}).get("search")
+
+
+# -- checks before any query, named by the flags the user gave ---------------------------------------------------------
+def _refused_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1#gpt-4o"
+
+
+def test_google_llm_with_an_unreachable_llm_stops_in_one_line_before_searching(tmp_path, capsys):
+    import time
+
+    src = source()
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as err:
+        main(["google-llm", "--llm", _refused_url(), "--query", "q", "--output_dir", str(tmp_path / "o")], src)
+    assert err.value.code == 1 and time.monotonic() - start < 5 and src.searches == []
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--llm" in lines[0] and "cannot reach" in lines[0]
+    assert not (tmp_path / "o" / "0.json").exists()
+
+
+def test_pasa_llm_names_the_llm_flag(tmp_path, capsys, tiny_artifacts):
+    argv = ["pasa-llm", "--llm", _refused_url(), "--query", "q", "--output_dir", str(tmp_path / "o")]
+    argv += ["--search_index", str(tiny_artifacts / "data/paper_database/search_index"), "--online", "false"]
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--llm" in lines[0] and "--crawler_path" not in lines[0]
+
+
+def test_google_without_a_key_stops_and_offline_is_named_for_what_ran(tmp_path, capsys, monkeypatch, tiny_artifacts):
+    monkeypatch.delenv("SERPER_API_KEY", raising=False)
+    out = tmp_path / "google"
+    with pytest.raises(SystemExit) as err:
+        main(["google", "--query", "alpha", "--output_dir", str(out)])
+    assert err.value.code == 2 and not out.exists()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "SERPER_API_KEY is not set" in lines[0] and "--online false" in lines[0]
+
+    index = str(tiny_artifacts / "data/paper_database/search_index")
+    argv = ["google", "--query", "graph attention", "--output_dir", str(out), "--online", "false"]
+    assert main([*argv, "--search_index", index]) == 0
+    assert "offline search, not Google" in capsys.readouterr().out
+    assert json.loads((out / "0.json").read_text())["extra"]["method"] == "offline"

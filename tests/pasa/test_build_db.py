@@ -17,9 +17,10 @@ import zipfile
 import pytest
 
 from pasa import build_db
-from pasa.build_db import build_database, convert_paper, section_keys
+from pasa.build_db import build_database
 from pasa.paper import title_key
 from pasa.tools.paper_db import PaperDB
+from pasa.unarxive import convert_paper, section_keys
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "unarxive")
 SAMPLE = os.path.join(FIXTURES, "sample_3papers.jsonl")
@@ -232,6 +233,49 @@ def test_cli(tmp_path, capsys):
 
 
 # -- the real sample ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "make_args, expected",
+    [
+        (lambda t: [str(t / "nothing")], "no unarXive files (*.jsonl, *.jsonl.gz) in"),
+        (lambda t: [str(t / "missing.jsonl")], "does not exist"),
+        (lambda t: ["--metadata", str(t / "no-snapshot.json")], "--metadata"),
+        (lambda t: [SAMPLE, "--title_index", str(t / "no-index")], "--title_index"),
+    ],
+)
+def test_a_build_that_cannot_start_is_one_line_and_leaves_nothing(make_args, expected, tmp_path, capsys):
+    from pasa.cli import main
+
+    (tmp_path / "nothing").mkdir()
+    out = tmp_path / "db"
+    assert main(["build-db", *make_args(tmp_path), "--output_dir", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and expected in captured.err
+    assert not out.exists()  # no build_report.json, no empty folder
+
+
+def test_a_mistyped_flag_is_named_before_a_missing_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_db.main([SAMPLE, "--outptu_dir", str(tmp_path / "db")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err == ["pasa build-db: error: unrecognized argument --outptu_dir; did you mean --output_dir?"]
+    assert not (tmp_path / "db").exists()
+
+
+def test_a_build_failing_midway_removes_the_folder_it_created(tmp_path, capsys, monkeypatch):
+    import pasa.build_db as build_db
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(build_db, "build_database", fail)
+    assert build_db.main([SAMPLE, "--output_dir", str(tmp_path / "db")]) == 2
+    assert "disk full" in capsys.readouterr().err and not (tmp_path / "db").exists()
+    (tmp_path / "kept").mkdir()
+    assert build_db.main([SAMPLE, "--output_dir", str(tmp_path / "kept")]) == 2
+    assert (tmp_path / "kept").is_dir()  # a folder the user made stays
+
+
 def test_real_unarxive_sample(tmp_path, shared_data):
     real_sample = shared_data / "unarxive_sample" / "unarXive_data_sample.tar.gz"
     if not real_sample.is_file():
@@ -271,9 +315,10 @@ def test_truncated_gzip_and_odd_shapes_never_abort(tmp_path):
 def test_doctests():
     import doctest
 
+    from pasa import unarxive
     from pasa.tools import title_index
 
-    assert doctest.testmod(build_db).failed == 0 and doctest.testmod(title_index).failed == 0
+    assert all(doctest.testmod(m).failed == 0 for m in (build_db, unarxive, title_index))
 
 
 def test_agent_resolves_the_built_citations_by_id(tmp_path):

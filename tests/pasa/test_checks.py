@@ -1,4 +1,4 @@
-"""Input checks: one line naming the problem and what to do, before any work (issue 11 point 8, 12 item 2)."""
+"""Input checks: one line naming the problem and what to do, before any work."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from pasa.checks import (
     check_end_date,
     check_index_dir,
     check_input_file,
+    check_jsonl_file,
     check_model_path,
     check_model_server,
     check_output_dir,
     check_selector_endpoint,
     exit_with,
     looks_like_path,
+    resolve_model,
 )
 
 
@@ -202,3 +204,48 @@ def test_unreachable_model_server_is_one_line():
     ) as err:
         check_model_server(f"http://127.0.0.1:{port}/v1", "--selector_path", timeout=2)
     assert err.value.exit_code == 1
+
+
+# -- query files ------------------------------------------------------------------------------------------------
+def test_query_file_must_be_jsonl_and_not_empty(tmp_path):
+    csv = tmp_path / "q.csv"
+    csv.write_text("question,answer\nwhat is RAG,T1\n")
+    with pytest.raises(CheckError) as err:
+        check_jsonl_file(str(csv))
+    assert (
+        "is not JSONL" in str(err.value) and "JSONL expected" in str(err.value) and "question,answer" in str(err.value)
+    )
+    assert "\n" not in str(err.value)
+    for content in ("", "\n  \n"):
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text(content)
+        with pytest.raises(CheckError, match="is empty; write one JSON object per line"):
+            check_jsonl_file(str(empty))
+    good = tmp_path / "q.jsonl"
+    good.write_bytes(b'\xef\xbb\xbf\n{"question": "q"}\n')  # a byte-order mark and a blank line first
+    assert check_jsonl_file(str(good)) == str(good)
+
+
+# -- Hugging Face names -----------------------------------------------------------------------------------------
+def test_hub_name_not_downloaded_is_one_line_without_network(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the check went to the network")
+
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    with pytest.raises(CheckError) as err:
+        resolve_model("Qwen/Qwen2.5-7B-Instruct", "--crawler_path", cache_dir=str(tmp_path / "hub"))
+    message = str(err.value)
+    assert message.startswith("--crawler_path 'Qwen/Qwen2.5-7B-Instruct' is not a local folder")
+    assert "huggingface-cli download Qwen/Qwen2.5-7B-Instruct" in message and err.value.exit_code == 2
+
+
+def test_hub_name_in_the_local_cache_resolves_to_its_folder(tmp_path):
+    repo = tmp_path / "hub" / "models--org--tiny"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = make_checkpoint(repo / "snapshots" / revision)
+    assert resolve_model("org/tiny", "--selector_path", cache_dir=str(tmp_path / "hub")) == snapshot
+    assert resolve_model("http://host:8000/v1#m") == "http://host:8000/v1#m"
+    with pytest.raises(CheckError, match="checkpoint not found: checkpoints/x"):
+        resolve_model("checkpoints/x")

@@ -32,3 +32,23 @@ def test_help_names_the_command_and_shows_an_example(command, capsys):
     assert out.startswith(f"usage: pasa {command}") and f"example:\n  pasa {command}" in out
     text = " ".join(out.split())  # undo argparse's wrapping
     assert re.search(r"default[^()]*\)\.? \(default:", text) is None, "a help text says its default twice"
+
+
+def test_every_command_resolves_to_its_function():
+    import importlib
+
+    for name, (target, _) in cli.COMMANDS.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def test_mistyped_flag_is_one_line_with_the_flag_meant(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--query", "q", "--ouput_dir", "out"])
+    assert exc.value.code == 2
+    assert (
+        capsys.readouterr().err == "pasa run: error: unrecognized argument --ouput_dir; did you mean --output_dir?\n"
+    )
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--querry", "q"])
+    assert exc.value.code == 2 and "did you mean --query?" in capsys.readouterr().err

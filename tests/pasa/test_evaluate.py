@@ -77,8 +77,8 @@ def test_cli_prints_table_latex_and_markdown(run_a, capsys):
 
 def test_cli_ensemble_and_output_json(run_a, run_b, tmp_path, capsys):
     out_json = tmp_path / "out" / "summary.json"
-    argv = ["eval", run_a, "--output_folder_ensemble", run_b, "--format", "latex", "--output", str(out_json)]
-    assert cli_main(argv) == 0  # the released --output_folder_ensemble and the old --output are accepted
+    argv = ["eval", run_a, "--ensemble", run_b, "--format", "latex", "--output_file", str(out_json)]
+    assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert out.startswith("0.625 & 0.4 & 0.4375 & 0.625 & 0.625 & 0.5\n0.625 & 1.75 & 0.4268 & 0.4  & 0.4375\n")
     data = json.loads(out_json.read_text())
@@ -192,7 +192,7 @@ def deep_tree_text(depth: int) -> str:
 
 
 def test_deep_tree_is_scored_and_unparseable_one_skipped(tmp_path, capsys):
-    """Issue 11 point 10: a 3,000-level tree is scored (no RecursionError); one nested beyond parsing is skipped."""
+    """A 3,000-level tree is scored (no RecursionError); one nested beyond parsing is skipped."""
     (tmp_path / "0.json").write_text(deep_tree_text(3000))
     (tmp_path / "1.json").write_text("[" * 400_000 + "]" * 400_000)
     ev = evaluate_folder(str(tmp_path))

@@ -131,7 +131,7 @@ def test_two_processes_split_the_items(tmp_path):
 
 
 def test_paper_db_and_search_index_follow_the_umask(tmp_path):
-    """Issue 11 point 11: the outputs renamed into place from mkstemp/mkdtemp temporaries get the umask's mode."""
+    """The outputs renamed into place from mkstemp/mkdtemp temporaries get the umask's mode."""
     from pasa.paper import Paper
     from pasa.tools.local_search import LocalSearchIndex
     from pasa.tools.paper_db import build_paper_db

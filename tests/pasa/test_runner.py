@@ -1,9 +1,10 @@
 import json
 import logging
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pasa.agent import AgentConfig, PaperAgent
+from pasa.agent import AgentConfig, AgentEvent, PaperAgent
 from pasa.crawler import Crawler
 from pasa.runner import QueryItem, end_date_from_published, load_queries, main, run_queries
 from pasa.selector import Selector
@@ -19,9 +20,12 @@ def write_jsonl(path, lines):
 
 def test_end_date_is_published_minus_seven_days():
     assert end_date_from_published("20240301") == "20240223"  # leap year
-    assert end_date_from_published(None) is None
-    with pytest.raises(ValueError):
-        end_date_from_published("2024-03-01")
+    assert end_date_from_published("2024-03-01") == end_date_from_published("2024-03-01T10:00:00Z") == "20240223"
+    assert end_date_from_published(20240110) == "20240103"
+    assert end_date_from_published(None) is None and end_date_from_published("") is None
+    for bad in ("March 2024", "20241301", "2024-1-10"):
+        with pytest.raises(ValueError):
+            end_date_from_published(bad)
 
 
 def test_load_queries_reports_bad_lines_and_keeps_line_indices(tmp_path, caplog):
@@ -137,11 +141,12 @@ def test_cli_requires_exactly_one_input(tiny_checkpoint, capsys):
 
 
 def test_demo_runs_the_loop(tmp_path, capsys):
-    from pasa.runner import demo_main
+    from pasa.demo import demo_main
 
-    assert demo_main(["--output_folder", str(tmp_path)]) == 0
+    assert demo_main(["--output_dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "rule-based stand-in" in out and "RANDOM Qwen2" in out
+    assert "pasa run --query" in out and "--crawler_path" in out and "pasa download" in out  # a next step that works
     tree = json.loads((tmp_path / "results" / "0.json").read_text())
     assert len(tree["child"]) == 3 and tree["extra"]["touch_ids"]
     assert any(c["child"] for nodes in tree["child"].values() for c in nodes)  # expansion happened
@@ -150,20 +155,14 @@ def test_demo_runs_the_loop(tmp_path, capsys):
 def test_no_cache_flag_reaches_the_online_source(monkeypatch, tmp_path, tiny_checkpoint):
     from pasa.agent import AgentConfig
     from pasa.runner import RunArgs, build_agent
+    from pasa.tools.http import HttpConfig
     from pasa.tools.sources import CompositePaperSource
 
     monkeypatch.setenv("SERPER_API_KEY", "dummy-key-for-test")
-    args = RunArgs(
-        query="q",
-        crawler_path=tiny_checkpoint,
-        selector_path=tiny_checkpoint,
-        device="cpu",
-        no_cache=True,
-        cache_dir=str(tmp_path),
-    )
-    agent = build_agent(args, AgentConfig())
+    args = RunArgs(query="q", crawler_path=tiny_checkpoint, selector_path=tiny_checkpoint, device="cpu")
+    agent = build_agent(args, AgentConfig(), http=HttpConfig(no_cache=True, cache_dir=str(tmp_path)))
     assert isinstance(agent.source, CompositePaperSource)
-    assert agent.source.searcher.http.config.cache is False
+    assert agent.source.searcher.http.config.no_cache is True
     assert not any(tmp_path.iterdir())  # no cache file created
 
 
@@ -184,9 +183,9 @@ def test_hf_batching_flags_reach_the_backend(tmp_path, tiny_checkpoint):
     assert (agent.crawler.llm.config.batch_size, agent.crawler.llm.config.max_batch_tokens) == (3, 777)
 
 
-# -- degraded results (issue 11 point 2) ---------------------------------------------------------------------------
+# -- degraded results ---------------------------------------------------------------------------
 class DegradedAgent(CountingAgent):
-    """Records failed tool calls in ``extra["failures"]`` (contract 2) for the questions in ``degraded``."""
+    """Records failed tool calls in ``extra["failures"]`` for the questions in ``degraded``."""
 
     def __init__(self, degraded=(), **kwargs):
         super().__init__(**kwargs)
@@ -227,7 +226,7 @@ def test_unreadable_result_on_disk_is_computed_again(tmp_path):
     assert agent.ran == ["q0"] and json.loads((tmp_path / "0.json").read_text())["title"] == "q0"
 
 
-# -- locks and temporaries (issue 11 point 5) ----------------------------------------------------------------------
+# -- locks and temporaries ----------------------------------------------------------------------
 def test_query_locked_by_a_live_run_is_left_to_it_and_stale_lock_taken_over(tmp_path):
     import subprocess
     import sys
@@ -284,7 +283,7 @@ def test_two_runs_on_one_folder_split_the_queries(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{i}.json" for i in range(12))
 
 
-# -- a batch that keeps failing the same way stops (issue 11 point 8) ---------------------------------------------
+# -- a batch that keeps failing the same way stops ---------------------------------------------
 def test_batch_stops_after_consecutive_identical_failures(tmp_path, caplog):
     from pasa.runner import summary_line
 
@@ -298,7 +297,7 @@ def test_batch_stops_after_consecutive_identical_failures(tmp_path, caplog):
     assert summary_line(results, total=10).endswith("not run 6 (batch stopped)")
 
 
-# -- command line: flags, checks before any work, progress (issue 11 point 8, issue 12 items 2, 4, 7, 8) --------
+# -- command line: flags, checks before any work, progress --------------------------------------------------------
 def run_cli(argv, capsys, source=None):
     """(exit status, stdout, stderr) of ``pasa run argv``."""
     try:
@@ -323,7 +322,8 @@ def run_cli(argv, capsys, source=None):
         (["--output_dir", "{q}"], "is a file; pass a folder"),
         (["--output_dir", "{q}/sub"], "is not writable"),
         (["--search_index", "{tmp}/no-index"], "does not exist; build it with `pasa index"),
-        (["--index", "{tmp}/no-index"], "--search_index"),
+        (["--serch_index", "{tmp}/no-index"], "unrecognized argument --serch_index; did you mean --search_index?"),
+        (["--crawler", "c"], "unrecognized argument --crawler; did you mean --crawler_path?"),
         (["--end_date", "2024-01-01"], "--end_date must be YYYYMMDD"),
     ],
 )
@@ -334,7 +334,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, tiny_checkpo
     argv = base + [a.format(q=q, tmp=tmp_path) for a in extra]
     code, out, err = run_cli(argv, capsys, source=InMemoryPaperSource([]))
     assert code == 2
-    lines = [line for line in err.splitlines() if not line.startswith("WARNING pasa.flags")]
+    lines = err.splitlines()
     assert (
         len(lines) == 1 and lines[0].startswith("pasa run: error: ") and message.format(q=q, tmp=tmp_path) in lines[0]
     )
@@ -362,18 +362,24 @@ def test_unreachable_model_server_stops_before_the_batch(tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and "cannot reach the model server of --crawler_path" in err
 
 
-def test_released_flags_are_accepted(tmp_path, tiny_checkpoint, capsys, caplog):
-    """The released run_paper_agent.py spelling (--crawler_path --selector_path --output_folder) runs silently."""
+def test_released_flag_names_only_in_the_released_entry_point(capsys, caplog):
+    """run_paper_agent.py takes the released spelling (--output_folder); `pasa run` names its own flag."""
     from pasa.runner import parse_args
+    from run_paper_agent import RELEASED_FLAGS
 
     argv = ["--query", "q", "--crawler_path", "c", "--selector_path", "s", "--output_folder", "o"]
     with caplog.at_level(logging.WARNING):
-        args, _, _ = parse_args(argv)
-    assert (args.crawler_path, args.selector_path, args.output_dir, args.output_folder) == ("c", "s", "o", "o")
-    assert caplog.text == ""
-    args, config, _ = parse_args(["--query", "q", "--crawler", "c", "--index", "i", "--released_behaviour"])
-    assert args.crawler_path == "c" and args.search_index == "i" and "deprecated" in caplog.text
-    assert config.released_behaviour is True
+        args, config, _ = parse_args(argv + ["--released_behaviour"], "run_paper_agent.py", RELEASED_FLAGS)
+    assert (args.crawler_path, args.selector_path, args.output_dir) == ("c", "s", "o")
+    assert config.released_behaviour is True and caplog.text == ""
+    args, _, _ = parse_args(argv[:-2] + ["--output_dir", "o2"], "run_paper_agent.py", RELEASED_FLAGS)
+    assert args.output_dir == "o2"
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        "pasa run: error: unrecognized argument --output_folder; did you mean --output_dir?\n"
+    )
 
 
 def test_help_names_the_command_and_shows_an_example(capsys):
@@ -392,13 +398,13 @@ def test_single_query_shows_its_stages(tmp_path, tiny_checkpoint, capsys, monkey
     agent = CountingAgent().agent
     monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
     argv = ["--query", "q", "--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint]
-    code, out, err = run_cli(argv + ["--output_dir", str(tmp_path), "--log_level", "ERROR"], capsys)
+    code, out, err = run_cli(argv + ["--output_dir", str(tmp_path), "--log_level", "ERROR"], capsys, agent.source)
     assert code == 0 and "Top papers" in out
     assert "search: 1 queries, 1 calls -> 1 ids, 1 lookups; selector 1 scored, 1 selected" in err
 
 
 def test_stage_progress_counts_a_scripted_run():
-    from pasa.runner import StageProgress, with_stage_progress
+    from pasa.progress import StageProgress
 
     replies = {"A title": "[Expand] Intro\n[StopExpand]"}
     crawler = Crawler(ScriptedLLM(replies=replies, default_reply="[Search] s\n[StopSearch]"))
@@ -407,7 +413,7 @@ def test_stage_progress_counts_a_scripted_run():
     agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=1))
     lines = []
     progress = StageProgress(write=lines.append)
-    root = with_stage_progress(agent, progress).run("q")
+    root = agent.run("q", on_event=progress.on_event)
     progress.finish()
     assert root.extra["crawler_recall_papers"] == ["A title", "Cited"]
     assert [line.split("] ", 1)[1] for line in lines[-1].splitlines()] == [
@@ -442,7 +448,7 @@ def test_result_of_another_query_is_never_overwritten(tmp_path, caplog):
 
 
 def test_failure_signature_ignores_object_addresses():
-    from pasa.runner import _failure_signature
+    from pasa.batch import failure_signature as _failure_signature
 
     first = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f3a2c1d>: Failed to establish")
     second = ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f99aa00>: Failed to establish")
@@ -465,7 +471,7 @@ def test_redo_keeps_the_less_degraded_result_and_write_errors_fail_the_query(tmp
     def full_disk(path, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("pasa.runner.write_text_atomic", full_disk)
+    monkeypatch.setattr("pasa.batch.write_text_atomic", full_disk)
     results = run_queries(CountingAgent(), ITEMS[1:], str(tmp_path), progress=False, max_consecutive_failures=2)
     assert [r.status for r in results] == ["failed", "failed"] and "No space left" in results[0].error
     assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())  # locks released
@@ -488,7 +494,7 @@ def test_paper_db_at_the_default_location_is_used(tmp_path, monkeypatch):
 
 def test_stage_progress_places_calls_in_their_layer():
     """Two layers: the search paper cites B (layer 1), B cites C (layer 2); B's sections are fetched."""
-    from pasa.runner import StageProgress, with_stage_progress
+    from pasa.progress import StageProgress
 
     class FetchOnly(InMemoryPaperSource):  # B's record has no sections: the agent fetches them
         def get_by_title(self, title):
@@ -506,7 +512,7 @@ def test_stage_progress_places_calls_in_their_layer():
     agent = PaperAgent(crawler, Selector(ScriptedLLM(default_score=0.9)), source, AgentConfig(expand_layers=2))
     lines = []
     progress = StageProgress(write=lines.append)
-    root = with_stage_progress(agent, progress).run("q")
+    root = agent.run("q", on_event=progress.on_event)
     progress.finish()
     assert root.extra["crawler_recall_papers"] == ["A title", "Bee", "Sea"]
     assert [line.split("] ", 1)[1] for line in lines[-1].splitlines()] == [
@@ -516,3 +522,202 @@ def test_stage_progress_places_calls_in_their_layer():
         "layer 2: 1 sections fetched, crawler 1 papers -> 1 sections, 1 lookups -> 1 found; selector 1 scored, "
         "1 selected",
     ]
+
+
+# -- one query, persisted -------------------------------------------------------------------------------------------
+class EventAgent(CountingAgent):
+    """Reports events through ``on_event`` and records the citation counts on the root, as the agent does."""
+
+    def __init__(self, lock_seen=None, **kwargs):
+        super().__init__(**kwargs)
+        self.lock_seen = lock_seen
+
+    def run(self, question, end_date=None, answer=None, seed_papers=None, on_event=None):
+        if self.lock_seen is not None:
+            self.lock_seen.append(any(p.name.endswith(".lock") for p in self.folder.iterdir()))
+        root = super().run(question, end_date, answer)
+        for kind, layer, count in (("queries", 0, 1), ("search", 0, 1), ("ids", 0, 1), ("scored", 0, 1)):
+            if on_event is not None:
+                on_event(AgentEvent(kind, layer, count))
+        root.extra["citations"] = {"by_id": 2, "by_title": 3, "not_found": 1, "failed": 0}
+        root.extra["seeds"] = seed_papers
+        return root
+
+
+def _event_agent(tmp_path, lock_seen=None):
+    agent = EventAgent(lock_seen)
+    agent.folder = tmp_path
+    return agent
+
+
+def test_run_query_runs_under_the_lock_and_writes_the_tree(tmp_path):
+    from pasa.progress import StageProgress
+    from pasa.runner import run_query
+
+    seen = []
+    progress = StageProgress(write=lambda text: None)
+    item = QueryItem(3, "q3", "20240101", ["a"], seed_papers=["2401.00001"])
+    result = run_query(_event_agent(tmp_path, seen), item, str(tmp_path), on_event=progress.on_event)
+    assert result.status == "done" and seen == [True]  # the lock file existed while the agent ran
+    tree = json.loads((tmp_path / "3.json").read_text())
+    assert tree["title"] == "q3" and tree["extra"]["seeds"] == ["2401.00001"]
+    assert result.citations == {"by_id": 2, "by_title": 3, "not_found": 1, "failed": 0}
+    assert progress.counts[(0, "queries")] == 1 and progress.counts[(0, "scored")] == 1
+    assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())
+    again = run_query(_event_agent(tmp_path, seen), item, str(tmp_path))
+    assert again.status == "skipped" and again.citations == result.citations and seen == [True]
+
+
+def test_summary_prints_citation_counts_per_query_and_in_total(tmp_path, capsys):
+    from pasa.runner import QueryResult, print_summary
+
+    results = run_queries(_event_agent(tmp_path), ITEMS[:2], str(tmp_path), progress=False)
+    print_summary(results, str(tmp_path))
+    printed = capsys.readouterr().out
+    assert printed.count("2 by id, 3 by title, 1 not found, 0 failed") == 2  # one row per query
+    assert "cited papers resolved: 4 by id, 6 by title, 2 not found, 0 failed" in printed  # the total
+    print_summary([QueryResult(ITEMS[2], "done")], str(tmp_path))
+    assert "citations" not in capsys.readouterr().out  # trees without the counts: no column
+
+
+def test_progress_comes_from_the_agents_events_when_it_reports_them(tmp_path, capsys):
+    from pasa.runner import run_with_progress
+
+    agent = _event_agent(tmp_path)
+    run_with_progress(agent, ITEMS[0], str(tmp_path))
+    assert "search: 1 queries, 1 calls -> 1 ids, 0 lookups; selector 1 scored, 0 selected" in capsys.readouterr().err
+
+
+# -- one-off queries and bad query files -------------------------------------------------------------------------
+def test_one_off_queries_get_a_folder_each(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    from pasa.runner import default_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    agent = CountingAgent().agent
+    monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
+    models = ["--crawler_path", tiny_checkpoint, "--selector_path", tiny_checkpoint, "--log_level", "ERROR"]
+    for question in ("first question", "second question"):
+        code, out, _ = run_cli(["--query", question] + models, capsys, agent.source)
+        assert code == 0, out
+        folder = default_output_dir(question)
+        assert json.loads((tmp_path / folder / "0.json").read_text())["title"] == question
+        assert f"result tree: {folder}/0.json" in out
+    assert default_output_dir("first question") != default_output_dir("first question", "20240101")
+    assert default_output_dir(None) == "results"
+
+
+def test_a_folder_holding_other_queries_stops_before_loading_models(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    (tmp_path / "0.json").write_text(json.dumps({"title": "another query", "child": {}}))
+
+    def load_models(*args, **kwargs):
+        raise AssertionError("models loaded")
+
+    monkeypatch.setattr("pasa.runner.build_agent", load_models)
+    argv = ["--query", "q", "--output_dir", str(tmp_path), "--crawler_path", tiny_checkpoint]
+    code, _, err = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, InMemoryPaperSource([]))
+    assert code == 2 and err.count("\n") == 1 and "holds the result of another query ('another query')" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("question,answer\nwhat is RAG,T1\nwhat is RL,T2\n", "is not JSONL: its first line is 'question,answer'"),
+        ("", "is empty; write one JSON object per line"),
+        ('{"answer": ["x"]}\n{not json\n', "has no usable query: 1 malformed lines, 1 missing a required field"),
+    ],
+)
+def test_bad_query_files_are_one_line(tmp_path, tiny_checkpoint, capsys, caplog, content, message):
+    path = tmp_path / "q.csv"
+    path.write_text(content)
+    argv = ["--input_file", str(path), "--output_dir", str(tmp_path / "out"), "--crawler_path", tiny_checkpoint]
+    code, out, err = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, InMemoryPaperSource([]))
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    if "JSONL" in message:
+        assert "JSONL expected" in err and "malformed JSON" not in caplog.text  # said once, not once per line
+    if "usable" in message:
+        assert "warnings above" in err and "malformed JSON" in caplog.text  # and the warnings are there
+
+
+# -- a search service that cannot work -----------------------------------------------------------------------------
+class _Serper(BaseHTTPRequestHandler):
+    status = 403
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(b'{"message": "Unauthorized."}')
+
+    def log_message(self, *args):
+        pass
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("service", ["rejects the key", "unreachable"])
+def test_search_service_that_cannot_work_is_one_line_before_models(
+    service, tmp_path, tiny_checkpoint, capsys, monkeypatch
+):
+    import threading
+
+    def load_models(*args, **kwargs):
+        raise AssertionError("models loaded")
+
+    monkeypatch.setattr("pasa.runner.build_agent", load_models)
+    monkeypatch.setenv("SERPER_API_KEY", "garbage")
+    server = HTTPServer(("127.0.0.1", 0), _Serper)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port if service == "rejects the key" else _closed_port()
+    try:
+        argv = ["--query", "q", "--output_dir", str(tmp_path), "--online", "true", "--no_cache"]
+        argv += ["--serper_url", f"http://127.0.0.1:{port}/search", "--crawler_path", tiny_checkpoint]
+        code, _, err = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys)
+    finally:
+        server.shutdown()
+    assert code == 1 and err.count("\n") == 1, err
+    if service == "rejects the key":
+        assert "127.0.0.1 rejected the key in SERPER_API_KEY (HTTP 403)" in err
+    else:
+        assert "cannot reach 127.0.0.1 (ConnectionError)" in err
+
+
+def test_every_search_failing_exits_non_zero(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    class NoSearch(CountingAgent):
+        def run(self, question, end_date=None, answer=None):
+            from pasa.paper import PaperNode
+
+            root = PaperNode(title=question)
+            root.extra.update(failures={"search": 5}, crawler_recall_papers=[], recall_papers=[])
+            return root
+
+    agent = NoSearch()
+    monkeypatch.setattr("pasa.runner.build_agent", lambda *args, **kwargs: agent)
+    argv = ["--query", "q", "--output_dir", str(tmp_path), "--crawler_path", tiny_checkpoint, "--progress", "false"]
+    code, out, _ = run_cli(argv + ["--selector_path", tiny_checkpoint], capsys, agent.agent.source)
+    assert code == 1 and "every search failed" in out
+
+
+def test_one_query_reader_for_inference_and_training(tmp_path, caplog):
+    from collections import Counter
+
+    from pasa.queries import describe_skipped
+
+    path = write_jsonl(
+        tmp_path / "q.jsonl",
+        [
+            json.dumps({"question": "with dashes", "answer": ["T"], "source_meta": {"published_time": "2024-01-10"}}),
+            json.dumps({"question": "no answer"}),
+            json.dumps({"question": "bad date", "answer": [], "source_meta": {"published_time": "soon"}}),
+        ],
+    )
+    assert [(i.question, i.end_date) for i in load_queries(path)] == [("with dashes", "20240103"), ("no answer", None)]
+    skipped = Counter()
+    training = load_queries(path, require_answer=True, offset_days=1, skipped=skipped)
+    assert [(i.question, i.end_date) for i in training] == [("with dashes", "20240109")]
+    assert describe_skipped(skipped) == "1 missing a required field, 1 with a bad published_time"

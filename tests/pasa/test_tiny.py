@@ -33,3 +33,33 @@ def test_tiny_crawler_replies_its_script_through_the_hf_backend(tiny_artifacts):
     assert greedy == [CRAWLER_REPLY, CRAWLER_REPLY] and sampled == [CRAWLER_REPLY]
     assert parse_search_queries(CRAWLER_REPLY) == ["retrieval augmented generation", "graph neural networks"]
     assert parse_expand_sections(CRAWLER_REPLY, ["1 Intro", "2 Related Work"]) == ["2 Related Work"]
+
+
+def test_the_demo_next_steps_name_the_ways_on():
+    from pasa.demo import DEMO_NEXT_STEPS
+
+    for needed in ("pasa tiny", "pasa download", "SERPER_API_KEY", "--crawler_path", "--selector_path"):
+        assert needed in DEMO_NEXT_STEPS
+    assert "--crawler " not in DEMO_NEXT_STEPS and "--selector " not in DEMO_NEXT_STEPS
+
+
+@pytest.mark.slow
+def test_the_demo_next_steps_run_as_written(tmp_path):
+    """Every command the demo prints runs: `pasa tiny`, then both `pasa run` lines inside the tiny folder."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    from pasa.demo import DEMO_NEXT_STEPS
+
+    text = DEMO_NEXT_STEPS.replace("\\\n", " ")
+    commands = [line.split("    #")[0].strip() for line in text.splitlines() if line.startswith("  pasa ")]
+    assert len(commands) == 3
+    tiny = tmp_path / "pasa-tiny"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    script = "set -e\n" + "\n".join(c.replace("/tmp/pasa-tiny", shlex.quote(str(tiny))) for c in commands)
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tiny / "results/one/0.json").exists()

@@ -142,7 +142,7 @@ def test_parse_teacher_queries(reply, queries):
 
 def test_crawler_cli_writes_sft_ready_records(paper_db, tmp_path, capsys):
     out = tmp_path / "crawler.jsonl"
-    argv = ["--queries", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
+    argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
     assert crawler_data.main(argv) == 0
     assert "bad_records" in capsys.readouterr().out
     assert len(load_sft_examples([str(out)])) == 7
@@ -219,7 +219,7 @@ def test_selector_cli_with_a_loopback_teacher_then_sft(paper_db, tmp_path, capsy
     stub = OpenAIStub(reply=lambda prompt: "False\nReason: not about it.", model="gpt-4o")
     out = tmp_path / "selector.jsonl"
     with openai_server(stub) as url:
-        argv = ["--queries", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
+        argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output", str(out)]
         argv += ["--teacher", f"{url}#gpt-4o", "--negatives_per_query", "2", "--price_in", "2.5", "--price_out", "10"]
         assert selector_data.main(argv) == 0
     printed = capsys.readouterr().out
@@ -230,12 +230,64 @@ def test_selector_cli_with_a_loopback_teacher_then_sft(paper_db, tmp_path, capsy
 
     # both builders' outputs train with scripts/sft.py
     crawler_out = tmp_path / "crawler.jsonl"
-    crawler_argv = ["--queries", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1]]
+    crawler_argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1]]
     assert crawler_data.main([*crawler_argv, "--output", str(crawler_out)]) == 0
     sft = load_script("sft")
     model_dir = tmp_path / "model"
-    argv = ["--model_name_or_path", tiny_checkpoint, "--train_files", str(out), str(crawler_out)]
+    argv = ["--model_name_or_path", tiny_checkpoint, "--dataset_name", str(out), str(crawler_out)]
     argv += ["--output_dir", str(model_dir), "--max_steps", "2", "--bf16", "false", "--report_to", "none"]
     argv += ["--save_strategy", "no", "--gradient_checkpointing", "false", "--per_device_train_batch_size", "2"]
     assert sft.main(argv) == 0
     assert (model_dir / "model.safetensors").exists()
+
+
+# -- an unusable teacher stops the build before any work -------------------------------------------------------------
+def _refused_url() -> str:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1#gpt-4o"
+
+
+@pytest.mark.parametrize("builder", ["selector", "crawler"])
+def test_an_unreachable_teacher_is_one_line_before_any_work(builder, paper_db, tmp_path, capsys):
+    import time
+
+    module = selector_data if builder == "selector" else crawler_data
+    out = tmp_path / "out.jsonl"
+    argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output_file", str(out)]
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as exc:
+        module.main([*argv, "--teacher", _refused_url()])
+    assert exc.value.code == 1 and time.monotonic() - start < 10
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert "cannot reach the model server of --teacher" in captured.err and not out.exists()
+
+
+def test_openai_teacher_without_a_key_is_one_line(paper_db, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1]]
+    argv += ["--output_file", str(tmp_path / "o.jsonl"), "--teacher", "https://api.openai.com/v1#gpt-4o"]
+    with pytest.raises(SystemExit) as exc:
+        selector_data.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "OPENAI_API_KEY is not set" in err[0]
+
+
+def test_a_teacher_failing_mid_build_exits_non_zero_in_one_line(paper_db, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PASA_LLM_RETRIES", "0")
+    stub = OpenAIStub(reply=lambda prompt: "False\nReason: no.", model="gpt-4o")
+    stub.fail_next = [500] * 100
+    out = tmp_path / "o.jsonl"
+    argv = ["--input_file", QUERIES, "--paper_db", paper_db[0], "--id2paper", paper_db[1], "--output_file", str(out)]
+    with openai_server(stub) as url:
+        assert selector_data.main([*argv, "--teacher", f"{url}#gpt-4o"]) == 1
+        err = capsys.readouterr().err
+        assert "the teacher failed after 0 pair(s) labelled" in err and "Traceback" not in err
+        assert crawler_data.main([*argv, "--teacher", f"{url}#gpt-4o"]) == 1
+    captured = capsys.readouterr()
+    assert "no sessions built" in captured.err and "failed_records" in captured.out
+    assert not out.exists() or out.read_text() == ""

@@ -60,7 +60,15 @@ def test_eval_against_a_loopback_server(tmp_path, capsys):
     stub = OpenAIStub(true_prob=lambda prompt: scores[prompt_title(prompt)], model="pasa-7b-selector")
     out = tmp_path / "metrics.json"
     with openai_server(stub) as url:
-        argv = ["--selector", f"{url}#pasa-7b-selector", "--data", DATA, "--output", str(out), "--save_scores"]
+        argv = [
+            "--selector_path",
+            f"{url}#pasa-7b-selector",
+            "--data",
+            DATA,
+            "--output_file",
+            str(out),
+            "--save_scores",
+        ]
         assert ev.main(argv) == 0
     assert all(path == "/v1/completions" for path, _ in stub.requests)  # raw prompt, as the agent scores
     m = json.loads(out.read_text())
@@ -73,7 +81,10 @@ def test_eval_against_a_loopback_server(tmp_path, capsys):
 
 def test_eval_a_local_checkpoint(tiny_checkpoint, tmp_path):
     out = tmp_path / "metrics.json"
-    assert ev.main(["--selector", tiny_checkpoint, "--data", DATA, "--output", str(out), "--batch_size", "2"]) == 0
+    assert (
+        ev.main(["--selector_path", tiny_checkpoint, "--data", DATA, "--output_file", str(out), "--batch_size", "2"])
+        == 0
+    )
     m = json.loads(out.read_text())
     assert m["n"] == 5 and m["tp"] + m["fp"] + m["fn"] + m["tn"] == 5
 
@@ -81,7 +92,7 @@ def test_eval_a_local_checkpoint(tiny_checkpoint, tmp_path):
 def test_no_labelled_records_is_an_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "x"}) + "\n")
-    assert ev.main(["--selector", "unused", "--data", str(bad)]) == 1
+    assert ev.main(["--selector_path", "unused", "--data", str(bad)]) == 1
 
 
 def test_missing_checkpoint_is_one_line_not_a_hub_download(tmp_path, capsys):

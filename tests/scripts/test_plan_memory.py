@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -75,18 +76,26 @@ def accelerate_args(argv: list[str]):
     return args, env
 
 
+def free_port() -> int:
+    """A port no process listens on (accelerate refuses to launch rank 0 on a port in use)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_two_node_config_gives_torchrun_its_rank_arguments(rank):
+    port = free_port()
     args, env = accelerate_args(
         [
             "--config_file", str(ROOT / "configs/accelerate/deepspeed_zero3_2nodes.yaml"), "--machine_rank", str(rank),
-            "--main_process_ip", "10.0.0.1", "--main_process_port", "2501", "scripts/ppo.py", "--bf16", "true",
+            "--main_process_ip", "10.0.0.1", "--main_process_port", str(port), "scripts/ppo.py", "--bf16", "true",
         ]
     )  # fmt: skip
     assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", rank, "8")
     # torchrun's rendezvous: master_addr/port, or the endpoint form accelerate uses when it does not read same_network
     endpoint = getattr(args, "rdzv_endpoint", None) or f"{args.master_addr}:{args.master_port}"
-    assert endpoint == "10.0.0.1:2501"
+    assert endpoint == f"10.0.0.1:{port}"
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3"
     assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
 
@@ -115,6 +124,7 @@ def test_launch_script_passes_the_node_rank_and_address(tmp_path):
         "ACCELERATE_CONFIG": "configs/accelerate/deepspeed_zero3_2nodes.yaml",
         "MACHINE_RANK": "1",
         "MAIN_PROCESS_IP": "10.0.0.1",
+        "PASA_LAUNCH_CHECK": "0",  # no GPUs or checkpoints here: only the arguments handed to accelerate matter
     }
     out = subprocess.run(
         ["bash", str(ROOT / "scripts/train_ppo_crawler.sh"), "--output_dir", "x"], env=env, capture_output=True,

@@ -1,7 +1,8 @@
 """scripts/ppo.py: CPU smoke runs of the session-level PPO on a tiny paper DB, in process and on two processes.
 
-The tiny policy is first taught the action format for a few hundred steps (a random 16-wide model almost never
-writes ``[Search] ...``), so rollouts contain actions, stops and expansions, and rewards are non-zero.
+Rollouts that the assertions depend on use scripted crawler replies (``tests/scripts/scripted_ppo.py``): search
+sessions search the user query, expand sessions expand the paper's first section, so actions, stops and expansions
+happen by construction, whatever a tiny policy would sample on this machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import load_script
+from tests.scripts.scripted_ppo import ScriptedRepliesTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml")]
@@ -34,51 +36,11 @@ QUERIES = [
 ppo = load_script("ppo")
 
 
-def teach_action_format(path: str, steps: int = 300) -> None:
-    """A few hundred Adam steps on canned search/expand replies, so the tiny policy writes actions."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pasa.demo import demo_papers
-    from pasa.prompts import render_expand_prompt, render_search_prompt
-
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    pairs = [(render_search_prompt(q), f"[Search] {q}\n[Search] {q} survey\n[StopSearch]") for q, _ in QUERIES]
-    for p in demo_papers():
-        if p.sections:
-            prompt = render_expand_prompt(QUERIES[0][0], p.title, p.abstract, list(p.sections), sections_style="json")
-            pairs.append((prompt, f"[Expand] {list(p.sections)[0]}\n[StopExpand]"))
-    data = []
-    for prompt, reply in pairs:
-        text = tok.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        a = tok(text, add_special_tokens=False)["input_ids"]
-        b = tok(reply + tok.eos_token, add_special_tokens=False)["input_ids"]
-        data.append((torch.tensor([a + b]), torch.tensor([[-100] * len(a) + b])))
-    # one thread: the taught weights (and so the sampled rollouts the smoke tests assert on) must not depend on
-    # how many threads earlier tests left torch with
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(steps):
-        ids, labels = data[step % len(data)]
-        model(input_ids=ids, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    torch.set_num_threads(threads)
-    model.save_pretrained(path)
-
-
 @pytest.fixture(scope="module")
-def taught_checkpoint(tmp_path_factory) -> str:
+def tiny_crawler(tmp_path_factory) -> str:
     from pasa.demo import build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny-crawler")))
-    teach_action_format(path)
-    return path
+    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("tiny-crawler")))
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +67,13 @@ def smoke_args(checkpoint: str, data: dict[str, str], out: Path, episodes: int) 
         "--output_dir", str(out), "--use_cpu", "true", "--bf16", "false", "--dtype", "float32",
         "--attn_implementation", "sdpa", "--total_episodes", str(episodes), "--gradient_accumulation_steps", "2",
         "--response_length", "24", "--value_warmup_updates", "0", "--learning_rate", "1e-3", "--save_steps", "1",
-        "--selector_batch_size", "4", "--seed", "2", "--search_papers", "2",
+        "--selector_batch_size", "4", "--seed", "2", "--search_papers_kept", "2",
     ]  # fmt: skip
 
 
 def test_recipe_carries_the_released_launch_values():
-    script_args, cfg = ppo.make_parser().parse_args_and_config(
-        args=["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml"), "--bf16", "false"]
+    script_args, cfg = ppo.parse_args(
+        ["--config", str(ROOT / "configs" / "recipes" / "ppo_crawler.yaml"), "--bf16", "false"]
     )
     assert script_args.dataset_name == "data/AutoScholarQuery/train.jsonl"
     assert (cfg.learning_rate, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (1e-6, 1, 4)
@@ -129,7 +91,7 @@ def test_load_queries_skips_bad_records(paper_data, caplog):
     assert "not a list of titles" in caplog.text
 
 
-def test_ppo_smoke_run_in_process(taught_checkpoint, paper_data, tmp_path):
+def test_ppo_smoke_run_in_process(tiny_crawler, paper_data, tmp_path):
     import torch
     from safetensors.torch import load_file
 
@@ -137,22 +99,20 @@ def test_ppo_smoke_run_in_process(taught_checkpoint, paper_data, tmp_path):
 
     torch.set_num_threads(1)
     out = tmp_path / "out"
-    script_args, cfg = ppo.make_parser().parse_args_and_config(
-        args=[*RECIPE, *smoke_args(taught_checkpoint, paper_data, out, episodes=4)]
-    )
-    trainer = ppo.run(script_args, cfg)
+    script_args, cfg = ppo.parse_args([*RECIPE, *smoke_args(tiny_crawler, paper_data, out, episodes=4)])
+    trainer = ppo.run(script_args, cfg, ScriptedRepliesTrainer)
     logs = [h for h in trainer.state.log_history if "env/reward_per_session" in h]
     assert len(logs) == 2 and trainer.num_updates == 2
     # every round ran: expand sessions came out of the search round and out of the first expand round
     for r in range(3):
         assert sum(h[f"env/sessions_round_{r}"] for h in logs) > 0, r
     assert any(h["env/reward_per_session"] != 0 for h in logs)
-    assert any(h["env/actions"] > 0 and h["env/stops"] > 0 for h in logs)
+    assert all(h["env/actions"] > 0 and h["env/stops"] > 0 for h in logs)
     for key in ("objective/kl", "policy/approx_kl", "policy/clipfrac", "loss/policy", "loss/value",
                 "val/explained_variance", "env/new_papers", "env/relevant_papers", "env/recall"):  # fmt: skip
         assert key in logs[-1], key
     # the policy and the value model were trained; only the policy is saved, in HF format
-    before = load_file(os.path.join(taught_checkpoint, "model.safetensors"))
+    before = load_file(os.path.join(tiny_crawler, "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
     assert set(after) <= set(before) and any(not torch.equal(before[k], after[k]) for k in after)
     value = trainer.accelerator.unwrap_model(trainer.model).value_model
@@ -167,10 +127,10 @@ def test_ppo_smoke_run_in_process(taught_checkpoint, paper_data, tmp_path):
 
     # resume from the first checkpoint: only the second update runs again
     resumed_out = tmp_path / "resumed"
-    args = [*RECIPE, *smoke_args(taught_checkpoint, paper_data, resumed_out, episodes=4)]
+    args = [*RECIPE, *smoke_args(tiny_crawler, paper_data, resumed_out, episodes=4)]
     args += ["--resume_from_checkpoint", str(out / "checkpoint-1")]
-    script_args, cfg = ppo.make_parser().parse_args_and_config(args=args)
-    resumed = ppo.run(script_args, cfg)
+    script_args, cfg = ppo.parse_args(args)
+    resumed = ppo.run(script_args, cfg, ScriptedRepliesTrainer)
     assert [h["step"] for h in resumed.state.log_history if "env/actions" in h] == [1, 2]  # 1 restored, 2 new
     assert (resumed_out / "model.safetensors").exists()
 
@@ -181,7 +141,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ppo_launch_script_two_cpu_processes(taught_checkpoint, paper_data, tmp_path):
+def test_ppo_launch_script_two_cpu_processes(tiny_crawler, paper_data, tmp_path):
     """scripts/train_ppo_crawler.sh on two CPU processes (torchrun + gloo: `accelerate launch --cpu
     --num_processes 2` alone starts one process in accelerate 1.x, see configs/accelerate/cpu_2proc.yaml)."""
     from pasa.llm.hf import HFLLM, HFLLMConfig
@@ -194,7 +154,7 @@ def test_ppo_launch_script_two_cpu_processes(taught_checkpoint, paper_data, tmp_
         "ACCELERATE_CONFIG": "configs/accelerate/cpu_2proc.yaml",
         "MAIN_PROCESS_PORT": str(_free_port()),
     }
-    cmd = ["bash", str(ROOT / "scripts" / "train_ppo_crawler.sh"), *smoke_args(taught_checkpoint, paper_data, out, 4)]
+    cmd = ["bash", str(ROOT / "scripts" / "train_ppo_crawler.sh"), *smoke_args(tiny_crawler, paper_data, out, 4)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es), 1 updates of 4 queries x 3 rounds" in proc.stdout
@@ -203,32 +163,37 @@ def test_ppo_launch_script_two_cpu_processes(taught_checkpoint, paper_data, tmp_
     assert HFLLM(HFLLMConfig(str(out), max_new_tokens=4, device="cpu")).generate(["hi"]) != []
 
 
-def test_released_and_old_flag_names(caplog, capsys):
-    """Flag vocabulary: the released PPO flags are accepted as they are; a changed one stops with one line."""
-    import logging
-
+def test_released_flag_names_are_renamed_and_others_rejected(capsys):
+    """The released PPO flags (RELEASED_FLAGS) parse as the flags with the same meaning; a released name whose
+    meaning changed (whitening is of advantages here, --whiten_advantages) is an argparse error of one line."""
     released = [
         "--dataset_name", "q.jsonl", "--sft_model_path", "sft", "--reward_model_path", "value", "--paper_id", "ids.json",
-        "--use_vm", "false", "--warm_up_step", "7", "--bf16", "false",
+        "--use_vm", "false", "--warm_up_step", "7", "--search_select_score", "2.5", "--expand_cost", "0.3",
+        "--bf16", "false",
     ]  # fmt: skip
-    with caplog.at_level(logging.WARNING):
-        script_args, cfg = ppo.make_parser().parse_args_and_config(args=[*RECIPE, *released])
+    script_args, cfg = ppo.parse_args([*RECIPE, *released])
     assert script_args.dataset_name == "q.jsonl" and cfg.model_name_or_path == "sft"
     assert (cfg.value_model_path, cfg.id2paper, cfg.use_value_bootstrap, cfg.value_warmup_updates) == (
         "value", "ids.json", False, 7,
     )  # fmt: skip
-    assert "deprecated" not in caplog.text
-    with caplog.at_level(logging.WARNING):
-        _, cfg = ppo.make_parser().parse_args_and_config(
-            args=["--train_file", "q.jsonl", "--selector", "sel", "--model_dtype", "float32", "--bf16", "false"]
-        )
-    assert (cfg.selector_path, cfg.dtype) == ("sel", "float32")
-    assert caplog.text.count("deprecated") == 3
+    assert (cfg.alpha_search, cfg.c_expand) == (2.5, 0.3)
+    assert set(ppo.RELEASED_FLAGS.values()) <= {a.option_strings[0] for a in ppo.make_parser()._actions}
     with pytest.raises(SystemExit) as stop:
-        ppo.make_parser().parse_args_and_config(args=["--value_step", "2", "--bf16", "false"])
+        ppo.parse_args(["--whiten_rewards", "true", "--bf16", "false"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--value_step" in err[0] and "--value_papers_max" in err[0]
+    assert "unrecognized arguments: --whiten_rewards true" in err[-1]
+
+
+def test_bf16_recipe_without_cuda_runs_on_cpu_in_float32(caplog):
+    from trl_ext.parser import cpu_fallback_args
+
+    argv = cpu_fallback_args(RECIPE, cuda_available=False)  # the recipe says bf16: true
+    assert "no CUDA GPU" in caplog.text
+    _, cfg = ppo.make_parser().parse_args_and_config(args=argv)
+    assert (cfg.use_cpu, cfg.bf16, cfg.dtype) == (True, False, "float32")
+    assert cpu_fallback_args([*RECIPE, "--bf16", "false"], cuda_available=False) == [*RECIPE, "--bf16", "false"]
+    assert cpu_fallback_args(RECIPE, cuda_available=True) == RECIPE
 
 
 def test_warmup_banner():
@@ -240,21 +205,21 @@ def test_warmup_banner():
     assert ppo.warmup_banner(0, 2) == ["value warm-up: none (policy trained from update 1)"]
 
 
-def test_run_inside_the_warmup_saves_the_sft_policy(taught_checkpoint, paper_data, tmp_path, capsys):
+def test_run_inside_the_warmup_saves_the_sft_policy(tiny_crawler, paper_data, tmp_path, capsys):
     """Value-only updates leave the policy exactly as it was, and the run says so."""
     import torch
     from safetensors.torch import load_file
 
     torch.set_num_threads(1)
     out = tmp_path / "out"
-    args = [*RECIPE, *smoke_args(taught_checkpoint, paper_data, out, episodes=2)]
+    args = [*RECIPE, *smoke_args(tiny_crawler, paper_data, out, episodes=2)]
     args += ["--value_warmup_updates", "5", "--rounds", "1", "--save_steps", "0"]
-    script_args, cfg = ppo.make_parser().parse_args_and_config(args=args)
+    script_args, cfg = ppo.parse_args(args)
     trainer = ppo.run(script_args, cfg)
     printed = capsys.readouterr().out
     assert "policy frozen for updates 1-5" in printed and "the saved policy is the SFT policy" in printed
     before, after = (
-        load_file(os.path.join(taught_checkpoint, "model.safetensors")),
+        load_file(os.path.join(tiny_crawler, "model.safetensors")),
         load_file(str(out / "model.safetensors")),
     )
     assert all(torch.equal(before[k], after[k]) for k in after)

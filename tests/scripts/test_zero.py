@@ -1,7 +1,8 @@
 """SFT and session PPO under DeepSpeed ZeRO-3 on two CPU processes (configs/accelerate/deepspeed_zero3_cpu.yaml).
 
-Each test launches the real scripts through scripts/train_*.sh (``accelerate launch`` -> torchrun, gloo, DeepSpeed's
-CPU accelerator) and kills its workers on timeout. What is shown: the runs finish and save a 16-bit-gathered policy
+Each test launches the real scripts (``accelerate launch`` -> torchrun, gloo, DeepSpeed's CPU accelerator) through
+scripts/train_*.sh, or, where an assertion depends on what the rollout contains, ``tests/scripts/scripted_ppo.py``
+(scripts/ppo.py with scripted crawler replies), and kills its workers on timeout. What is shown: the runs finish and save a 16-bit-gathered policy
 that ``from_pretrained`` loads and the agent runs; resuming from a ZeRO-3 checkpoint reproduces the uninterrupted
 run; the value head is initialised on the gathered tensor; and one PPO update / a few SFT steps on 2 processes
 under ZeRO-3 equal the same work on 1 process without DeepSpeed.
@@ -26,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import load_script
-from tests.scripts.test_ppo import QUERIES, smoke_args, teach_action_format
+from tests.scripts.scripted_ppo import ScriptedRepliesTrainer
+from tests.scripts.test_ppo import QUERIES, smoke_args
 from tests.scripts.test_sft import CPU_ARGS, TRAIN_CHAT, run_with_timeout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +49,11 @@ def _free_port() -> int:
 
 
 def launch(script: str, args: list[str], out: Path, cwd: Path, config: str = ZERO3_CPU) -> str:
-    """Run ``scripts/<script>`` with ``ACCELERATE_CONFIG=config``; return stdout+stderr, fail with them on error."""
+    """Run ``scripts/<script>`` with ``ACCELERATE_CONFIG=config``; return stdout+stderr, fail with them on error.
+
+    ``scripted_ppo.py`` is ``scripts/ppo.py`` with scripted crawler replies, launched with ``accelerate launch``
+    on the recipe as ``scripts/train_ppo_crawler.sh`` does."""
+    port = str(_free_port())
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -55,10 +61,16 @@ def launch(script: str, args: list[str], out: Path, cwd: Path, config: str = ZER
         "OMP_NUM_THREADS": "1",
         "DS_ACCELERATOR": "cpu",
         "ACCELERATE_CONFIG": config,
-        "MAIN_PROCESS_PORT": str(_free_port()),
+        "MAIN_PROCESS_PORT": port,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     cwd.mkdir(parents=True, exist_ok=True)
     cmd = ["bash", str(ROOT / "scripts" / script), *args]
+    if script == "scripted_ppo.py":
+        cmd = [
+            "accelerate", "launch", "--config_file", str(ROOT / config), "--main_process_port", port,
+            str(ROOT / "tests" / "scripts" / script), *RECIPE, *args,
+        ]  # fmt: skip
     stdout, stderr, code = run_with_timeout(cmd, str(out), timeout=LAUNCH_TIMEOUT, cwd=cwd, env=env)
     assert code == 0, stdout[-3000:] + stderr[-5000:]
     return stdout + stderr
@@ -119,11 +131,10 @@ def agent_runs_on(path: Path) -> None:
 # -- fixtures -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def taught(tmp_path_factory) -> str:
+    """A tiny crawler checkpoint (its replies in the PPO runs below are scripted)."""
     from pasa.demo import build_tiny_checkpoint
 
-    path = build_tiny_checkpoint(str(tmp_path_factory.mktemp("zero-crawler")))
-    teach_action_format(path)
-    return path
+    return build_tiny_checkpoint(str(tmp_path_factory.mktemp("zero-crawler")))
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +155,8 @@ def data(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def uneven_data(tmp_path_factory, data) -> dict[str, str]:
-    """Four queries, one pass per update: one can find papers, three have an end date before every paper. Each
-    update, the process holding the first opens expand sessions and the other none, whatever the policy samples."""
+    """Four queries, one pass per update: one can find papers, three have an end date before every paper. With
+    scripted replies, the process holding the first opens expand sessions each update and the other none."""
     d = tmp_path_factory.mktemp("zero-uneven")
     lines = [json.dumps({"question": QUERIES[0][0], "answer": QUERIES[0][1]})]
     lines += [
@@ -167,7 +178,7 @@ def test_ppo_zero3_runs_saves_resumes_and_the_policy_drives_the_agent(taught, un
     data = uneven_data
     out = tmp_path / "run"
     args = [*smoke_args(taught, data, out, episodes=8), "--use_end_date", "true"]
-    log = launch("train_ppo_crawler.sh", args, out, tmp_path / "a")
+    log = launch("scripted_ppo.py", args, out, tmp_path / "a")
     assert "2 process(es), 2 updates of 4 queries x 3 rounds" in log
     assert "value warm-up: none" in log
     for ckpt in ("checkpoint-1", "checkpoint-2"):
@@ -186,7 +197,7 @@ def test_ppo_zero3_runs_saves_resumes_and_the_policy_drives_the_agent(taught, un
     resumed = tmp_path / "resumed"
     args = [*smoke_args(taught, data, resumed, episodes=8), "--use_end_date", "true"]
     args += ["--resume_from_checkpoint", str(out / "checkpoint-1")]
-    log = launch("train_ppo_crawler.sh", args, resumed, tmp_path / "b")
+    log = launch("scripted_ppo.py", args, resumed, tmp_path / "b")
     assert f"resumed from {out / 'checkpoint-1'} at update 2" in log
     again = load_weights(resumed)
     assert all((again[k] - after[k]).abs().max().item() <= 1e-6 for k in after)
@@ -224,15 +235,13 @@ def test_first_ppo_update_matches_between_one_process_and_zero3(taught, data, tm
 
     torch.set_num_threads(1)
     single = tmp_path / "single"
-    script_args, cfg = ppo.make_parser().parse_args_and_config(
-        args=[*RECIPE, *equivalence_args(taught, data, single, accumulation=2)]
-    )
-    trainer = ppo.run(script_args, cfg)
+    script_args, cfg = ppo.parse_args([*RECIPE, *equivalence_args(taught, data, single, accumulation=2)])
+    trainer = ppo.run(script_args, cfg, ScriptedRepliesTrainer)
     assert not trainer.is_deepspeed_enabled and trainer.world_size == 1
     one = [h for h in trainer.state.log_history if "loss/value" in h][-1]
 
     zero = tmp_path / "zero3"
-    launch("train_ppo_crawler.sh", equivalence_args(taught, data, zero, accumulation=1), zero, tmp_path / "z")
+    launch("scripted_ppo.py", equivalence_args(taught, data, zero, accumulation=1), zero, tmp_path / "z")
     two = json.loads((zero / "checkpoint-1" / "trainer_state.json").read_text())["log_history"][-1]
     for key in ("env/reward_per_session", "env/reply_tokens", "env/actions"):  # identical rollouts
         assert one[key] == two[key], key
@@ -245,7 +254,7 @@ def test_first_ppo_update_matches_between_one_process_and_zero3(taught, data, tm
 
 
 def test_value_head_is_initialised_on_the_gathered_tensor_under_zero3(taught, tmp_path):
-    """Issue 9 item 10: under ZeRO-3 the head loads as an empty shard; init must act on the gathered tensor."""
+    """Under ZeRO-3 the head loads as an empty shard; its init must act on the gathered tensor."""
     import torch
 
     out = tmp_path / "probe"
@@ -313,7 +322,7 @@ def test_sft_steps_match_between_one_process_and_zero3(tiny_checkpoint, tmp_path
     torch.set_num_threads(1)
     single = tmp_path / "single"
     argv = sft_args(tiny_checkpoint, single, 4, "--max_steps", "3", "--report_to", "none")
-    script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = sft.parse_args(argv)
     trainer = sft.build_trainer(script_args, training_args, model_args)
     trainer.train()
     trainer.save_model(str(single))

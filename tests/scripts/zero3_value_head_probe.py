@@ -11,12 +11,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from tests.fakes import load_script  # noqa: E402
-from trl_ext.trainer import gathered_params  # noqa: E402
+from trl_ext.modeling import gathered_params  # noqa: E402
 
 
 def main() -> None:
     ppo = load_script("ppo")
-    _, cfg = ppo.make_parser().parse_args_and_config()
+    _, cfg = ppo.parse_args()
     _, _, _, value_model = ppo.build_models(cfg)
     head = value_model.score.weight
     partitioned = head.numel() == 0

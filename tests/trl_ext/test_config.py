@@ -1,4 +1,4 @@
-"""trl_ext.config: the released_behaviour switch and the 8-GPU recipe's batch per update (issue 9)."""
+"""trl_ext.config: the released_behaviour switch and the 8-GPU recipe's batch per update."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import load_script
-from trl_ext.config import RELEASED_PPO_FLAGS, SessionPPOConfig
+from trl_ext.config import SessionPPOConfig
+from trl_ext.released import RELEASED_PPO_VALUES
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASED_GPUS, RELEASED_LOCAL_QUERIES, RELEASED_EXPAND = 16, 4, 6  # DESIGN §1.4: 16 x (4 + 6 + 6)
 
 
 def parse_recipe(name: str, *extra: str) -> SessionPPOConfig:
-    _, cfg = (
-        load_script("ppo")
-        .make_parser()
-        .parse_args_and_config(args=["--config", str(ROOT / "configs" / "recipes" / name), "--bf16", "false", *extra])
+    _, cfg = load_script("ppo").parse_args(
+        ["--config", str(ROOT / "configs" / "recipes" / name), "--bf16", "false", *extra]
     )
     return cfg
 
@@ -55,7 +54,7 @@ def test_8gpu_recipe_keeps_the_released_update():
 def test_released_behaviour_flag_on_the_script(tmp_path):
     cfg = parse_recipe("ppo_crawler.yaml", "--released_behaviour", "true", "--output_dir", str(tmp_path))
     assert cfg.released_behaviour
-    assert all(getattr(cfg, k) == v for k, v in RELEASED_PPO_FLAGS.items())
+    assert all(getattr(cfg, k) == v for k, v in RELEASED_PPO_VALUES.items())
     assert parse_recipe("ppo_crawler.yaml").bootstrap_after_eos is False
 
 

@@ -203,7 +203,7 @@ def test_parse_actions_spans():
         assert reply[start] == "[" and end == end_char and reply[end_char] == "["
 
 
-# ---- released behaviour (issue 9; docs/released_differences.md "PPO"): each flag in both modes ----------------------
+# ---- released behaviour (trl_ext/released.py; docs/released_differences.md "PPO"): each flag in both modes ---------
 
 
 def released(cfg, **overrides):
@@ -211,10 +211,10 @@ def released(cfg, **overrides):
 
 
 def test_released_behaviour_sets_every_released_flag(cfg):
-    from trl_ext.config import RELEASED_PPO_FLAGS
+    from trl_ext.released import RELEASED_PPO_VALUES
 
     rel = released(cfg)
-    for name, value in RELEASED_PPO_FLAGS.items():
+    for name, value in RELEASED_PPO_VALUES.items():
         assert getattr(rel, name) == value, name
         assert getattr(cfg, name) != value, name  # default off: the project's behaviour
     assert rel.value_warmup_updates == 49 and cfg.value_warmup_updates == 50
@@ -265,8 +265,8 @@ def test_reward_clip_floor(cfg, fork):
     assert out.stop_reward == pytest.approx(0.3)  # the stop bonus is +c of the kind in both
 
 
-# Item 6: a section citing 8 papers Q1..Q8, selector scores 0.9 .. 0.55; prompt length grows with the abstract;
-# Q2 has no sections.
+# Which new papers are valued: a section citing 8 papers Q1..Q8, selector scores 0.9 .. 0.55; prompt length grows
+# with the abstract; Q2 has no sections.
 ABSTRACT_LEN = {1: 50, 2: 10, 3: 40, 4: 20, 5: 30, 6: 0, 7: 5, 8: 1}
 QS = {  # titles differ in letters (papers are keyed letters-only) and have one length: "Paper Qa" .. "Paper Qh"
     k: Paper(f"0002.0000{k}", f"Paper Q{'abcdefgh'[k - 1]}", "x" * n, None if k == 2 else {"S": []})
@@ -367,3 +367,20 @@ def test_cited_paper_resolved_by_id(cfg, fork):
     (out,), _ = env.step([env.expand_session(episode(), hub)], ["[Expand] 1 Intro\n[StopExpand]"])
     found = [p.title for p in out.actions[0].new_papers]
     assert found == (["Paper X", "Paper Y"] if fork else ["Paper C", "Paper X", "Paper Y"])  # released: by title
+
+
+@pytest.mark.parametrize("fork", [False, True])
+def test_cited_ids_carried_by_fetched_sections(cfg, fork):
+    # the sections came from a fetched page (CitedSections) whose ids the paper itself does not repeat
+    from pasa.paper import CitedSections
+
+    sections = CitedSections(
+        {"1 Intro": ["C: a paper (garbled)", "Paper X"]}, {"1 Intro": [C.arxiv_id, None]}, "ar5iv"
+    )
+    hub = Paper("0003.00002", "Fetched Hub", "hub", sections)
+    assert hub.section_ids is None
+    config = released(cfg, use_value_bootstrap=False) if fork else make_env(cfg, use_value_bootstrap=False).config
+    env = PaperSearchEnv(InMemoryPaperSource([*PAPERS, hub]), None, config)
+    (out,), _ = env.step([env.expand_session(episode(), hub)], ["[Expand] 1 Intro\n[StopExpand]"])
+    found = [p.title for p in out.actions[0].new_papers]
+    assert found == (["Paper X"] if fork else ["Paper C", "Paper X"])  # released: by title only

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trl_ext import rewards as R
+from trl_ext.released import place_rewards_on_bracket_ids, value_mask_after_eos
 
 
 def test_action_rewards_hand_computed():
@@ -137,13 +138,12 @@ def test_rewards_imports_without_transformers():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-# ---- released behaviour (issue 9, docs/released_differences.md "PPO") -------------------------------------------
+# ---- released behaviour (trl_ext/released.py, docs/released_differences.md "PPO") -------------------------------
 
 
 def test_value_mask_adds_the_state_after_the_last_token():
     mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, False, False, False]])
-    assert R.value_mask(mask).tolist() == mask.tolist()  # default: EOS is terminal
-    assert R.value_mask(mask, bootstrap_after_eos=True).tolist() == [
+    assert value_mask_after_eos(mask).tolist() == [
         [True, True, True, False],  # the first pad after EOS
         [True, True, True, True],  # a reply filling the row has no state after it (the fork's too)
         [False, False, False, False],
@@ -158,7 +158,7 @@ def test_gae_bootstrap_after_eos_hand_computed(gae):
     mask = torch.tensor([[True, True, True, False]])
     adv, ret = gae(rewards, values.masked_fill(~mask, 0.0), mask, 1.0, 0.5)
     assert adv[0, :3].tolist() == pytest.approx([1.175, 0.95, 1.7])  # terminal EOS (test_gae_hand_computed)
-    vmask = R.value_mask(mask, bootstrap_after_eos=True)
+    vmask = value_mask_after_eos(mask)
     adv, ret = gae(rewards, values, vmask, 1.0, 0.5)
     # A3 = 0 + 0 − 0.4 = −0.4; A2 = 2 + 0.4 − 0.3 + 0.5·(−0.4) = 1.9; A1 = 0.1 + 0.5·1.9 = 1.05;
     # A0 = 0.7 + 0.5·1.05 = 1.225: each exceeds the terminal one by γ(1−λ)(γλ)^(L−1−t)·V = 0.2, 0.1, 0.05
@@ -174,7 +174,7 @@ def test_gae_bootstrap_after_eos_equals_the_forks_full_row_gae(gamma, lam):
     width = 8
     rewards, values = torch.randn(3, width, generator=g), torch.randn(3, width, generator=g)
     mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    vmask = R.value_mask(mask, bootstrap_after_eos=True)
+    vmask = value_mask_after_eos(mask)
     r = rewards.masked_fill(~mask, 0.0)
     v = values.masked_fill(~vmask, 0.0)
     expected = torch.zeros(3, width)
@@ -200,7 +200,7 @@ def test_place_rewards_on_bracket_ids():
     # ids: 58 = `[`, 60 = `]`, 9 = other, 7 = a merged "\n[" token; a reply "[Search] a\n[Search] b\n[StopSearch]"
     #   tokens: [ S ] a \n[ S ] b [ Stop ] EOS pad
     ids = torch.tensor([58, 9, 60, 9, 58, 9, 60, 9, 58, 9, 60, 1, 0])
-    out = R.place_rewards_on_bracket_ids(ids, torch.tensor([2.9, -0.1]), 0.1, open_id=58, close_id=60)
+    out = place_rewards_on_bracket_ids(ids, torch.tensor([2.9, -0.1]), 0.1, open_id=58, close_id=60)
     # from the end: the stop bonus on the last `]` (10); the last action's reward on the last `[` (8), the first
     # action's on the `[` before it (4)
     expected = [0.0] * 13
@@ -209,7 +209,7 @@ def test_place_rewards_on_bracket_ids():
     # the tokenizer merged the second `[` with the newline: the first action's reward lands on the reply's first `[`
     merged = ids.clone()
     merged[4] = 7
-    out = R.place_rewards_on_bracket_ids(merged, torch.tensor([2.9, -0.1]), None, 58, 60, length=14)
+    out = place_rewards_on_bracket_ids(merged, torch.tensor([2.9, -0.1]), None, 58, 60, length=14)
     assert out.shape == (14,) and out[8].item() == pytest.approx(-0.1) and out[0].item() == pytest.approx(2.9)
     assert out[10] == 0  # no stop tag: no stop bonus
     # character offsets put the rewards where the actions end, merged token or not

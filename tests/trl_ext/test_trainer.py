@@ -1,4 +1,4 @@
-"""trl_ext.trainer helpers: character offsets of generated tokens, so rewards land on the token holding ``[``."""
+"""Character offsets of generated tokens (rewards land on the token holding ``[``) and the rollout sampling config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from trl_ext import rewards as R
 from trl_ext.env import parse_actions
-from trl_ext.trainer import token_char_ends
+from trl_ext.tokens import token_char_ends
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +82,13 @@ def _logprobs_of(logits, tokens):
 
 
 def test_sampling_distribution_is_the_one_the_old_logprobs_score(tiny_checkpoint):
-    """Issue 9 item 5: a checkpoint's generation_config (repetition_penalty, top_k ...) must not act while
+    """A checkpoint's generation_config (repetition_penalty, top_k ...) must not act while
     sampling, since the old log-probs are recomputed from logits / temperature alone."""
     from types import SimpleNamespace
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trl_ext.trainer import generation_config_of, rollout_generation_config
+    from trl_ext.modeling import generation_config_of, rollout_generation_config
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()

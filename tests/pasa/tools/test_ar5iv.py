@@ -26,13 +26,15 @@ ATTN = "Attention is all you need."
 # - "2.2": bib9, bib17, bib36; the table cell's cite (bib45) is skipped; the title's line break is folded;
 # - "3 BERT": no own text; its \paragraph (h5) becomes "3 BERT Model Architecture";
 # - dropped: "5 Conclusion" (cites nothing), Acknowledgments, References, Appendix A.
-EXPECTED = {
+# the released title split keeps the block's trailing period; the default extractor drops it
+EXPECTED_RELEASED_TITLES = {
     "1 Introduction": [SEMI, ELMO, GPT],
     "2 Related Work": [ULMFIT],
     "2 Related Work 2.1 Unsupervised Feature-based Approaches": [BROWN, W2V, GLOVE, SKIP, LOGES],
     "2 Related Work 2.2 Unsupervised Fine-tuning Approaches": [SEMI, ULMFIT, GPT],
     "3 BERT Model Architecture": [ATTN],
 }
+EXPECTED = {k: [t.rstrip(".") for t in v] for k, v in EXPECTED_RELEASED_TITLES.items()}
 # released_cite_split=True: only the first reference of each multi-reference <cite> survives
 EXPECTED_RELEASED = {
     "1 Introduction": [SEMI, GPT],
@@ -54,8 +56,13 @@ def test_section_map_of_a_full_page(bert_html):
     assert doc.reason is None
 
 
-def test_released_cite_split_flag(bert_html):
-    assert parse_ar5iv_html(bert_html, released_cite_split=True).section_citations == EXPECTED_RELEASED
+def test_released_flags(bert_html):
+    released = parse_ar5iv_html(bert_html, released_cite_split=True, released_titles=True).section_citations
+    assert released == EXPECTED_RELEASED and released.section_ids is None
+    assert parse_ar5iv_html(bert_html, released_titles=True).section_citations == EXPECTED_RELEASED_TITLES
+    assert parse_ar5iv_html(bert_html, released_cite_split=True).section_citations == {
+        k: [t.rstrip(".") for t in v] for k, v in EXPECTED_RELEASED.items()
+    }
 
 
 def test_title_abstract_and_toc(bert_html):
@@ -77,9 +84,11 @@ def test_title_abstract_and_toc(bert_html):
 def test_bibliography(bert_html):
     refs = parse_ar5iv_html(bert_html).references
     assert len(refs) == 11
-    assert refs["bib.bib28"].title == W2V
+    assert refs["bib.bib28"].title == W2V.rstrip(".")
     assert refs["bib.bib28"].journal.startswith("In Advances in Neural Information Processing Systems 26")
     assert refs["bib.bib21"].authors.startswith("Ryan Kiros") and refs["bib.bib21"].title == SKIP
+    released = parse_ar5iv_html(bert_html, released_titles=True).references
+    assert released["bib.bib28"].title == W2V and released["bib.bib28"].arxiv_id is None
 
 
 @pytest.mark.parametrize(

@@ -131,19 +131,30 @@ class SleepRecorder:
         self.waits.append(seconds)
 
 
-def make_client(tmp_path, cache: bool = True, sleep=None, **overrides) -> HttpClient:
-    """A client with a private cache folder, fast backoff and a short read timeout."""
+def make_client(
+    tmp_path,
+    cache: bool = True,
+    sleep=None,
+    max_retries: int = 2,
+    timeout: float = 2.0,
+    max_wait: float = 90.0,
+    retry_after_max: float = 60.0,
+    min_interval: dict[str, float] | None = None,
+) -> HttpClient:
+    """A client with a private cache folder, fast backoff, a short read timeout and no rate limit (unless
+    ``min_interval`` gives one)."""
     config = HttpConfig(
-        cache=cache,
+        no_cache=not cache,
         cache_dir=str(tmp_path / "cache"),
-        max_retries=overrides.pop("max_retries", 2),
-        backoff_initial=0.01,
-        backoff_max=0.05,
-        backoff_jitter=0.0,
-        timeout=overrides.pop("timeout", 2.0),
-        min_interval=overrides.pop("min_interval", {}),
-        **overrides,
+        http_retries=max_retries,
+        http_backoff=0.01,
+        http_backoff_max=0.05,
+        http_timeout=timeout,
+        http_max_wait=max_wait,
+        http_retry_after_max=retry_after_max,
     )
+    config.backoff_jitter = 0.0
+    config.min_interval = dict(min_interval or {})
     return HttpClient(config, sleep=sleep or SleepRecorder())
 
 
@@ -321,7 +332,7 @@ def test_parse_retry_after_forms():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
 
 
-# -- bad answers are never cached (issue 11 point 1) ----------------------------------------------------------------
+# -- bad answers are never cached ----------------------------------------------------------------
 def _json_object(resp):
     payload = resp.json()
     if not isinstance(payload, dict):
@@ -371,7 +382,7 @@ def test_not_found_from_the_parser_is_a_valid_cached_answer(tmp_path):
     assert script.count() == 1
 
 
-# -- a cap on what one request may cost (issue 11 point 6) -----------------------------------------------------------
+# -- a cap on what one request may cost -----------------------------------------------------------
 def test_long_retry_after_gives_up_at_once(tmp_path):
     sleeps = SleepRecorder()
     script = Script({"/x": Reply(429, "come back later", {"Retry-After": "3600"})})
@@ -426,7 +437,7 @@ def test_queueing_for_our_own_rate_limit_does_not_count_against_max_wait(tmp_pat
     assert script.count() == 8
 
 
-# -- secrets are redacted (issue 11 point 7) ------------------------------------------------------------------------
+# -- secrets are redacted ------------------------------------------------------------------------
 def test_key_quoted_in_an_error_body_is_redacted_everywhere(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SERPER_API_KEY", "sk-serper-secret-123")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret-456")
@@ -448,32 +459,46 @@ def test_key_quoted_in_an_error_body_is_redacted_everywhere(tmp_path, monkeypatc
     assert b"secret" not in blobs
 
 
-# -- service settings ----------------------------------------------------------------------------------------------
-def test_service_args_from_environment_then_defaults(monkeypatch):
+# -- settings --------------------------------------------------------------------------------------------------------
+def test_settings_from_environment_then_defaults(monkeypatch):
     monkeypatch.setenv("PASA_SERPER_URL", "http://127.0.0.1:9/search")
     monkeypatch.setenv("PASA_AR5IV_URL", "http://mirror.local/html")
     monkeypatch.setenv("PASA_HTTP_MAX_WAIT", "15")
     monkeypatch.setenv("PASA_HTTP_RETRIES", "2")
     monkeypatch.setenv("PASA_ARXIV_INTERVAL", "0")
-    args = ServiceArgs(http_timeout=5.0)
-    assert args.serper_url == "http://127.0.0.1:9/search"
-    assert args.ar5iv_url == "http://mirror.local/html/{arxiv_id}"
-    assert args.arxiv_url == "https://export.arxiv.org/api/query" and args.llm_timeout == 120.0
-    config = args.http_config(cache=False)
-    assert (config.timeout, config.max_wait, config.max_retries, config.cache) == (5.0, 15.0, 2, False)
+    config = HttpConfig(http_timeout=5.0, no_cache=True)
+    assert config.serper_url == "http://127.0.0.1:9/search"
+    assert config.ar5iv_url == "http://mirror.local/html/{arxiv_id}"
+    assert config.arxiv_url == "https://export.arxiv.org/api/query" and config.llm_timeout == 120.0
+    assert (config.http_timeout, config.max_wait, config.http_retries, config.no_cache) == (5.0, 15.0, 2, True)
+    assert isinstance(config.http_retries, int)
     assert config.min_interval["export.arxiv.org"] == 0.0 and config.min_interval["mirror.local"] == 0.0
     monkeypatch.setenv("PASA_HTTP_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="PASA_HTTP_TIMEOUT"):
-        ServiceArgs()
+        HttpConfig()
+    monkeypatch.delenv("PASA_HTTP_TIMEOUT")
     with pytest.raises(ValueError, match="http_retries"):
-        ServiceArgs(http_timeout=1.0, http_retries=-1)
+        HttpConfig(http_timeout=1.0, http_retries=-1)
 
 
-def test_service_args_parse_with_hf_argument_parser():
+def test_defaults_are_written_once_and_read_when_the_object_is_made(monkeypatch):
+    monkeypatch.delenv("PASA_HTTP_TIMEOUT", raising=False)
+    assert HttpConfig().http_timeout == 30.0
+    monkeypatch.setenv("PASA_HTTP_TIMEOUT", "7")
+    assert HttpConfig().http_timeout == 7.0  # read when made, not when the module was imported
+    assert ServiceArgs is HttpConfig
+
+
+def test_settings_parse_with_hf_argument_parser(monkeypatch):
     from transformers import HfArgumentParser
 
-    (args,) = HfArgumentParser(ServiceArgs).parse_args_into_dataclasses(
-        ["--serper_url", "http://x/search", "--http_max_wait", "0", "--llm_timeout", "30"]
+    monkeypatch.setenv("PASA_LLM_TIMEOUT", "45")
+    parser = HfArgumentParser(HttpConfig)
+    (config,) = parser.parse_args_into_dataclasses(["--serper_url", "http://x/search", "--http_max_wait", "0"])
+    assert config.serper_url == "http://x/search" and config.llm_timeout == 45.0
+    assert config.max_wait is None  # 0 = no cap
+    (config,) = parser.parse_args_into_dataclasses(["--no_cache", "--llm_timeout", "30"])
+    assert config.no_cache and config.llm_timeout == 30.0
+    assert (
+        "--min_interval" not in parser._option_string_actions and "--user_agent" not in parser._option_string_actions
     )
-    assert args.serper_url == "http://x/search" and args.llm_timeout == 30.0
-    assert args.http_config().max_wait is None  # 0 = no cap

@@ -79,7 +79,7 @@ def test_chained_source_falls_through_and_survives_errors(tmp_path, caplog):
     assert chain.get_by_id("1706.03762").source == "SearchFrom:local_paper_db"
     assert chain.get_by_id("2401.00009").title == "Only online"
     assert chain.search("q", 5) == ["2401.00009"]
-    with pytest.raises(ConnectionError, match="down"):  # no answer and a failure: unknown, not "missing" (contract 2)
+    with pytest.raises(ConnectionError, match="down"):  # no answer and a failure: unknown, not "missing"
         chain.get_by_title("missing everywhere")
     assert ChainedPaperSource(local, fallback).get_by_title("missing everywhere") is None  # nothing failed
     assert "down" in caplog.text  # each fall-through is logged

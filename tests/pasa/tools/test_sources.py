@@ -11,7 +11,7 @@ import pytest
 
 from pasa.agent import AgentConfig, PaperAgent
 from pasa.crawler import Crawler
-from pasa.paper import Paper
+from pasa.paper import CitedSections, Paper
 from pasa.selector import Selector
 from pasa.tools.http import BadAnswerError, HTTPStatusError, MissingAPIKeyError, ServiceError
 from pasa.tools.paper_db import build_paper_db
@@ -82,7 +82,8 @@ def test_online_source_answers_all_four_questions(tmp_path, fixture_bytes, caplo
             assert source.get_by_id("1810.04805v2").title == BERT
             assert source.get_by_title("deep contextualized word-representations").arxiv_id == "1802.05365"
             sections = source.get_sections("1810.04805")
-    assert "1 Introduction" in sections and "Deep contextualized word representations." in sections["1 Introduction"]
+    assert "1 Introduction" in sections and ELMO in sections["1 Introduction"]
+    assert isinstance(sections, CitedSections) and sections.source == "ar5iv"
     assert caplog.records == []
 
 
@@ -97,7 +98,7 @@ def test_not_found_is_quiet_none(tmp_path, fixture_bytes, caplog):
 
 
 def test_failed_calls_raise_typed_errors_without_the_key(tmp_path, fixture_bytes, caplog, monkeypatch):
-    """Contract 2: a failed call raises (the agent logs and counts it); nothing is logged at WARNING here."""
+    """A failed call raises (the agent logs and counts it); nothing is logged at WARNING here."""
     script = services(fixture_bytes, arxiv_down=True, serper_status=500)
     with serve(script) as url, make_client(tmp_path, max_retries=1) as http:
         source = online(url, http)
@@ -330,3 +331,146 @@ def test_garbled_answers_then_good_ones_through_the_source(tmp_path, fixture_byt
             assert source.search("bert", 3) == ["1810.04805", "1802.05365", "1801.06146"]
             assert source.get_by_id("1810.04805").title == BERT
             assert "1 Introduction" in source.get_sections("1810.04805")
+
+
+# -- full text: ar5iv, then arxiv.org/html ------------------------------------------------------------------------
+def full_text_source(url: str, http) -> OnlinePaperSource:
+    return OnlinePaperSource(
+        http,
+        arxiv_url=f"{url}/api/query",
+        ar5iv_url=f"{url}/ar5iv/{{arxiv_id}}",
+        arxiv_html_url=f"{url}/arxiv_html/{{arxiv_id}}",
+    )
+
+
+def test_recent_paper_sections_from_arxiv_html(tmp_path, fixture_bytes, fixtures_dir):
+    """ar5iv has no page (redirect to the abstract, or 404): arXiv's own HTML answers, and the sections say so."""
+    abs_page = (fixtures_dir / "ar5iv_not_latexml.html").read_text()
+    script = Script(
+        {
+            "/ar5iv/2401.00001": Reply(302, "", {"Location": "/abs/2401.00001"}),
+            "/abs/2401.00001": Reply(200, abs_page),
+            "/ar5iv/2401.00002": Reply(404, "no such page"),
+            "/arxiv_html/2401.00001": Reply(200, fixture_bytes("ar5iv_1810.04805.html")),
+            "/arxiv_html/2401.00002": Reply(200, fixture_bytes("ar5iv_1810.04805.html")),
+            "/ar5iv/1810.04805": Reply(200, fixture_bytes("ar5iv_1810.04805.html")),
+        }
+    )
+    with serve(script) as url, make_client(tmp_path) as http:
+        source = full_text_source(url, http)
+        recent, recent_404, old = (source.get_sections(i) for i in ("2401.00001", "2401.00002", "1810.04805"))
+        assert source.get_sections("2401.00003") is None  # neither page has it: not found
+    assert recent.source == recent_404.source == "arxiv_html" and old.source == "ar5iv"
+    assert recent == old and ELMO in recent["1 Introduction"]
+    assert script.count("/arxiv_html/1810.04805") == 0  # ar5iv had it
+
+
+def test_full_text_failure_is_raised_only_when_no_page_answers(tmp_path, fixture_bytes):
+    script = Script(
+        {
+            "/ar5iv/2401.00001": Reply(503, "busy"),
+            "/arxiv_html/2401.00001": Reply(200, fixture_bytes("ar5iv_1810.04805.html")),
+            "/ar5iv/2401.00002": Reply(503, "busy"),
+        }
+    )
+    with serve(script) as url, make_client(tmp_path, max_retries=0) as http:
+        source = full_text_source(url, http)
+        assert source.get_sections("2401.00001").source == "arxiv_html"  # ar5iv failed, arXiv answered
+        with pytest.raises(HTTPStatusError, match="503"):
+            source.get_sections("2401.00002")  # ar5iv failed, arXiv has no page: unknown, not "not found"
+
+
+def test_page_whose_bibliography_cannot_be_read_is_a_failure(tmp_path, fixtures_dir):
+    from pasa.tools.ar5iv import UnparsedBibliographyError
+
+    html = (fixtures_dir / "ar5iv_1810.04805.html").read_text(encoding="utf-8")
+    start, end = html.index('<section class="ltx_bibliography"'), html.index('<section class="ltx_appendix"')
+    script = Script(
+        {
+            "/ar5iv/2401.00001": Reply(200, html[:start] + html[end:]),
+            "/ar5iv/2101.00001": Reply(200, (fixtures_dir / "ar5iv_no_sections.html").read_text()),
+        }
+    )
+    with serve(script) as url, make_client(tmp_path) as http:
+        source = online(url.replace("/html", ""), http)
+        source.ar5iv_url = f"{url}/ar5iv/{{arxiv_id}}"
+        with pytest.raises(UnparsedBibliographyError, match="cites 1[0-9] references"):
+            source.get_sections("2401.00001")
+        assert source.get_sections("2101.00001") is None  # nothing cited at all: no sections, not a failure
+
+
+def test_released_sections_have_no_ids_and_no_arxiv_html(tmp_path, fixture_bytes):
+    from pasa.tools.http import ServiceArgs
+
+    script = Script({"/ar5iv/1810.04805": Reply(200, fixture_bytes("ar5iv_1810.04805.html"))})
+    with serve(script) as url, make_client(tmp_path) as http:
+        service = ServiceArgs(arxiv_url=f"{url}/api/query", ar5iv_url=f"{url}/ar5iv", arxiv_interval=0.0)
+        default = build_paper_source(http=http, service=service, search_engine="arxiv")
+        released = build_paper_source(http=http, service=service, search_engine="arxiv", released_behaviour=True)
+        assert default.searcher.arxiv_html_url is None  # an ar5iv test server: never arxiv.org
+        assert released.searcher.arxiv_html_url is None and released.searcher.released_titles
+        sections = released.get_sections("1810.04805")
+    assert sections.section_ids is None and sections["1 Introduction"] == [
+        "Semi-supervised sequence learning.",
+        GPT + ".",
+    ]
+
+
+def test_arxiv_html_address(monkeypatch):
+    from pasa.tools.ar5iv import AR5IV_URL, ARXIV_HTML_URL
+    from pasa.tools.sources import arxiv_html_address
+
+    class Service:
+        ar5iv_url = AR5IV_URL
+
+    monkeypatch.delenv("PASA_ARXIV_HTML_URL", raising=False)
+    assert arxiv_html_address(Service()) == ARXIV_HTML_URL
+    Service.ar5iv_url = "http://mirror.example/html/{arxiv_id}"
+    assert arxiv_html_address(Service()) is None
+    monkeypatch.setenv("PASA_ARXIV_HTML_URL", "http://mirror.example/arxiv_html")
+    assert arxiv_html_address(Service()) == "http://mirror.example/arxiv_html/{arxiv_id}"
+
+
+# -- search engines --------------------------------------------------------------------------------------------------
+def test_factory_search_engine_choice(tmp_path, monkeypatch):
+    from pasa.tools.sources import choose_search_engine
+
+    assert choose_search_engine(None, None, offline=True) == "serper"  # the key is set (autouse fixture)
+    assert choose_search_engine(None, False, offline=True) == "local"
+    assert choose_search_engine("arxiv", None, offline=False) == "arxiv"
+    with pytest.raises(ValueError, match="one of serper, arxiv, local, got 'google'"):
+        choose_search_engine("google", None, offline=False)
+    with pytest.raises(ValueError, match="searches online; drop --online false"):
+        choose_search_engine("arxiv", False, offline=True)
+    with pytest.raises(ValueError, match="--search_engine local needs an offline index"):
+        choose_search_engine("local", None, offline=False)
+    monkeypatch.delenv("SERPER_API_KEY")
+    assert choose_search_engine(None, None, offline=True) == "local"
+    with pytest.raises(ValueError, match="serper needs the SERPER_API_KEY"):
+        choose_search_engine("serper", None, offline=True)
+    with pytest.raises(ValueError) as info:
+        choose_search_engine(None, None, offline=False)
+    assert "serper|arxiv|local" in str(info.value)
+
+
+def test_factory_arxiv_engine_searches_without_a_key(tmp_path, fixtures_dir, monkeypatch):
+    from pasa.tools.http import ServiceArgs
+
+    monkeypatch.delenv("SERPER_API_KEY")
+    script = Script({"/api/query": Reply(200, (fixtures_dir / "arxiv_search_gnn.xml").read_bytes())})
+    with serve(script) as url, make_client(tmp_path) as http:
+        service = ServiceArgs(arxiv_url=f"{url}/api/query", ar5iv_url=f"{url}/ar5iv", arxiv_interval=0.0)
+        source = build_paper_source(http=http, service=service, search_engine="arxiv")
+        assert source.search("graph neural networks for molecules", 3, "20230105") == ["1704.01212", "1802.04364"]
+    assert "submittedDate" in script.requests[0]["query"]
+
+
+def test_cited_string_that_writes_an_id_is_looked_up_by_id(tmp_path, fixture_bytes):
+    cited = "J. Devlin, M.-W. Chang, K. Lee and K. Toutanova, arXiv:1810.04805 (2018)."
+    script = services(fixture_bytes)
+    with serve(script) as url, make_client(tmp_path) as http:
+        assert online(url, http).get_by_title(cited).title == BERT
+        assert script.requests[-1]["query"].startswith("search_query=&id_list=1810.04805")
+        released = online(url, http)
+        released.released_titles = True
+        assert released.get_by_title(cited) is None  # released: a title search, no exact match

@@ -1,4 +1,4 @@
-"""Title index (issue 13 item 2): arXiv metadata snapshot -> title key -> paper, with exact-title matching."""
+"""Title index: arXiv metadata snapshot -> title key -> paper, with exact-title matching."""
 
 from __future__ import annotations
 
