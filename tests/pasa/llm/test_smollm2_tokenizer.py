@@ -85,7 +85,7 @@ def test_chat_template_wraps_the_search_prompt_once(llm, tokenizer):
 def test_action_rewards_land_on_the_tokens_holding_their_brackets(tokenizer):
     from trl_ext.env import find_stop, parse_actions
     from trl_ext.rewards import place_rewards_on_tokens
-    from trl_ext.trainer import token_char_ends
+    from trl_ext.tokens import token_char_ends
 
     ids = tokenizer(REPLY, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     ends = token_char_ends(tokenizer, ids)
