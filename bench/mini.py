@@ -51,8 +51,8 @@ class Budget:
     ppo_updates: int
 
 
-QUICK = Budget(test_queries=12, train_queries=200, selector_steps=16, crawler_steps=24, ppo_updates=2)
-FULL = Budget(test_queries=48, train_queries=952, selector_steps=60, crawler_steps=60, ppo_updates=6)
+QUICK = Budget(test_queries=12, train_queries=200, selector_steps=48, crawler_steps=24, ppo_updates=2)
+FULL = Budget(test_queries=48, train_queries=952, selector_steps=120, crawler_steps=60, ppo_updates=6)
 
 
 def load_script(name: str):
@@ -147,31 +147,44 @@ class RepliesLLM:
         return [self.memory[p] for p in prompts]
 
 
-def load(path: str, max_new_tokens: int, **kwargs):
+class ScoresLLM:
+    """A selector LLM that scores each prompt once: the SFT and PPO rows share one Selector, and the papers their
+    crawlers find overlap."""
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.memory: dict[str, float] = {}
+
+    def true_prob(self, prompts):
+        missing = list(dict.fromkeys(p for p in prompts if p not in self.memory))
+        if missing:
+            self.memory.update(zip(missing, self.llm.true_prob(missing), strict=True))
+        return [self.memory[p] for p in prompts]
+
+
+def load(path: str, max_new_tokens: int, dtype: str, **kwargs):
     from pasa.llm import load_llm
 
-    return load_llm(path, batch_size=8, max_new_tokens=max_new_tokens, device="cpu", dtype="float32", **kwargs)
+    return load_llm(path, batch_size=8, max_new_tokens=max_new_tokens, device="cpu", dtype=dtype, **kwargs)
 
 
-def measure(name, crawler_path, selector_path, test, pairs, index, args, cfg, log, selector_row=None) -> dict:
-    """Held-out measurements of one (crawler, selector) pair. ``selector_row``: the selector's scores measured
-    before (the same checkpoint); ``selector_path`` None: crawler measurements only."""
+def measure(name, crawler_path, test, index, args, cfg, log, selector=None, selector_row=None) -> dict:
+    """Held-out measurements of one crawler checkpoint; with ``selector`` (a ``ScoresLLM``) also the end-to-end
+    search round. ``selector_row``: the selector's scores on the held-out pairs, measured once per checkpoint."""
     from pasa.prompts import render_search_prompt
 
     t0 = time.perf_counter()
-    crawler = load(crawler_path, args.max_new_tokens)
+    crawler = load(crawler_path, args.max_new_tokens, args.eval_dtype)
     row = mini.evaluate_crawler(crawler, test, index, args.search_papers)
     row["reward"] = heldout_reward(row["replies"], test, index, cfg)
-    if selector_path is not None:
-        selector = crawler if selector_path == crawler_path else load(selector_path, 1)
-        scored = selector_row or {f"selector_{k}": v for k, v in mini.evaluate_selector(selector, pairs).items()}
-        row.update({k: v for k, v in scored.items() if k.startswith("selector_")})
+    if selector is not None:
+        row.update({f"selector_{k}": v for k, v in (selector_row or {}).items()})
         cached = RepliesLLM(
             crawler, [render_search_prompt(r["question"]) for r in test], [r["reply"] for r in row["replies"]]
         )
         e2e = mini.evaluate_end_to_end(cached, selector, test, index, args.search_papers)
         row.update({f"e2e_{k}": v for k, v in e2e.items()})
-        del selector, cached
+        del cached
     row["seconds"] = time.perf_counter() - t0
     summary = ", ".join(f"{c} {row[k]:.3f}" for c, k in COLUMNS if isinstance(row.get(k), float))
     log(f"[{name}] {summary} ({row['seconds']:.0f} s); first reply: {row['replies'][0]['reply'][:100]!r}")
@@ -224,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search_papers", type=int, default=10, help="Hits per search query (the agent's default).")
     p.add_argument("--max_new_tokens", type=int, default=96, help="Crawler reply budget at evaluation.")
     p.add_argument("--max_titles", type=int, default=2, help="Answer titles per Crawler SFT search session.")
+    p.add_argument(
+        "--eval_dtype", default="bfloat16", help="dtype of the held-out measurements (training runs in float32)."
+    )
     p.add_argument("--top_layers", type=int, default=6, help="SFT trains the last N decoder layers (0: all).")
     p.add_argument("--base_model", default=None, help="A checkpoint to start from instead of SmolLM2 (tests).")
     for name in Budget.__dataclass_fields__:
@@ -250,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(records)} queries with answers: {len(train)} train, {len(test)} held out; index of {len(index)} titles")
     data = out / "data"
     pool = [p.title for p in mini.answer_papers(records)]
-    selector_train = write_jsonl(data / "selector_train.jsonl", mini.selector_pairs(train, index, pool=pool))
+    train_pairs = mini.balanced(mini.selector_pairs(train, index, pool=pool), args.seed)
+    selector_train = write_jsonl(data / "selector_train.jsonl", train_pairs)
     test_pairs = mini.selector_pairs(test, index, pool=pool, seed=args.seed + 1)
     write_jsonl(data / "selector_test.jsonl", test_pairs)
     queries_file = write_jsonl(data / "train_queries.jsonl", mini.with_title_queries(train, args.max_titles))
@@ -267,17 +284,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = session_config(ppo_argv(str(base), queries_file, str(out / "index"), out / "ppo", budget.ppo_updates))
     rows, curves = {}, {}
 
-    # 2. zero-shot
-    rows["zero-shot"] = measure("zero-shot", str(base), str(base), test, test_pairs, index, args, cfg, log)
-    # An untrained chat model writes " True" (another token) after "Decision:": its score there is the fair
-    # zero-shot baseline of the Selector's ranking; the recipe itself keeps the released token "True".
-    try:
-        spaced = mini.evaluate_selector(load(str(base), 1, true_token=" True"), test_pairs)["auc"]
-    except ValueError as err:  # a vocabulary without a " True" token
-        spaced = float("nan")
-        log(f"[zero-shot] {err}")
+    # 2. zero-shot. An untrained chat model writes " True" (another token) after "Decision:": its score there is
+    # the fair zero-shot baseline of the Selector's ranking, read from the same forward pass; the recipe itself
+    # keeps the released token "True".
+    base_selector = load(str(base), 1, args.eval_dtype)
+    spaced_ids = base_selector.tokenizer.encode(" True", add_special_tokens=False)
+    token_ids = [base_selector.true_token_id] + spaced_ids[:1] * (len(spaced_ids) == 1)
+    probs = base_selector.first_token_probs([p["prompt"] for p in test_pairs], token_ids)
+    labels = [p["label"] for p in test_pairs]
+    zero_scores = mini.selector_metrics([row[0] for row in probs], labels)
+    spaced = mini.roc_auc([row[1] for row in probs], labels) if len(token_ids) == 2 else float("nan")
+    rows["zero-shot"] = measure(
+        "zero-shot", str(base), test, index, args, cfg, log, ScoresLLM(base_selector), zero_scores
+    )
     rows["zero-shot"]["selector_auc_space_true"] = spaced
     log(f"[zero-shot] selector scored on ' True' instead of 'True': AUC {spaced:.3f}")
+    del base_selector
 
     # 3. SFT
     curves["sft_selector"] = run_sft(
@@ -299,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         f"crawler SFT: {budget.crawler_steps} steps, loss {curves['sft_crawler'][0]['loss']:.3f} -> "
         f"{curves['sft_crawler'][-1]['loss']:.3f}"
     )
-    sft_selector = str(out / "sft_selector")
-    rows["SFT"] = measure("SFT", str(out / "sft_crawler"), sft_selector, test, test_pairs, index, args, cfg, log)
+    sft_selector = ScoresLLM(load(str(out / "sft_selector"), 1, args.eval_dtype))
+    sft_scores = mini.evaluate_selector(sft_selector, test_pairs)
+    rows["SFT"] = measure("SFT", str(out / "sft_crawler"), test, index, args, cfg, log, sft_selector, sft_scores)
 
     # 4. PPO and its lr=0 control
     for key, lr in (("ppo", None), ("ppo_lr0", 0.0)):
@@ -312,10 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}: {len(curves[key])} updates, rollout reward per session "
             f"{[round(h['env/reward_per_session'], 3) for h in curves[key]]}"
         )
-    rows["PPO"] = measure("PPO", str(out / "ppo"), sft_selector, test, test_pairs, index, args, cfg, log, rows["SFT"])
-    rows["PPO lr=0 (control)"] = measure(
-        "PPO lr=0", str(out / "ppo_lr0"), None, test, test_pairs, index, args, cfg, log
-    )
+    rows["PPO"] = measure("PPO", str(out / "ppo"), test, index, args, cfg, log, sft_selector, sft_scores)
+    rows["PPO lr=0 (control)"] = measure("PPO lr=0", str(out / "ppo_lr0"), test, index, args, cfg, log)
     bm25 = mini.evaluate_bm25(test, index, args.search_papers)
     rows["BM25 on the question"] = {
         "crawler_recall": bm25["crawler_recall"],

@@ -172,6 +172,18 @@ def selector_pairs(
     return pairs
 
 
+def balanced(pairs: list[dict], seed: int = 0) -> list[dict]:
+    """[pure] As many negatives as positives (the larger class subsampled with ``seed``): a Selector trained on
+    50/50 data learns the decision rather than the class prior, and its 0.5 threshold stays meaningful."""
+    import random
+
+    rng = random.Random(seed)
+    pos, neg = [p for p in pairs if p["label"]], [p for p in pairs if not p["label"]]
+    n = min(len(pos), len(neg))
+    pos, neg = rng.sample(pos, n), rng.sample(neg, n)
+    return [p for pair in zip(pos, neg, strict=True) for p in pair]
+
+
 def with_title_queries(records: list[dict], max_titles: int) -> list[dict]:
     """[pure] Records whose ``search_queries`` are the question itself, then up to ``max_titles`` answer titles: the
     Crawler SFT target without a teacher.
@@ -247,7 +259,11 @@ def evaluate_crawler(llm, records: list[dict], index, k: int, max_queries: int =
 def evaluate_selector(llm, pairs: list[dict], threshold: float = 0.5) -> dict:
     """P(True) of a selector LLM on labelled pairs: AUC and precision/recall/F1 at ``threshold``."""
     scores = [float(s) for s in llm.true_prob([p["prompt"] for p in pairs])]
-    labels = [p["label"] for p in pairs]
+    return selector_metrics(scores, [p["label"] for p in pairs], threshold)
+
+
+def selector_metrics(scores: list[float], labels: list[int], threshold: float = 0.5) -> dict:
+    """[pure] AUC and precision/recall/F1 at ``threshold`` of selector scores (kept under ``scores``)."""
     return {"auc": roc_auc(scores, labels), **classification_at(scores, labels, threshold), "scores": scores}
 
 

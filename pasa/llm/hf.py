@@ -202,9 +202,14 @@ class HFLLM:
                 replies[i] = reply
         return replies
 
-    @torch.no_grad()
     def true_prob(self, prompts: list[str]) -> list[float]:
-        probs: list[float | None] = [None] * len(prompts)
+        return [row[0] for row in self.first_token_probs(prompts, [self.true_token_id])]
+
+    @torch.no_grad()
+    def first_token_probs(self, prompts: list[str], token_ids: list[int]) -> list[list[float]]:
+        """P(first generated token = t) for each of ``token_ids`` on each raw prompt, one forward pass per batch
+        (``true_prob`` is this on the ``True`` token; several ids score other decision tokens at no extra cost)."""
+        probs: list[list[float] | None] = [None] * len(prompts)
         for batch in self.plan_batches(prompts):
             inputs = self._encode([prompts[i] for i in batch])
             with self._lock:
@@ -219,7 +224,7 @@ class HFLLM:
                     return_dict_in_generate=True,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            scores = out.scores[0].float().softmax(dim=-1)[:, self.true_token_id]
-            for i, p in zip(batch, scores.cpu().tolist(), strict=True):
-                probs[i] = p
+            scores = out.scores[0].float().softmax(dim=-1)[:, token_ids]
+            for i, row in zip(batch, scores.cpu().tolist(), strict=True):
+                probs[i] = row
         return probs

@@ -74,6 +74,14 @@ def test_title_index_finds_answers_and_selector_pairs_use_other_queries_as_negat
     assert mixed == mini.selector_pairs(RECORDS[:1], index, negatives=1, random_negatives=3, pool=pool, seed=5)
 
 
+def test_balanced_keeps_every_minority_example_and_as_many_of_the_other_class():
+    pairs = [{"label": int(i % 4 == 0), "i": i} for i in range(20)]  # 5 positives, 15 negatives
+    kept = mini.balanced(pairs, seed=3)
+    assert sum(p["label"] for p in kept) == 5 and len(kept) == 10
+    assert {p["i"] for p in kept if p["label"]} == {0, 4, 8, 12, 16}
+    assert kept == mini.balanced(pairs, seed=3) and kept != mini.balanced(pairs, seed=4)
+
+
 def test_crawler_sessions_search_for_the_answer_titles(tmp_path):
     spec = importlib.util.spec_from_file_location("_build_crawler_data", ROOT / "scripts" / "build_crawler_data.py")
     build = importlib.util.module_from_spec(spec)
