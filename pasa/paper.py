@@ -171,8 +171,13 @@ def loads_tree(text: str) -> PaperNode:
     return PaperNode.from_dict(json.loads(text))
 
 
-# The keys of ``root.extra["failures"]``: failed source calls by kind, and crawler replies with no action.
+# One vocabulary of failures for the agent and the PPO environment: a failed search, paper lookup by arXiv id, lookup
+# by title, section fetch or Selector call, and a crawler reply with no parseable action.
+# The keys of a result tree's ``root.extra["failures"]`` (a Selector error stops the agent's run instead):
 FAILURE_KINDS = ("search", "lookup", "title", "sections", "crawler_no_action")
+# The keys of a PPO session's ``SessionOutcome.failures`` (sections come from the record; replies are rewarded as
+# they are):
+SESSION_FAILURE_KINDS = ("search", "lookup", "title", "selector")
 
 
 def empty_failures() -> dict[str, int]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from pasa.paper import Paper, title_key
+from pasa.paper import SESSION_FAILURE_KINDS, Paper, title_key
 from pasa.prompts import EXPAND_RE, SEARCH_RE, SELECT_SECTION, render_search_prompt
 from pasa.resolve import chosen_citations, lookup_plan
 from trl_ext import released
@@ -27,9 +27,6 @@ logger = logging.getLogger(__name__)
 # The stop tags of the released prompts' outputs; each earns +c (released response_handler).
 STOP_TAGS = {"search": "[StopSearch]", "expand": "[StopExpand]"}
 ACTION_RES = {"search": SEARCH_RE, "expand": EXPAND_RE}
-# Kinds of failed calls counted per session: a search, an id lookup, a title lookup, a selector call (the same keys
-# as the agent's root.extra["failures"]).
-FAILURE_KINDS = ("search", "lookup", "title", "selector")
 
 
 @dataclass
@@ -82,9 +79,9 @@ class SessionOutcome:
     actions: list[ActionOutcome]
     stop_char: int | None  # the `]` of the stop tag, None when the reply does not stop
     stop_reward: float = 0.0
-    # failed source/selector calls of this session by kind (FAILURE_KINDS, all present); a failed search is an
+    # failed source/selector calls of this session by kind (SESSION_FAILURE_KINDS, all present); a failed search is an
     # action that found nothing because of the service, not because of the query
-    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SESSION_FAILURE_KINDS, 0))
 
     @property
     def degraded(self) -> bool:

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -95,6 +95,129 @@ def _elapsed(search: Search) -> float | None:
     return round((search.finished or time.time()) - search.started, 1)
 
 
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+    return error_response(400, f"{where or 'request'}: {first.get('msg', 'invalid value')}")
+
+
+async def require_api_key(request: Request, call_next):
+    """With an API key set, every ``/api/`` call must carry it as a bearer token (401 otherwise)."""
+    api_key = request.app.state.api_key
+    if api_key and request.url.path.startswith("/api/"):
+        header = request.headers.get("authorization", "")
+        token = header[len("bearer ") :] if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            return error_response(
+                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            )
+    response = await call_next(request)
+    if not request.url.path.startswith("/api/"):  # the page's files: revalidate, so an upgrade shows at once
+        response.headers.setdefault("Cache-Control", "no-cache")
+    return response
+
+
+router = APIRouter()
+
+
+def _queue(request: Request) -> SearchQueue:
+    return request.app.state.searches
+
+
+def _find(request: Request, search_id: str) -> Search:
+    search = _queue(request).get(search_id)
+    if search is None:
+        raise HTTPException(404, f"no search with id {search_id!r}")
+    return search
+
+
+@router.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
+
+
+@router.get("/api/health")
+async def health(request: Request):
+    searches = _queue(request)
+    return {"status": "ok", **request.app.state.info, "searches": searches.counts(), **searches.limits()}
+
+
+@router.post("/api/search", status_code=202)
+async def submit(request: Request):
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            return error_response(400, f"the body is over {MAX_BODY_BYTES // 1024} KiB; a search request is smaller")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, 'the body is not JSON; send e.g. {"query": "papers about ..."}')
+    try:
+        search = _queue(request).submit(parse_search_request(body))
+    except BadRequestError as err:
+        return error_response(400, str(err))
+    except QueueFullError as err:
+        return error_response(429, str(err), {"Retry-After": "30"})
+    return JSONResponse({"id": search.id, "status": "queued"}, status_code=202)  # a worker may have it already
+
+
+@router.get("/api/search/{search_id}")
+async def show(search_id: str, request: Request):
+    return search_view(_find(request, search_id))
+
+
+@router.get("/api/search/{search_id}/events")
+async def events(search_id: str, request: Request):
+    search = _find(request, search_id)
+
+    async def stream():
+        seen = -1
+        while not await request.is_disconnected():
+            if search.version != seen:
+                seen = search.version
+                if search.status in ("done", "failed"):
+                    final = {k: v for k, v in search_view(search).items() if k != "papers"}
+                    yield {"event": "status", "data": json.dumps(final)}
+                    return
+                update = {
+                    "id": search.id,
+                    "status": search.status,
+                    "progress": search.progress,
+                    "elapsed_s": _elapsed(search),
+                }
+                yield {"event": "progress", "data": json.dumps(update)}
+            await asyncio.sleep(EVENT_POLL_S)
+
+    return EventSourceResponse(stream())
+
+
+@router.get("/api/search/{search_id}/export")
+async def export(search_id: str, request: Request, format: str = "json"):
+    search = _find(request, search_id)
+    if format not in EXPORT_FORMATS:
+        return error_response(400, f"format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
+    if search.status != "done":
+        return error_response(409, f"search {search.id} is {search.status}; export it once it is done")
+    disposition = {"Content-Disposition": f'attachment; filename="pasa-{search.id}.{format}"'}
+    if format == "json":
+        path = _queue(request).tree_path(search.id)
+        return FileResponse(path, media_type=EXPORT_FORMATS["json"], headers=disposition)
+    text = to_bibtex(search.papers or []) if format == "bib" else to_csv(search.papers or [])
+    return Response(text, media_type=EXPORT_FORMATS[format], headers=disposition)
+
+
+@router.get("/api/searches")
+async def recent(request: Request, limit: int = 50):
+    if not 1 <= limit <= 1000:
+        return error_response(400, f"limit must be between 1 and 1000, not {limit}")
+    return {"searches": [summary_view(s) for s in _queue(request).recent(limit)]}
+
+
 def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str, Any] | None = None) -> FastAPI:
     """The app over ``searches`` (started and closed with the app). ``info`` is added to ``/api/health``
     (models, demo)."""
@@ -106,113 +229,10 @@ def create_app(searches: SearchQueue, api_key: str | None = None, info: dict[str
         await asyncio.to_thread(searches.close, SHUTDOWN_WAIT_S)
 
     app = FastAPI(title="PaSa", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.searches, app.state.api_key, app.state.info = searches, api_key, dict(info or {})
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
-        return error_response(400, f"{where or 'request'}: {first.get('msg', 'invalid value')}")
-
-    @app.middleware("http")
-    async def require_api_key(request: Request, call_next):
-        if api_key and request.url.path.startswith("/api/"):
-            header = request.headers.get("authorization", "")
-            token = header[len("bearer ") :] if header.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key.encode()):
-                return error_response(
-                    401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
-                )
-        response = await call_next(request)
-        if not request.url.path.startswith("/api/"):  # the page's files: revalidate, so an upgrade shows at once
-            response.headers.setdefault("Cache-Control", "no-cache")
-        return response
-
-    def find(search_id: str) -> Search:
-        search = searches.get(search_id)
-        if search is None:
-            raise HTTPException(404, f"no search with id {search_id!r}")
-        return search
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
-
-    @app.get("/api/health")
-    async def health():
-        return {"status": "ok", **(info or {}), "searches": searches.counts(), **searches.limits()}
-
-    @app.post("/api/search", status_code=202)
-    async def submit(request: Request):
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                return error_response(
-                    400, f"the body is over {MAX_BODY_BYTES // 1024} KiB; a search request is smaller"
-                )
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return error_response(400, 'the body is not JSON; send e.g. {"query": "papers about ..."}')
-        try:
-            search = searches.submit(parse_search_request(body))
-        except BadRequestError as err:
-            return error_response(400, str(err))
-        except QueueFullError as err:
-            return error_response(429, str(err), {"Retry-After": "30"})
-        return JSONResponse({"id": search.id, "status": "queued"}, status_code=202)  # a worker may have it already
-
-    @app.get("/api/search/{search_id}")
-    async def show(search_id: str):
-        return search_view(find(search_id))
-
-    @app.get("/api/search/{search_id}/events")
-    async def events(search_id: str, request: Request):
-        search = find(search_id)
-
-        async def stream():
-            seen = -1
-            while not await request.is_disconnected():
-                if search.version != seen:
-                    seen = search.version
-                    if search.status in ("done", "failed"):
-                        final = {k: v for k, v in search_view(search).items() if k != "papers"}
-                        yield {"event": "status", "data": json.dumps(final)}
-                        return
-                    update = {
-                        "id": search.id,
-                        "status": search.status,
-                        "progress": search.progress,
-                        "elapsed_s": _elapsed(search),
-                    }
-                    yield {"event": "progress", "data": json.dumps(update)}
-                await asyncio.sleep(EVENT_POLL_S)
-
-        return EventSourceResponse(stream())
-
-    @app.get("/api/search/{search_id}/export")
-    async def export(search_id: str, format: str = "json"):
-        search = find(search_id)
-        if format not in EXPORT_FORMATS:
-            return error_response(400, f"format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
-        if search.status != "done":
-            return error_response(409, f"search {search.id} is {search.status}; export it once it is done")
-        disposition = {"Content-Disposition": f'attachment; filename="pasa-{search.id}.{format}"'}
-        if format == "json":
-            path = searches.tree_path(search.id)
-            return FileResponse(path, media_type=EXPORT_FORMATS["json"], headers=disposition)
-        text = to_bibtex(search.papers or []) if format == "bib" else to_csv(search.papers or [])
-        return Response(text, media_type=EXPORT_FORMATS[format], headers=disposition)
-
-    @app.get("/api/searches")
-    async def recent(limit: int = 50):
-        if not 1 <= limit <= 1000:
-            return error_response(400, f"limit must be between 1 and 1000, not {limit}")
-        return {"searches": [summary_view(s) for s in searches.recent(limit)]}
-
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.middleware("http")(require_api_key)
+    app.include_router(router)
     return app

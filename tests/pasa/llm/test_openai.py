@@ -75,7 +75,7 @@ def test_http_error_raises_clear_error():
 
 
 def test_transient_server_errors_are_retried():
-    # one 429 and one 503 cost two retries, not the query (issue 11: 13/50 queries failed on one fault each)
+    # one 429 and one 503 cost two retries, not the query (without retries, one fault failed the whole query)
     stub = OpenAIStub()
     stub.fail_next = [429, 503]
     with openai_server(stub) as url:
