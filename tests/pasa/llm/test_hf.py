@@ -42,6 +42,19 @@ def test_true_prob_is_softmax_over_full_vocab_of_raw_prompt(llm):
     assert all(0.0 < p < 1.0 for p in probs)
 
 
+def test_first_token_probs_scores_several_tokens_in_one_pass(llm):
+    prompts = [render_select_prompt("q", "A short title", "abs"), render_select_prompt("a longer query " * 5, "T", "x")]
+    false_id = llm.tokenizer.encode("False", add_special_tokens=False)[0]
+    rows = llm.first_token_probs(prompts, [llm.true_token_id, false_id])
+    for prompt, (p_true, p_false) in zip(prompts, rows, strict=True):
+        ids = llm.tokenizer(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            probs = llm.model(ids).logits[0, -1].float().softmax(-1)
+        assert p_true == pytest.approx(probs[llm.true_token_id].item(), rel=1e-4)
+        assert p_false == pytest.approx(probs[false_id].item(), rel=1e-4)
+    assert [row[0] for row in rows] == pytest.approx(llm.true_prob(prompts), rel=1e-6)
+
+
 def test_batched_generation_matches_one_by_one(llm):
     prompts = ["short", "a much longer prompt with many more tokens in it", "mid length prompt"]
     batched = llm.generate(prompts)  # batch_size=2: one padded batch of two + one of one
