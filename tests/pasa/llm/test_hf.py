@@ -43,7 +43,10 @@ def test_true_prob_is_softmax_over_full_vocab_of_raw_prompt(llm):
 
 
 def test_first_token_probs_scores_several_tokens_in_one_pass(llm):
-    prompts = [render_select_prompt("q", "A short title", "abs"), render_select_prompt("a longer query " * 5, "T", "x")]
+    prompts = [
+        render_select_prompt("q", "A short title", "abs"),
+        render_select_prompt("a longer query " * 5, "T", "x"),
+    ]
     false_id = llm.tokenizer.encode("False", add_special_tokens=False)[0]
     rows = llm.first_token_probs(prompts, [llm.true_token_id, false_id])
     for prompt, (p_true, p_false) in zip(prompts, rows, strict=True):
