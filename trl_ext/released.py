@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from trl_ext.tokens import chat_ids
+from trl_ext.tokens import SessionPrompts, chat_ids
 
 if TYPE_CHECKING:  # the environment's types; importing them here would make a cycle
     from trl_ext.env import ActionOutcome, Session, SessionOutcome
@@ -170,17 +170,10 @@ def budget_including_prompt(response_length: int, prompt_width: int) -> int:
 
 
 @dataclass
-class RightCutPrompts:
+class RightCutPrompts(SessionPrompts):
     """The fork's prompt tokenisation: expand prompts cut on the right at ``value_max_length`` tokens, and a
     session's value read at index −2 of chat(user, assistant ``[``) cut on the right (``call_vm``); the cut can drop
     the ``[`` or the generation prompt. Search prompts are cut on the left, as by default."""
-
-    tokenizer: object
-    max_prompt_length: int
-    value_max_length: int
-
-    def chat_ids(self, prompt: str, limit: int) -> list[int]:
-        return chat_ids(self.tokenizer, prompt)[-limit:]
 
     def prompt_ids(self, session: Session) -> list[int]:
         if session.kind == "expand":
