@@ -97,7 +97,8 @@ def test_sections_fetched_are_kept_on_the_node():
 
 
 def test_model_calls_are_batched_per_step():
-    _, crawler_llm, selector_llm = run()
+    # only the idle rule decides the calls: no request is sent early because a loaded machine kept it waiting
+    _, crawler_llm, selector_llm = run(AgentConfig(expand_papers=2, batch_wait_s=600))
     assert [len(prompts) for _, prompts in crawler_llm.calls] == [1, 2, 1]  # search; layer 0 (A, C); layer 1 (F)
     assert [len(prompts) for _, prompts in selector_llm.calls] == [4, 3]  # search (A-D); layer 0 (E, G, F)
     # layer 1 expands the top expand_papers=2 of {E, G, F} by score: F (0.8), E (0.7); E has no sections
