@@ -165,10 +165,30 @@ def build_models(cfg):
         raise SystemExit(f"the tokenizer of {cfg.model_name_or_path!r} has no pad token")
     policy = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
     ref_policy = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
-    value_model = AutoModelForSequenceClassification.from_pretrained(cfg.value_model_path, num_labels=1, **kwargs)
+    value_model = load_value_model(AutoModelForSequenceClassification, cfg.value_model_path, **kwargs)
     value_model.config.pad_token_id = tokenizer.pad_token_id
     init_value_head(value_model, cfg.value_head_init_std, cfg.seed)  # on the gathered head under ZeRO-3
     return tokenizer, policy, ref_policy, value_model
+
+
+def load_value_model(model_class, path: str, **kwargs):
+    """The value model: the SFT crawler with a new scalar head (``num_labels=1``). The head is missing from the
+    checkpoint by design (it is initialised next), so transformers' load report, which lists it as MISSING, is kept
+    quiet; any other missing, unexpected or mismatched weight is one WARNING."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(path, num_labels=1, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    head = {"score.weight", "score.bias"}
+    other = [k for k in info.get("missing_keys", []) if k not in head]
+    other += list(info.get("unexpected_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
+    if other:
+        logger.warning("value model %s: weights not loaded as expected: %s", path, other)
+    return model
 
 
 def warmup_banner(warmup: int, num_updates: int) -> list[str]:

@@ -78,9 +78,11 @@ RELEASED_FLAGS = {
 def make_parser():
     """``TrlParser`` of (SFTScriptArguments, SFTConfig, ModelConfig); ``--config recipe.yaml``, the command line
     wins."""
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from trl import ModelConfig, TrlParser
 
-    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="scripts/sft.py")
+    from trl_ext.sft_config import CheckpointedSFTConfig  # trl's SFTConfig without the checkpointing-name warning
+
+    return TrlParser((SFTScriptArguments, CheckpointedSFTConfig, ModelConfig), prog="scripts/sft.py")
 
 
 def parse_args(argv: list[str] | None = None):

@@ -225,3 +225,32 @@ def test_run_inside_the_warmup_saves_the_sft_policy(tiny_crawler, paper_data, tm
     assert all(torch.equal(before[k], after[k]) for k in after)
     logs = [h for h in trainer.state.log_history if "loss/value" in h]
     assert logs[-1]["policy/loss_on"] == 0.0 and logs[-1]["loss/value"] > 0
+
+
+def test_value_model_loads_without_a_missing_weights_report(tiny_crawler, caplog, capsys):
+    """The new scalar head is missing from the SFT checkpoint by design: no load report about it, no warning."""
+    from transformers import AutoModelForSequenceClassification
+
+    with caplog.at_level("WARNING"):
+        model = ppo.load_value_model(AutoModelForSequenceClassification, tiny_crawler)
+    out = capsys.readouterr()
+    assert model.config.num_labels == 1
+    assert "MISSING" not in out.out + out.err and "score.weight" not in caplog.text
+
+
+def test_value_model_names_weights_that_did_not_load(tiny_crawler, tmp_path, caplog):
+    """A checkpoint whose weights do not match the value model is one WARNING naming them."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_crawler, broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    dropped = next(k for k in weights if "layers.0.mlp" in k)
+    del weights[dropped]
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with caplog.at_level("WARNING"):
+        ppo.load_value_model(AutoModelForSequenceClassification, str(broken))
+    assert "weights not loaded as expected" in caplog.text and "layers.0.mlp" in caplog.text

@@ -388,3 +388,20 @@ def test_released_flag_names(capsys):
         sft.parse_args(["--train_files", TRAIN_CHAT, *CPU_ARGS])
     assert stop.value.code == 2
     assert "unrecognized arguments: --train_files" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [([], True), (["--gradient_checkpointing", "false"], False), (["--activation_checkpointing", "false"], False)],
+)
+def test_checkpointing_without_the_deprecation_warning(extra, expected):
+    """Activation checkpointing is on by default under its current name; the older name still sets it; transformers
+    warns about neither."""
+    import warnings
+
+    argv = ["--model_name_or_path", "unused", "--output_dir", "unused", *extra]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, cfg, _ = sft.parse_args(argv)
+    assert cfg.activation_checkpointing is expected and cfg.gradient_checkpointing is expected
+    assert not [w for w in caught if "checkpointing" in str(w.message)]
