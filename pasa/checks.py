@@ -18,6 +18,7 @@ Face repo id and retry the Hub for ~50 s before a 100-line traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -110,6 +111,7 @@ def check_model_path(
     allow_url: bool = False,
     allow_hub_id: bool = True,
     need_tokenizer: bool = True,
+    gguf_file: str | None = None,
 ) -> str:
     """Validate a model given on the command line; returns it (``~`` expanded) or raises :class:`CheckError`.
 
@@ -118,6 +120,7 @@ def check_model_path(
             Face repo id ``org/name`` (when ``allow_hub_id`` and it is not path-like, see :func:`looks_like_path`).
         flag: the option's name, for the message.
         need_tokenizer: the folder must hold tokenizer files as well (every model the agent or SFT loads does).
+        gguf_file: the folder must hold this GGUF file (weights, config and tokenizer in one) instead.
     """
     if not spec:
         raise CheckError(f"{flag} is required (a checkpoint folder{' or a server URL' if allow_url else ''})")
@@ -139,6 +142,8 @@ def check_model_path(
     if not os.path.isdir(path):
         raise CheckError(f"{flag} {spec!r} is a file; pass the checkpoint folder (the one holding config.json)")
     names = set(os.listdir(path))
+    if gguf_file:
+        return check_gguf_file(path, gguf_file, flag)
     if "config.json" not in names:
         hint = (
             " (it holds checkpoint-* folders: pass one of them)"
@@ -162,13 +167,30 @@ def check_model_path(
     return path
 
 
-def resolve_model(spec: str, flag: str = "--crawler_path", cache_dir: str | None = None) -> str:
+def check_gguf_file(folder: str, gguf_file: str, flag: str) -> str:
+    """``folder`` holds ``gguf_file`` and the ``gguf`` package that reads it is installed; returns ``folder``."""
+    if os.path.basename(gguf_file) != gguf_file:
+        raise CheckError(f"--gguf_file {gguf_file!r}: give the file's name inside the {flag} folder, not a path")
+    if not os.path.isfile(os.path.join(folder, gguf_file)):
+        found = sorted(n for n in os.listdir(folder) if n.endswith(".gguf"))
+        raise CheckError(
+            f"{flag} {folder!r} holds no {gguf_file!r} (--gguf_file); "
+            + (f"GGUF files there: {', '.join(found)}" if found else "it holds no .gguf file")
+        )
+    if importlib.util.find_spec("gguf") is None:
+        raise CheckError("--gguf_file needs the `gguf` package: pip install gguf (or the project's `mini` extra)")
+    return folder
+
+
+def resolve_model(
+    spec: str, flag: str = "--crawler_path", cache_dir: str | None = None, gguf_file: str | None = None
+) -> str:
     """The model ``pasa run`` loads for ``spec``: a server URL or a checkpoint folder as given, a Hugging Face name
     (``Qwen/Qwen2.5-7B-Instruct``) as its folder in the local Hugging Face cache. ``pasa run`` never downloads: a
     name that is not in the cache raises :class:`CheckError` saying how to download it, before any network call.
     """
     if is_http_url(spec) or looks_like_path(spec) or os.path.exists(os.path.expanduser(spec)):
-        return check_model_path(spec, flag, allow_url=True)
+        return check_model_path(spec, flag, allow_url=True, gguf_file=gguf_file)
     folder = cached_hub_snapshot(spec, cache_dir)
     if folder is None:
         raise CheckError(
@@ -176,7 +198,7 @@ def resolve_model(spec: str, flag: str = "--crawler_path", cache_dir: str | None
             f"(`huggingface-cli download {spec} --local-dir checkpoints/{spec.split('/')[-1]}`, or `pasa download` "
             "for the released models) and pass the folder"
         )
-    return check_model_path(folder, flag)
+    return check_model_path(folder, flag, gguf_file=gguf_file)
 
 
 def cached_hub_snapshot(repo_id: str, cache_dir: str | None = None) -> str | None:

@@ -153,6 +153,14 @@ class RunArgs(BatchArgs):
         metadata={"help": "HF backend: most padded tokens per model call (prompts sorted by length); 0 = no limit."},
     )
     dtype: str = field(default="auto", metadata={"help": "HF backend dtype: auto, bfloat16, float32."})
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "HF backend: load this GGUF file (its name inside each local model folder, e.g. "
+            "SmolLM2-135M-Instruct.Q4_1.gguf) instead of a transformers checkpoint; dequantized on every load, needs "
+            "the `gguf` package (docs/mini.md)."
+        },
+    )
     device: str | None = field(default=None, metadata={"help": "HF backend device (default: cuda if available)."})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "sdpa (default) or flash_attention_2 (GPU, needs the `gpu` extra)."}
@@ -258,6 +266,7 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None, http: HttpConfi
         "batch_size": args.batch_size,
         "max_batch_tokens": args.max_batch_tokens,
         "dtype": args.dtype,
+        "gguf_file": args.gguf_file,
         "device": args.device,
         "selector_endpoint": args.selector_endpoint,  # load_llm keeps only what the backend's config has
     }
@@ -265,14 +274,16 @@ def build_agent(args: RunArgs, config: AgentConfig, source=None, http: HttpConfi
         opts["timeout"] = http.llm_timeout
     if args.attn_implementation:
         opts["attn_implementation"] = args.attn_implementation
-    crawler_spec = resolve_model(args.crawler_path, "--crawler_path")
-    selector_spec = resolve_model(args.selector_path, "--selector_path")
+    crawler_spec = resolve_model(args.crawler_path, "--crawler_path", gguf_file=args.gguf_file)
+    selector_spec = resolve_model(args.selector_path, "--selector_path", gguf_file=args.gguf_file)
     crawler_llm = load_llm(crawler_spec, **opts)
     selector_llm = crawler_llm if selector_spec == crawler_spec else load_llm(selector_spec, **opts)
     if getattr(args, "title_extractor", "rules") == "llm":
         from pasa.tools.sources import use_title_llm
 
-        title_spec = resolve_model(args.title_llm, "--title_llm") if args.title_llm else crawler_spec
+        title_spec = (
+            resolve_model(args.title_llm, "--title_llm", gguf_file=args.gguf_file) if args.title_llm else crawler_spec
+        )
         title_llm = crawler_llm if title_spec == crawler_spec else load_llm(title_spec, **opts)
         if not use_title_llm(source, title_llm):
             logger.warning("--title_extractor llm: no online full text in this run (or released mode); rules only")
@@ -350,9 +361,9 @@ def check_model_args(args: RunArgs, config: AgentConfig) -> None:
     check_int_range(args.max_batch_tokens, "--max_batch_tokens", 0)
     check_selector_endpoint(args.selector_endpoint)
     for flag, spec in (("--crawler_path", args.crawler_path), ("--selector_path", args.selector_path)):
-        resolve_model(spec, flag)
+        resolve_model(spec, flag, gguf_file=args.gguf_file)
     if args.title_llm:
-        resolve_model(args.title_llm, "--title_llm")
+        resolve_model(args.title_llm, "--title_llm", gguf_file=args.gguf_file)
 
 
 def check_model_servers(args: RunArgs, timeout: float = 10.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import threading
@@ -249,3 +250,28 @@ def test_hub_name_in_the_local_cache_resolves_to_its_folder(tmp_path):
     assert resolve_model("http://host:8000/v1#m") == "http://host:8000/v1#m"
     with pytest.raises(CheckError, match="checkpoint not found: checkpoints/x"):
         resolve_model("checkpoints/x")
+
+
+def test_gguf_file_is_checked_in_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "smollm2"
+    folder.mkdir()
+    (folder / "other.Q8_0.gguf").write_bytes(b"GGUF")
+    with pytest.raises(CheckError) as err:
+        resolve_model(str(folder), "--crawler_path", gguf_file="model.Q4_1.gguf")
+    assert "holds no 'model.Q4_1.gguf'" in str(err.value) and "other.Q8_0.gguf" in str(err.value)
+    with pytest.raises(CheckError, match="give the file's name inside the --crawler_path folder"):
+        resolve_model(str(folder), "--crawler_path", gguf_file=str(folder / "other.Q8_0.gguf"))
+    # a folder with only the GGUF file is a model (no config.json / tokenizer files needed)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "gguf" else real_find_spec(name, *a)
+    )
+    assert resolve_model(str(folder), "--crawler_path", gguf_file="other.Q8_0.gguf") == str(folder)
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a)
+    )
+    with pytest.raises(CheckError, match="needs the `gguf` package: pip install gguf"):
+        resolve_model(str(folder), "--crawler_path", gguf_file="other.Q8_0.gguf")
+    # without --gguf_file the folder is not a checkpoint
+    with pytest.raises(CheckError, match="no config.json"):
+        resolve_model(str(folder), "--crawler_path")

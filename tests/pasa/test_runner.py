@@ -325,6 +325,7 @@ def run_cli(argv, capsys, source=None):
         (["--serch_index", "{tmp}/no-index"], "unrecognized argument --serch_index; did you mean --search_index?"),
         (["--crawler", "c"], "unrecognized argument --crawler; did you mean --crawler_path?"),
         (["--end_date", "2024-01-01"], "--end_date must be YYYYMMDD"),
+        (["--gguf_file", "model.Q4_1.gguf"], "holds no 'model.Q4_1.gguf' (--gguf_file); it holds no .gguf file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, tiny_checkpoint, capsys, extra, message):

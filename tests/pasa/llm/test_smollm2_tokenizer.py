@@ -142,3 +142,24 @@ def test_prepare_saves_a_plain_checkpoint_equal_to_the_gguf_model(tmp_path):
     ids = tokenizer("[Search] graph neural networks", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(plain(ids).logits, loaded(ids).logits)
+
+
+@pytest.mark.slow
+def test_pasa_run_loads_the_gguf_file_directly(tmp_path, tiny_artifacts):
+    """``pasa run --gguf_file``: the real SmolLM2 weights, dequantized on load, as crawler and selector (one model)."""
+    import json
+
+    from pasa.runner import main
+
+    folder, name = os.path.split(GGUF)
+    out = tmp_path / "out"
+    argv = ["--query", "graph neural networks for molecules", "--crawler_path", folder, "--selector_path", folder]
+    argv += ["--gguf_file", name, "--search_index", str(tiny_artifacts / "db" / "search_index")]
+    argv += ["--output_dir", str(out), "--expand_layers", "0", "--dtype", "float32"]
+    assert main(argv) == 0
+    (result,) = out.glob("*.json")
+    tree = json.loads(result.read_text())
+    assert tree["title"] == "graph neural networks for molecules"
+    # every crawler reply is accounted for: it searched, or its reply is kept as one without an action
+    failures, raw = tree["extra"]["failures"], tree["extra"]["crawler_raw_replies"]
+    assert tree["child"] or (failures["crawler_no_action"] == 1 and raw[0]["reply"].strip())
