@@ -154,7 +154,7 @@ def test_pasa_run_loads_the_gguf_file_directly(tmp_path, tiny_artifacts):
     folder, name = os.path.split(GGUF)
     out = tmp_path / "out"
     argv = ["--query", "graph neural networks for molecules", "--crawler_path", folder, "--selector_path", folder]
-    argv += ["--gguf_file", name, "--search_index", str(tiny_artifacts / "db" / "search_index")]
+    argv += ["--gguf_file", name, "--search_index", str(tiny_artifacts / "data/paper_database/search_index")]
     argv += ["--output_dir", str(out), "--expand_layers", "0", "--dtype", "float32"]
     assert main(argv) == 0
     (result,) = out.glob("*.json")
