@@ -195,7 +195,7 @@ def measure(name, crawler_path, test, index, args, cfg, log, selector=None, sele
 
 COLUMNS = (
     ("format", "format_rate"), ("crawl R", "crawler_recall"), ("reward", "reward"), ("sel AUC", "selector_auc"),
-    ("sel P", "selector_precision"), ("sel R", "selector_recall"), ("sel F1", "selector_f1"),
+    ("AUC near", "selector_auc_near_miss"), ("AUC rand", "selector_auc_random"), ("sel P", "selector_precision"), ("sel R", "selector_recall"), ("sel F1", "selector_f1"),
     ("recall", "e2e_recall"), ("precision", "e2e_precision"),
 )  # fmt: skip
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     token_ids = [base_selector.true_token_id] + spaced_ids[:1] * (len(spaced_ids) == 1)
     probs = base_selector.first_token_probs([p["prompt"] for p in test_pairs], token_ids)
     labels = [p["label"] for p in test_pairs]
-    zero_scores = mini.selector_metrics([row[0] for row in probs], labels)
+    zero_scores = mini.selector_metrics([row[0] for row in probs], test_pairs)
     spaced = mini.roc_auc([row[1] for row in probs], labels) if len(token_ids) == 2 else float("nan")
     rows["zero-shot"] = measure(
         "zero-shot", str(base), test, index, args, cfg, log, ScoresLLM(base_selector), zero_scores

@@ -147,8 +147,9 @@ def selector_pairs(
     ``pool`` (titles; seeded by ``seed`` and the qid), so the Selector sees both near misses and off-topic papers,
     as the agent's search results hold both.
 
-    Each pair carries the Selector prompt (``render_select_prompt`` with ``ABSTRACT_UNAVAILABLE``) and its target
-    (``True``/``False``, the token the score is read from).
+    Each pair carries the Selector prompt (``render_select_prompt`` with ``ABSTRACT_UNAVAILABLE``), its target
+    (``True``/``False``, the token the score is read from) and its ``kind``: ``answer``, ``near_miss`` (a BM25 hit)
+    or ``random``.
     """
     import random
 
@@ -164,11 +165,14 @@ def selector_pairs(
         rng = random.Random(f"{seed}:{record['qid']}")
         others = [t for t in (pool or []) if title_key(t) not in keys and t not in hard]
         drawn = rng.sample(others, min(random_negatives, len(others)))
-        for title, label in [(a, True) for a in answers] + [(t, False) for t in hard + drawn]:
+        kinds = [(a, "answer") for a in answers] + [(t, "near_miss") for t in hard] + [(t, "random") for t in drawn]
+        for title, kind in kinds:
+            label = kind == "answer"
             prompt = render_select_prompt(question, title, ABSTRACT_UNAVAILABLE)
             pairs.append(
-                {"prompt": prompt, "completion": str(label), "label": int(label), "qid": record["qid"], "title": title}
-            )
+                {"prompt": prompt, "completion": str(label), "label": int(label), "kind": kind, "qid": record["qid"],
+                 "title": title}
+            )  # fmt: skip
     return pairs
 
 
@@ -257,14 +261,27 @@ def evaluate_crawler(llm, records: list[dict], index, k: int, max_queries: int =
 
 
 def evaluate_selector(llm, pairs: list[dict], threshold: float = 0.5) -> dict:
-    """P(True) of a selector LLM on labelled pairs: AUC and precision/recall/F1 at ``threshold``."""
+    """P(True) of a selector LLM on labelled pairs: AUC (also per kind of negative) and precision/recall/F1 at
+    ``threshold``."""
     scores = [float(s) for s in llm.true_prob([p["prompt"] for p in pairs])]
-    return selector_metrics(scores, [p["label"] for p in pairs], threshold)
+    return selector_metrics(scores, pairs, threshold)
 
 
-def selector_metrics(scores: list[float], labels: list[int], threshold: float = 0.5) -> dict:
-    """[pure] AUC and precision/recall/F1 at ``threshold`` of selector scores (kept under ``scores``)."""
-    return {"auc": roc_auc(scores, labels), **classification_at(scores, labels, threshold), "scores": scores}
+def selector_metrics(scores: list[float], pairs: list[dict], threshold: float = 0.5) -> dict:
+    """[pure] AUC and precision/recall/F1 at ``threshold`` of selector scores on ``pairs`` (kept under ``scores``);
+    ``auc_near_miss`` / ``auc_random``: the answers against each kind of negative alone.
+
+    >>> pairs = [{"label": 1, "kind": "answer"}, {"label": 0, "kind": "near_miss"}, {"label": 0, "kind": "random"}]
+    >>> m = selector_metrics([0.6, 0.7, 0.1], pairs)
+    >>> m["auc"], m["auc_near_miss"], m["auc_random"]
+    (0.5, 0.0, 1.0)
+    """
+    labels = [p["label"] for p in pairs]
+    out = {"auc": roc_auc(scores, labels)}
+    for kind in ("near_miss", "random"):
+        kept = [i for i, p in enumerate(pairs) if p["label"] or p.get("kind") == kind]
+        out[f"auc_{kind}"] = roc_auc([scores[i] for i in kept], [labels[i] for i in kept])
+    return {**out, **classification_at(scores, labels, threshold), "scores": scores}
 
 
 def evaluate_end_to_end(crawler_llm, selector_llm, records: list[dict], index, search_papers: int) -> dict:

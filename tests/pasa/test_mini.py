@@ -72,6 +72,23 @@ def test_title_index_finds_answers_and_selector_pairs_use_other_queries_as_negat
     drawn = [p["title"] for p in mixed if not p["label"]][1:]
     assert len(drawn) == 3 and not set(drawn) & set(RECORDS[0]["answer"]) and len(set(drawn)) == 3
     assert mixed == mini.selector_pairs(RECORDS[:1], index, negatives=1, random_negatives=3, pool=pool, seed=5)
+    assert [p["kind"] for p in mixed] == ["answer"] * len(positives) + ["near_miss"] + ["random"] * 3
+
+
+def test_selector_auc_per_kind_of_negative():
+    pairs = [{"label": 1, "kind": "answer"}] * 2 + [{"label": 0, "kind": "near_miss"}] * 2
+    pairs += [{"label": 0, "kind": "random"}] * 2
+    # answers above the random titles, below one near miss and tied with the other
+    metrics = mini.selector_metrics([0.6, 0.4, 0.9, 0.4, 0.1, 0.2], pairs)
+    assert metrics["auc_random"] == 1.0
+    assert metrics["auc_near_miss"] == (0 + 1 + 0 + 0.5) / 4
+    assert metrics["auc"] == mini.roc_auc([0.6, 0.4, 0.9, 0.4, 0.1, 0.2], [1, 1, 0, 0, 0, 0])
+
+
+def test_pure_helpers_doctests():
+    import doctest
+
+    assert doctest.testmod(mini).failed == 0
 
 
 def test_balanced_keeps_every_minority_example_and_as_many_of_the_other_class():
