@@ -44,15 +44,20 @@ from pasa import mini  # noqa: E402
 class Budget:
     """Sizes of one bench run."""
 
-    test_queries: int
+    test_queries: int  # the crawler's and the agent's held-out queries
+    selector_test_queries: int  # the Selector's held-out queries (scoring is cheap: more pairs, less noise)
     train_queries: int
     selector_steps: int
     crawler_steps: int
     ppo_updates: int
 
 
-QUICK = Budget(test_queries=12, train_queries=200, selector_steps=48, crawler_steps=24, ppo_updates=2)
-FULL = Budget(test_queries=48, train_queries=952, selector_steps=120, crawler_steps=60, ppo_updates=6)
+QUICK = Budget(
+    test_queries=12, selector_test_queries=48, train_queries=200, selector_steps=48, crawler_steps=24, ppo_updates=2
+)
+FULL = Budget(
+    test_queries=48, selector_test_queries=48, train_queries=952, selector_steps=120, crawler_steps=60, ppo_updates=6
+)
 
 
 def load_script(name: str):
@@ -260,15 +265,17 @@ def main(argv: list[str] | None = None) -> int:
         mini.dequantize_gguf(mini.find_smollm2_gguf(), str(base))
     log(f"checkpoint {base}")
     records = mini.load_dev_queries(args.queries)
-    train, test = mini.split_by_qid(records, budget.test_queries, args.seed)
-    train = train[: budget.train_queries]
+    # held-out queries rank first by hash: the crawler's are the first test_queries of the Selector's
+    train, held_out = mini.split_by_qid(records, max(budget.test_queries, budget.selector_test_queries), args.seed)
+    train, test = train[: budget.train_queries], held_out[: budget.test_queries]
+    selector_test = held_out[: budget.selector_test_queries]
     index = mini.build_title_index(records, str(out / "index"))
     log(f"{len(records)} queries with answers: {len(train)} train, {len(test)} held out; index of {len(index)} titles")
     data = out / "data"
     pool = [p.title for p in mini.answer_papers(records)]
     train_pairs = mini.balanced(mini.selector_pairs(train, index, pool=pool), args.seed)
     selector_train = write_jsonl(data / "selector_train.jsonl", train_pairs)
-    test_pairs = mini.selector_pairs(test, index, pool=pool, seed=args.seed + 1)
+    test_pairs = mini.selector_pairs(selector_test, index, pool=pool, seed=args.seed + 1)
     write_jsonl(data / "selector_test.jsonl", test_pairs)
     queries_file = write_jsonl(data / "train_queries.jsonl", mini.with_title_queries(train, args.max_titles))
     build = load_script("build_crawler_data")
@@ -349,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"budget": budget.__dict__, "rows": rows, "curves": curves, "seconds": time.perf_counter() - start}
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print(
-        f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs "
+        f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs of {len(selector_test)} queries "
         f"({sum(p['label'] for p in test_pairs)} positive); {'quick' if args.quick else 'full'} run, "
         f"{time.perf_counter() - start:.0f} s wall, {time.process_time():.0f} s CPU on {os.cpu_count()} cores "
         f"(load average {os.getloadavg()[0]:.1f}); curves {out / 'mini_curve.png'}"

@@ -152,7 +152,7 @@ def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, caps
     out = tmp_path / "run"
     argv = [
         "--output_dir", str(out), "--queries", write_queries(tmp_path / "dev.jsonl"), "--base_model", tiny_checkpoint,
-        "--test_queries", "2", "--train_queries", "4", "--selector_steps", "2", "--crawler_steps", "2",
+        "--test_queries", "1", "--selector_test_queries", "2", "--train_queries", "4", "--selector_steps", "2", "--crawler_steps", "2",
         "--ppo_updates", "1", "--max_new_tokens", "8", "--top_layers", "1",
     ]  # fmt: skip
     assert bench.main(argv) == 0
@@ -164,6 +164,10 @@ def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, caps
         row = results["rows"][stage]
         assert 0.0 <= row["format_rate"] <= 1.0 and 0.0 <= row["e2e_recall"] <= 1.0
     assert len(results["curves"]["sft_selector"]) == 2 and len(results["curves"]["ppo_lr0"]) == 1
+    # the Selector is measured on more held-out queries than the crawler, none of them trained on
+    held_out = {json.loads(line)["qid"] for line in open(out / "data" / "selector_test.jsonl")}
+    trained = {json.loads(line)["qid"] for line in open(out / "data" / "selector_train.jsonl")}
+    assert len(held_out) == 2 and not held_out & trained
     assert (out / "mini_curve.png").stat().st_size > 0
     assert (out / "sft_crawler" / "config.json").is_file() and (out / "ppo" / "config.json").is_file()
     assert all(title_key(t) for t in RECORDS[0]["answer"])
