@@ -90,12 +90,16 @@ def train_top_layers(model, n: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def run_sft(recipe: str, model: str, data: str, out: Path, max_steps: int, top_layers: int) -> list[dict]:
-    """One ``scripts/sft.py`` run (its parser and trainer), the last ``top_layers`` layers trained; returns the log."""
+def run_sft(
+    recipe: str, model: str, data: str, out: Path, max_steps: int, top_layers: int, extra: list[str] = ()
+) -> list[dict]:
+    """One ``scripts/sft.py`` run (its parser and trainer), the last ``top_layers`` layers trained; returns the log.
+    ``extra``: more command-line flags (they win over the recipe)."""
     sft = load_script("sft")
     argv = [
         "--config", str(ROOT / "configs" / "recipes" / recipe), "--model_name_or_path", model,
         "--dataset_name", data, "--output_dir", str(out), "--max_steps", str(max_steps), "--disable_tqdm", "true",
+        *extra,
     ]  # fmt: skip
     script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args=argv)
     trainer = sft.build_trainer(script_args, training_args, model_args)

@@ -171,3 +171,27 @@ def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, caps
     assert (out / "mini_curve.png").stat().st_size > 0
     assert (out / "sft_crawler" / "config.json").is_file() and (out / "ppo" / "config.json").is_file()
     assert all(title_key(t) for t in RECORDS[0]["answer"])
+
+
+def test_selector_bench_runs_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("_bench_mini_selector", ROOT / "bench" / "mini_selector.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "run"
+    argv = [
+        "--output_dir", str(out), "--queries", write_queries(tmp_path / "dev.jsonl"), "--base_model", tiny_checkpoint,
+        "--test_queries", "2", "--train_queries", "3", "--probe_layers", "1", "--sft", "--steps", "1",
+        "--top_layers", "1",
+    ]  # fmt: skip
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())
+    assert list(rows)[:4] == ["overlap (no model)", "zero-shot P(True)", "zero-shot P( True)", "probe, layer 1"]
+    assert list(rows)[4].startswith("SFT 1 steps") and len(rows[list(rows)[4]]["loss"]) == 1
+    for name, row in rows.items():
+        assert name in printed and all(0.0 <= row[k] <= 1.0 for k in ("auc", "auc_near_miss", "auc_random"))
+    # word overlap ranks an answer that shares the question's words above an unrelated title
+    pairs = [{"qid": "q", "title": "Graph Attention Networks"}, {"qid": "q", "title": "Protein Folding"}]
+    scores = bench.overlap_scores(pairs, {"q": "Which papers propose graph attention networks?"})
+    assert scores[0] > scores[1] == 0.0
