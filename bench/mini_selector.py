@@ -59,23 +59,24 @@ def overlap_scores(pairs: list[dict], questions: dict[str, str]) -> list[float]:
     return scores
 
 
-def last_token_states(path: str, prompts: list[str], layer: int, dtype: str = "bfloat16"):
-    """Hidden state of the last prompt token at ``layer`` (0 = embeddings), float32, one row per prompt."""
+def last_token_states(path: str, prompts: list[str], layers: list[int], dtype: str = "bfloat16") -> dict:
+    """{layer: hidden states of the last prompt token (float32, one row per prompt)}; layer 0 = the embeddings."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
-    rows = []
+    rows: dict[int, list] = {layer: [] for layer in layers}
     for start in range(0, len(prompts), 16):
         batch = tokenizer(prompts[start : start + 16], return_tensors="pt", padding=True)
         with torch.no_grad():
-            states = model(**batch, output_hidden_states=True).hidden_states[layer]
-        rows.append(states[:, -1].float())
-    return torch.cat(rows)
+            states = model(**batch, output_hidden_states=True).hidden_states
+        for layer in layers:
+            rows[layer].append(states[layer][:, -1].float())
+    return {layer: torch.cat(parts) for layer, parts in rows.items()}
 
 
-def logistic_probe(train_x, train_y, test_x, l2: float = 1.0) -> list[float]:
+def logistic_probe(train_x, train_y, test_x, l2: float = 50.0) -> list[float]:
     """Scores of an L2-regularised logistic regression (LBFGS, standardised features) fitted on the training rows."""
     import torch
 
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test_queries", type=int, default=48, help="Held-out queries.")
     p.add_argument("--train_queries", type=int, default=200, help="Training queries (952 in the full bench).")
     p.add_argument("--probe_layers", default="20,24,30", help="Layers the probe reads (comma-separated).")
+    p.add_argument(
+        "--probe_l2", type=float, default=50.0, help="The probe's L2 weight (x |w|^2 / n; 50 = scikit-learn's C=0.01)."
+    )
     p.add_argument("--sft", action="store_true", help="Also run the Selector SFT with the knobs below.")
     p.add_argument("--steps", type=int, default=48, help="SFT steps.")
     p.add_argument("--learning_rate", type=float, default=2e-4, help="SFT learning rate.")
@@ -153,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     report("zero-shot P( True)", [row[-1] for row in probs])
     del selector
     labels = [p["label"] for p in train_pairs]
-    for layer in (int(x) for x in args.probe_layers.split(",") if x):
-        train_x = last_token_states(str(base), [p["prompt"] for p in train_pairs], layer)
-        test_x = last_token_states(str(base), [p["prompt"] for p in test_pairs], layer)
-        report(f"probe, layer {layer}", logistic_probe(train_x, labels, test_x))
+    layers = [int(x) for x in args.probe_layers.split(",") if x]
+    train_x = last_token_states(str(base), [p["prompt"] for p in train_pairs], layers)
+    test_x = last_token_states(str(base), [p["prompt"] for p in test_pairs], layers)
+    for layer in layers:
+        report(f"probe, layer {layer}", logistic_probe(train_x[layer], labels, test_x[layer], args.probe_l2))
 
     if args.sft:
         data = bench_mini.write_jsonl(out / "data" / "selector_train.jsonl", train_pairs)
