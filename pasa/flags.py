@@ -154,3 +154,24 @@ def quiet_other_ranks() -> bool:
     except ImportError:
         pass
     return False
+
+
+def end_launched_process(exit_code: int = 0) -> int:
+    """End one process of a launched run (torchrun / accelerate) once its work is saved: wait for the other ranks,
+    destroy the process group, and in a multi-process CPU run leave at once, without interpreter finalization.
+
+    With torch 2.13's CPU backends a rank sometimes aborted in C++ teardown at finalization ("terminate called
+    without an active exception", SIGABRT) or stayed stuck there, so the launch failed, or never ended, after
+    everything was saved. GPU runs return normally. Returns ``exit_code`` (when it returns)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    return exit_code

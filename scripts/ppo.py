@@ -261,13 +261,13 @@ def check_models(cfg) -> None:
 
 def main(argv: list[str] | None = None, trainer_cls=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pasa.flags import quiet_other_ranks
+    from pasa.flags import end_launched_process, quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, cfg = parse_args(argv)
     check_models(cfg)
     run(script_args, cfg, trainer_cls)
-    return 0
+    return end_launched_process(0)
 
 
 if __name__ == "__main__":

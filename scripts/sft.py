@@ -158,7 +158,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pasa.flags import quiet_other_ranks
+    from pasa.flags import end_launched_process, quiet_other_ranks
 
     quiet_other_ranks()  # each warning once in a multi-process launch
     script_args, training_args, model_args = parse_args(argv)
@@ -182,18 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"saved to {training_args.output_dir}")
     trainer.accelerator.wait_for_everyone()
-    distributed_cpu = trainer.accelerator.num_processes > 1 and trainer.accelerator.device.type == "cpu"
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
-    if distributed_cpu:
-        # torch 2.13 + gloo: about one two-process CPU run in ten left a rank stuck in interpreter finalization
-        # (C++ teardown) after this function had returned, so the launcher never ended. Everything is saved and
-        # the process group is gone: flush and leave without finalization. GPU (NCCL/DeepSpeed) runs exit normally.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    return end_launched_process(0)
 
 
 if __name__ == "__main__":

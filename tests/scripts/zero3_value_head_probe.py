@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from pasa.flags import end_launched_process  # noqa: E402
 from tests.fakes import load_script  # noqa: E402
 from trl_ext.modeling import gathered_params  # noqa: E402
 
@@ -25,6 +26,7 @@ def main() -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(cfg.output_dir, exist_ok=True)
         torch.save({"partitioned": partitioned, "weight": weight}, os.path.join(cfg.output_dir, "head.pt"))
+    end_launched_process(0)
 
 
 if __name__ == "__main__":
