@@ -27,6 +27,7 @@ from typing import Any
 
 # Loop passes a woken batcher yields before it decides: a finished tool call reaches the requests it leads to
 # (lookup -> citation -> paper -> score request) within a few passes, and those requests should join the call.
+# A poke during the passes starts them again, so the last tool call to end always gets all of them.
 SETTLE_PASSES = 12
 
 
@@ -121,10 +122,17 @@ class MicroBatcher:
                 await asyncio.wait_for(self._wake.wait(), self._time_to_deadline())
             except TimeoutError:
                 pass
+            await self._settle()
+            self._start_due_calls()
+
+    async def _settle(self) -> None:
+        """Yield SETTLE_PASSES loop passes in a row with no poke."""
+        while True:
             self._wake.clear()
             for _ in range(SETTLE_PASSES):
                 await asyncio.sleep(0)
-            self._start_due_calls()
+            if not self._wake.is_set():
+                return
 
     def _time_to_deadline(self) -> float | None:
         """Seconds until the oldest request is due; None while nothing waits or no call slot is free."""

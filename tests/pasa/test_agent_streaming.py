@@ -201,6 +201,35 @@ def test_batcher_full_batches_then_idle_flush():
     assert calls == [[1, 2, 3], [4, 5]]
 
 
+def test_batcher_settles_again_after_a_poke_while_settling():
+    """The last tool call to end pokes the batcher while it is already settling from an earlier poke; the request
+    that tool call leads to arrives a few loop passes later and must still join the waiting one."""
+    from pasa.llm.batcher import SETTLE_PASSES
+
+    calls = []
+    state = {"idle": False}
+
+    async def passes(n):
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def main():
+        b = MicroBatcher(lambda items: calls.append(list(items)) or items, wait_s=60, idle=lambda: state["idle"])
+        async with b:
+            first = asyncio.create_task(b.submit("first", key=0))
+            await passes(SETTLE_PASSES + 4)  # submitted; the batcher settled and waits (not idle)
+            b.poke()  # an earlier tool call ends: the batcher starts settling
+            await passes(SETTLE_PASSES - 3)
+            state["idle"] = True  # the last tool call ends, late in that settling
+            b.poke()
+            await passes(5)  # its result reaches a new request a few passes later
+            second = asyncio.create_task(b.submit("second", key=1))
+            return await first, await second
+
+    assert asyncio.run(main()) == ("first", "second")
+    assert calls == [["first", "second"]]
+
+
 def test_batcher_splits_over_free_slots_for_servers_and_waits_for_deadline():
     calls = []
     lock = threading.Lock()
