@@ -42,6 +42,19 @@ ppo = load_script("ppo")
 sft = load_script("sft")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_memory_comm_op_built():
+    """DeepSpeed's CPU shared-memory comm op, compiled once in this process before any launch (into this session's
+    TORCH_EXTENSIONS_DIR, tests/conftest.py): the launched ranks then load it. Compiled by two ranks at once, a
+    compile cut short (a rank stopped by its peer or the launcher) left its lock file, and every later launch of the
+    session waited on that lock until the test's timeout."""
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is not None:
+        builder.load()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
