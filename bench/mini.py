@@ -49,15 +49,18 @@ class Budget:
     train_queries: int
     selector_steps: int
     crawler_steps: int
-    ppo_updates: int
+    ppo_updates: int  # policy updates, after the recipe's value warm-up update(s)
+    ppo_queries: int  # user queries (search sessions) per PPO update
 
 
 QUICK = Budget(
-    test_queries=12, selector_test_queries=48, train_queries=200, selector_steps=48, crawler_steps=24, ppo_updates=2
-)
+    test_queries=12, selector_test_queries=48, train_queries=200, selector_steps=48, crawler_steps=24, ppo_updates=2,
+    ppo_queries=8,
+)  # fmt: skip
 FULL = Budget(
-    test_queries=48, selector_test_queries=48, train_queries=952, selector_steps=120, crawler_steps=60, ppo_updates=6
-)
+    test_queries=48, selector_test_queries=48, train_queries=952, selector_steps=300, crawler_steps=60, ppo_updates=6,
+    ppo_queries=16,
+)  # fmt: skip
 
 
 def load_script(name: str):
@@ -109,21 +112,43 @@ def run_sft(
     return [h for h in trainer.state.log_history if "loss" in h]
 
 
-def ppo_argv(model: str, queries: str, index: str, out: Path, updates: int, learning_rate: float | None = None):
-    """``scripts/ppo.py`` arguments of the mini recipe; ``learning_rate`` None keeps the recipe's."""
+PPO_RECIPE = ROOT / "configs" / "recipes" / "mini_ppo_crawler.yaml"
+MICRO_BATCH = 4  # sessions per forward/backward pass of the PPO epochs (the rest is gradient accumulation)
+
+
+def ppo_argv(
+    model: str, queries: str, index: str, out: Path, budget: Budget, learning_rate: float | None = None
+) -> list[str]:
+    """``scripts/ppo.py`` arguments of the mini recipe: ``budget.ppo_queries`` sessions per update, the recipe's
+    value warm-up update(s) and then ``budget.ppo_updates`` policy updates; ``learning_rate`` None keeps the
+    recipe's."""
+    import yaml
+
+    warmup = yaml.safe_load(PPO_RECIPE.read_text()).get("value_warmup_updates", 0)
+    micro = min(MICRO_BATCH, budget.ppo_queries)
+    if budget.ppo_queries % micro:
+        raise ValueError(f"--ppo_queries must be a multiple of {micro}, got {budget.ppo_queries}")
     lr = [] if learning_rate is None else ["--learning_rate", str(learning_rate)]
     return lr + [
-        "--config", str(ROOT / "configs" / "recipes" / "mini_ppo_crawler.yaml"), "--model_name_or_path", model,
+        "--config", str(PPO_RECIPE), "--model_name_or_path", model,
         "--value_model_path", model, "--dataset_name", queries, "--search_index", index, "--output_dir", str(out),
-        "--total_episodes", str(4 * updates), "--disable_tqdm", "true",
+        "--total_episodes", str(budget.ppo_queries * (warmup + budget.ppo_updates)),
+        "--per_device_train_batch_size", str(micro), "--gradient_accumulation_steps", str(budget.ppo_queries // micro),
+        "--disable_tqdm", "true",
     ]  # fmt: skip
 
 
 def run_ppo(argv: list[str]) -> list[dict]:
-    """One ``scripts/ppo.py`` run; returns its per-update log."""
+    """One ``scripts/ppo.py`` run; returns its per-update log. The resumable checkpoint of the last update (policy,
+    value model and both optimizers' states, about 3.6 GB here) is removed: the bench only reads the policy the run
+    saves in its output folder."""
+    import shutil
+
     ppo = load_script("ppo")
     script_args, cfg = ppo.make_parser().parse_args_and_config(args=argv)
     trainer = ppo.run(script_args, cfg)
+    for checkpoint in Path(cfg.output_dir).glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
     return [h for h in trainer.state.log_history if "env/reward_per_session" in h]
 
 
@@ -132,14 +157,14 @@ def session_config(argv: list[str]):
     return load_script("ppo").make_parser().parse_args_and_config(args=argv)[1]
 
 
-def heldout_reward(replies: list[dict], records: list[dict], index, cfg) -> float:
-    """Mean session reward (PPO's reward, no KL) of the greedy search replies on the held-out queries."""
+def heldout_rewards(replies: list[dict], records: list[dict], index, cfg) -> list[float]:
+    """Session reward (PPO's reward, no KL) of each greedy search reply on the held-out queries."""
     from trl_ext.env import Episode, PaperSearchEnv
 
     env = PaperSearchEnv(index, None, cfg)
     sessions = [env.search_session(Episode.from_titles(r["question"], r["answer"])) for r in records]
     outcomes, _ = env.step(sessions, [r["reply"] for r in replies])
-    return sum(o.total_reward for o in outcomes) / max(len(outcomes), 1)
+    return [o.total_reward for o in outcomes]
 
 
 class RepliesLLM:
@@ -185,7 +210,8 @@ def measure(name, crawler_path, test, index, args, cfg, log, selector=None, sele
     t0 = time.perf_counter()
     crawler = load(crawler_path, args.max_new_tokens, args.eval_dtype)
     row = mini.evaluate_crawler(crawler, test, index, args.search_papers)
-    row["reward"] = heldout_reward(row["replies"], test, index, cfg)
+    row["rewards"] = heldout_rewards(row["replies"], test, index, cfg)
+    row["reward"] = sum(row["rewards"]) / max(len(row["rewards"]), 1)
     if selector is not None:
         row.update({f"selector_{k}": v for k, v in (selector_row or {}).items()})
         cached = RepliesLLM(
@@ -250,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         "--eval_dtype", default="bfloat16", help="dtype of the held-out measurements (training runs in float32)."
     )
     p.add_argument("--top_layers", type=int, default=6, help="SFT trains the last N decoder layers (0: all).")
+    p.add_argument("--near_misses", type=int, default=1, help="BM25 near misses per Selector training query.")
+    p.add_argument(
+        "--random_negatives", type=int, default=3, help="Random answer titles per Selector training query."
+    )
     p.add_argument("--base_model", default=None, help="A checkpoint to start from instead of SmolLM2 (tests).")
     for name in Budget.__dataclass_fields__:
         p.add_argument(f"--{name}", type=int, default=None, help="Override of the run's size.")
@@ -277,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(records)} queries with answers: {len(train)} train, {len(test)} held out; index of {len(index)} titles")
     data = out / "data"
     pool = [p.title for p in mini.answer_papers(records)]
-    train_pairs = mini.balanced(mini.selector_pairs(train, index, pool=pool), args.seed)
+    train_pairs = mini.balanced(
+        mini.selector_pairs(train, index, args.near_misses, args.random_negatives, pool=pool), args.seed
+    )
     selector_train = write_jsonl(data / "selector_train.jsonl", train_pairs)
     test_pairs = mini.selector_pairs(selector_test, index, pool=pool, seed=args.seed + 1)
     write_jsonl(data / "selector_test.jsonl", test_pairs)
@@ -292,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         f"crawler sessions: {dict(counts)}"
     )
 
-    cfg = session_config(ppo_argv(str(base), queries_file, str(out / "index"), out / "ppo", budget.ppo_updates))
+    cfg = session_config(ppo_argv(str(base), queries_file, str(out / "index"), out / "ppo", budget))
     rows, curves = {}, {}
 
     # 2. zero-shot. An untrained chat model writes " True" (another token) after "Decision:": its score there is
@@ -339,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     # 4. PPO and its lr=0 control
     for key, lr in (("ppo", None), ("ppo_lr0", 0.0)):
         run_argv = ppo_argv(
-            str(out / "sft_crawler"), queries_file, str(out / "index"), out / key, budget.ppo_updates, lr
+            str(out / "sft_crawler"), queries_file, str(out / "index"), out / key, budget, lr
         )
         curves[key] = run_ppo(run_argv)
         log(
@@ -355,9 +387,21 @@ def main(argv: list[str] | None = None) -> int:
         "e2e_precision": bm25["precision"],
     }
 
-    # 5. report
+    # 5. report: the two gains the recipe is for, each with a 95% interval over the held-out queries (resampled)
+    gains = {
+        "selector_auc_sft_minus_zero_shot": (
+            rows["SFT"]["selector_auc"] - rows["zero-shot"]["selector_auc"],
+            mini.auc_gain_interval(rows["SFT"]["selector_scores"], rows["zero-shot"]["selector_scores"], test_pairs),
+        ),
+        "reward_ppo_minus_lr0": (
+            rows["PPO"]["reward"] - rows["PPO lr=0 (control)"]["reward"],
+            mini.mean_gain_interval(rows["PPO"]["rewards"], rows["PPO lr=0 (control)"]["rewards"]),
+        ),
+    }
     plot(curves, out / "mini_curve.png")
-    results = {"budget": budget.__dict__, "rows": rows, "curves": curves, "seconds": time.perf_counter() - start}
+    results = {
+        "budget": budget.__dict__, "rows": rows, "curves": curves, "gains": gains, "seconds": time.perf_counter() - start
+    }  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print(
         f"\nheld-out: {len(test)} queries, {len(test_pairs)} selector pairs of {len(selector_test)} queries "
@@ -370,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         f"zero-shot selector AUC scored on ' True' (the token it writes after 'Decision:'): "
         f"{rows['zero-shot']['selector_auc_space_true']:.3f}"
     )
+    for label, key in (
+        ("Selector AUC, SFT - zero-shot", "selector_auc_sft_minus_zero_shot"),
+        ("held-out reward, PPO - lr=0 control", "reward_ppo_minus_lr0"),
+    ):
+        gain, (lo, hi) = gains[key]
+        print(f"{label}: {gain:+.3f} (95% interval over held-out queries, resampled: {lo:+.3f} to {hi:+.3f})")
     final = rows["PPO"]
     print(
         f"mini: format {final['format_rate']:.2f}, crawler recall {final['crawler_recall']:.3f}, selector AUC "

@@ -205,19 +205,72 @@ def with_title_queries(records: list[dict], max_titles: int) -> list[dict]:
 
 # -- evaluation (pure metrics, then the model-driven measurements) -----------------------------------------------
 def roc_auc(scores: list[float], labels: list[int]) -> float:
-    """[pure] Area under the ROC curve: P(score of a random positive > that of a random negative), ties count half.
+    """[pure] Area under the ROC curve: P(score of a random positive > that of a random negative), ties count half
+    (the Mann-Whitney statistic, from the ranks of the scores).
 
     >>> roc_auc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
     0.75
     >>> roc_auc([0.5, 0.5], [1, 0])
     0.5
     """
-    pos = [s for s, y in zip(scores, labels, strict=True) if y]
-    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
-    if not pos or not neg:
+    labels = [bool(y) for y in labels]
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores for {len(labels)} labels")
+    n_pos = sum(labels)
+    n_neg = len(labels) - n_pos
+    if not n_pos or not n_neg:
         return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    rank_sum, start = 0.0, 0
+    while start < len(order):  # tied scores share the mean of their ranks (1-based)
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        mean_rank = (start + end) / 2 + 1
+        rank_sum += mean_rank * sum(labels[i] for i in order[start : end + 1])
+        start = end + 1
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def bootstrap_interval(
+    groups: list, statistic, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """[pure] Percentile interval of ``statistic(sample)`` over ``resamples`` samples of ``groups`` drawn with
+    replacement. The held-out query is the unit: the pairs (or the search actions) of one query are not independent,
+    so a difference between two models is resampled query by query, both models on the same draw (paired).
+
+    >>> lo, hi = bootstrap_interval([1.0, 2.0, 3.0, 4.0], lambda xs: sum(xs) / len(xs), resamples=500)
+    >>> 1.0 <= lo < 2.5 < hi <= 4.0
+    True
+    """
+    import random
+
+    rng = random.Random(seed)
+    stats = sorted(statistic([rng.choice(groups) for _ in groups]) for _ in range(resamples))
+    stats = [s for s in stats if s == s]  # a draw without a positive or a negative has no AUC
+    tail = (1 - level) / 2
+    return stats[int(tail * (len(stats) - 1))], stats[int((1 - tail) * (len(stats) - 1))]
+
+
+def auc_gain_interval(scores: list[float], baseline: list[float], pairs: list[dict], **kwargs) -> tuple[float, float]:
+    """[pure] Bootstrap interval (``bootstrap_interval``, queries resampled) of ``AUC(scores) - AUC(baseline)`` on
+    the same labelled ``pairs``."""
+    by_query: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        by_query.setdefault(pair["qid"], []).append(i)
+
+    def gain(queries: list[list[int]]) -> float:
+        kept = [i for rows in queries for i in rows]
+        labels = [pairs[i]["label"] for i in kept]
+        return roc_auc([scores[i] for i in kept], labels) - roc_auc([baseline[i] for i in kept], labels)
+
+    return bootstrap_interval(list(by_query.values()), gain, **kwargs)
+
+
+def mean_gain_interval(values: list[float], baseline: list[float], **kwargs) -> tuple[float, float]:
+    """[pure] Bootstrap interval (queries resampled) of the mean of ``values - baseline``, one value per query."""
+    diffs = [a - b for a, b in zip(values, baseline, strict=True)]
+    return bootstrap_interval(diffs, lambda xs: sum(xs) / len(xs), **kwargs)
 
 
 def classification_at(scores: list[float], labels: list[int], threshold: float = 0.5) -> dict[str, float]:

@@ -133,6 +133,43 @@ def test_roc_auc(scores, labels, auc):
     assert mini.roc_auc(scores, labels) == auc
 
 
+def test_roc_auc_from_ranks_is_the_pairwise_definition():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        scores = [rng.choice([0.1, 0.2, 0.5, 0.7]) + rng.choice([0, 0, 0.01]) for _ in range(40)]  # many ties
+        labels = [rng.random() < 0.4 for _ in range(40)]
+        pos = [s for s, y in zip(scores, labels) if y]
+        neg = [s for s, y in zip(scores, labels) if not y]
+        pairwise = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+        assert mini.roc_auc(scores, labels) == pytest.approx(pairwise)
+    assert mini.roc_auc([0.4, 0.6], [1, 1]) != mini.roc_auc([0.4, 0.6], [1, 1])  # nan: no negative
+
+
+def test_auc_gain_interval_resamples_whole_queries():
+    # q0 and q1: the model ranks the answer first, the baseline last; q2: both tie. Every draw gains >= 0.
+    pairs = [{"qid": q, "label": y} for q in ("q0", "q1", "q2") for y in (1, 0, 0)]
+    model = [0.9, 0.1, 0.2, 0.8, 0.3, 0.1, 0.5, 0.5, 0.5]
+    baseline = [0.1, 0.9, 0.2, 0.1, 0.3, 0.8, 0.5, 0.5, 0.5]
+    lo, hi = mini.auc_gain_interval(model, baseline, pairs, resamples=300)
+    assert 0 <= lo <= hi <= 1 and hi > 0.5
+    lo, hi = mini.auc_gain_interval(baseline, model, pairs, resamples=300)  # the other way round
+    assert lo < -0.5 and hi <= 0
+    same = mini.auc_gain_interval(model, model, pairs, resamples=50)
+    assert same == (0.0, 0.0)
+
+
+def test_mean_gain_interval_is_paired_by_query():
+    # large differences between queries, a constant gain of 0.1 within each: the paired interval is exact
+    values = [1.1, 5.1, 0.1, 3.1]
+    baseline = [1.0, 5.0, 0.0, 3.0]
+    lo, hi = mini.mean_gain_interval(values, baseline, resamples=200)
+    assert lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    lo, hi = mini.mean_gain_interval([0.0, 1.0, 0.0, 1.0], [0.5] * 4, resamples=500)
+    assert lo < 0 < hi
+
+
 def test_classification_uses_the_strict_threshold():
     assert mini.classification_at([0.5, 0.6], [1, 1]) == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
     assert mini.classification_at([0.1], [1]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
@@ -159,17 +196,25 @@ def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, caps
     argv = [
         "--output_dir", str(out), "--queries", write_queries(tmp_path / "dev.jsonl"), "--base_model", tiny_checkpoint,
         "--test_queries", "1", "--selector_test_queries", "2", "--train_queries", "4", "--selector_steps", "2", "--crawler_steps", "2",
-        "--ppo_updates", "1", "--max_new_tokens", "8", "--top_layers", "1",
+        "--ppo_updates", "1", "--ppo_queries", "4", "--max_new_tokens", "8", "--top_layers", "1",
     ]  # fmt: skip
     assert bench.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("mini: format ") and "selector AUC" in lines[-1]
     results = json.loads((out / "results.json").read_text())
     assert list(results["rows"]) == ["zero-shot", "SFT", "PPO", "PPO lr=0 (control)", "BM25 on the question"]
+    rows = results["rows"]
     for stage in ("zero-shot", "SFT", "PPO"):
-        row = results["rows"][stage]
+        row = rows[stage]
         assert 0.0 <= row["format_rate"] <= 1.0 and 0.0 <= row["e2e_recall"] <= 1.0
-    assert len(results["curves"]["sft_selector"]) == 2 and len(results["curves"]["ppo_lr0"]) == 1
+    # the recipe's value warm-up update, then --ppo_updates policy updates of --ppo_queries sessions each
+    assert len(results["curves"]["sft_selector"]) == 2 and len(results["curves"]["ppo_lr0"]) == 2
+    assert [h["episode"] for h in results["curves"]["ppo"]] == [4, 8]
+    assert not list((out / "ppo").glob("checkpoint-*"))  # the resumable state is not kept
+    # both gains are printed with their interval over the held-out queries
+    gain, (lo, hi) = results["gains"]["reward_ppo_minus_lr0"]
+    assert lo <= hi and abs(gain - (rows["PPO"]["reward"] - rows["PPO lr=0 (control)"]["reward"])) < 1e-9
+    assert any(line.startswith("held-out reward, PPO - lr=0 control: ") for line in lines)
     # the Selector is measured on more held-out queries than the crawler, none of them trained on
     held_out = {json.loads(line)["qid"] for line in open(out / "data" / "selector_test.jsonl")}
     trained = {json.loads(line)["qid"] for line in open(out / "data" / "selector_train.jsonl")}
