@@ -55,7 +55,7 @@ class Budget:
 
 QUICK = Budget(
     test_queries=12, selector_test_queries=48, train_queries=200, selector_steps=48, crawler_steps=24, ppo_updates=2,
-    ppo_queries=8,
+    ppo_queries=4,
 )  # fmt: skip
 FULL = Budget(
     test_queries=48, selector_test_queries=48, train_queries=952, selector_steps=300, crawler_steps=60, ppo_updates=6,
@@ -277,9 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--top_layers", type=int, default=6, help="SFT trains the last N decoder layers (0: all).")
     p.add_argument("--near_misses", type=int, default=1, help="BM25 near misses per Selector training query.")
-    p.add_argument(
-        "--random_negatives", type=int, default=3, help="Random answer titles per Selector training query."
-    )
+    p.add_argument("--random_negatives", type=int, default=3, help="Random answer titles per Selector training query.")
     p.add_argument("--base_model", default=None, help="A checkpoint to start from instead of SmolLM2 (tests).")
     for name in Budget.__dataclass_fields__:
         p.add_argument(f"--{name}", type=int, default=None, help="Override of the run's size.")
@@ -370,9 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. PPO and its lr=0 control
     for key, lr in (("ppo", None), ("ppo_lr0", 0.0)):
-        run_argv = ppo_argv(
-            str(out / "sft_crawler"), queries_file, str(out / "index"), out / key, budget, lr
-        )
+        run_argv = ppo_argv(str(out / "sft_crawler"), queries_file, str(out / "index"), out / key, budget, lr)
         curves[key] = run_ppo(run_argv)
         log(
             f"{key}: {len(curves[key])} updates, rollout reward per session "
