@@ -246,8 +246,8 @@ def bootstrap_interval(
     import random
 
     rng = random.Random(seed)
-    stats = sorted(statistic([rng.choice(groups) for _ in groups]) for _ in range(resamples))
-    stats = [s for s in stats if s == s]  # a draw without a positive or a negative has no AUC
+    draws = (statistic([rng.choice(groups) for _ in groups]) for _ in range(resamples))
+    stats = sorted(s for s in draws if s == s)  # a draw without a positive or a negative has no AUC (nan)
     tail = (1 - level) / 2
     return stats[int(tail * (len(stats) - 1))], stats[int((1 - tail) * (len(stats) - 1))]
 

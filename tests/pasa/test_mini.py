@@ -160,6 +160,24 @@ def test_auc_gain_interval_resamples_whole_queries():
     assert same == (0.0, 0.0)
 
 
+def test_bootstrap_interval_leaves_out_draws_without_a_statistic():
+    # a draw holding group 0 has no statistic (nan, as an AUC without a negative): the interval is the percentiles
+    # of the other draws, in order (a nan in the sort would leave the list unsorted)
+    import random
+
+    groups = list(range(8))
+
+    def mean_without_zero(xs):
+        return float("nan") if 0 in xs else sum(xs) / len(xs)
+
+    rng = random.Random(3)
+    draws = [mean_without_zero([rng.choice(groups) for _ in groups]) for _ in range(400)]
+    finite = sorted(d for d in draws if d == d)
+    assert len(finite) < len(draws)  # some draws had no statistic
+    expected = finite[int(0.025 * (len(finite) - 1))], finite[int(0.975 * (len(finite) - 1))]
+    assert mini.bootstrap_interval(groups, mean_without_zero, resamples=400, seed=3) == expected
+
+
 def test_mean_gain_interval_is_paired_by_query():
     # large differences between queries, a constant gain of 0.1 within each: the paired interval is exact
     values = [1.1, 5.1, 0.1, 3.1]
