@@ -125,9 +125,7 @@ def ppo_argv(
     import yaml
 
     warmup = yaml.safe_load(PPO_RECIPE.read_text()).get("value_warmup_updates", 0)
-    micro = min(MICRO_BATCH, budget.ppo_queries)
-    if budget.ppo_queries % micro:
-        raise ValueError(f"--ppo_queries must be a multiple of {micro}, got {budget.ppo_queries}")
+    micro = min(MICRO_BATCH, budget.ppo_queries)  # main() checked that it divides ppo_queries
     lr = [] if learning_rate is None else ["--learning_rate", str(learning_rate)]
     return lr + [
         "--config", str(PPO_RECIPE), "--model_name_or_path", model,
@@ -284,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     budget = QUICK if args.quick else FULL
     budget = Budget(**{k: v if getattr(args, k) is None else getattr(args, k) for k, v in budget.__dict__.items()})
+    if budget.ppo_queries < 1 or budget.ppo_queries % min(MICRO_BATCH, budget.ppo_queries):
+        p.error(f"--ppo_queries must be 1-{MICRO_BATCH} or a multiple of {MICRO_BATCH}, got {budget.ppo_queries}")
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

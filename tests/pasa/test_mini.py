@@ -242,6 +242,15 @@ def test_bench_runs_the_recipe_on_the_tiny_model(tiny_checkpoint, tmp_path, caps
     assert all(title_key(t) for t in RECORDS[0]["answer"])
 
 
+def test_bench_rejects_a_ppo_batch_it_cannot_split_before_any_work(tmp_path, capsys):
+    bench = load_bench("mini.py")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--output_dir", str(tmp_path / "run"), "--ppo_queries", "6"])
+    assert exit_info.value.code == 2
+    assert "--ppo_queries must be 1-4 or a multiple of 4, got 6" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_selector_bench_runs_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
     bench = load_bench("mini_selector.py")
     out = tmp_path / "run"
