@@ -58,7 +58,7 @@ QUICK = Budget(
     ppo_queries=4,
 )  # fmt: skip
 FULL = Budget(
-    test_queries=48, selector_test_queries=48, train_queries=952, selector_steps=300, crawler_steps=60, ppo_updates=6,
+    test_queries=48, selector_test_queries=192, train_queries=952, selector_steps=300, crawler_steps=60, ppo_updates=6,
     ppo_queries=16,
 )  # fmt: skip
 
