@@ -223,8 +223,11 @@ def run(script_args: PPOScriptArguments, cfg, trainer_cls=None):
 
     trainer_cls = trainer_cls or SessionPPOTrainer
     queries = load_queries(script_args.dataset_name, script_args.end_date_offset_days, script_args.max_train_samples)
-    device = "cpu" if cfg.use_cpu else str(PartialState().device)
-    env = PaperSearchEnv(build_source(cfg), build_selector(cfg, device), cfg)
+    state = PartialState()
+    device = "cpu" if cfg.use_cpu else str(state.device)
+    with state.main_process_first():  # the first process builds a missing search index; the others load it
+        source = build_source(cfg)
+    env = PaperSearchEnv(source, build_selector(cfg, device), cfg)
     tokenizer, policy, ref_policy, value_model = build_models(cfg)
     trainer = trainer_cls(cfg, tokenizer, policy, ref_policy, value_model, queries, env)
     say = trainer.accelerator.print
