@@ -25,6 +25,7 @@ never come back; papers with an unknown date do.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -256,7 +257,9 @@ def _not_ours(path: str) -> str | None:
 
 
 def _replace_dir(tmp_dir: str, index_dir: str) -> None:
-    """Move a finished index folder into place; an index this module wrote is replaced, anything else refused."""
+    """Move a finished index folder into place; an index this module wrote is replaced, anything else refused.
+    Another process that puts its index there between the check and the move (two jobs building the same missing
+    index) is replaced like any older index."""
     if os.path.lexists(index_dir):
         why = _not_ours(index_dir)
         if why is not None:
@@ -265,8 +268,13 @@ def _replace_dir(tmp_dir: str, index_dir: str) -> None:
         os.replace(index_dir, os.path.join(trash, "index"))
         os.replace(tmp_dir, index_dir)
         shutil.rmtree(trash, ignore_errors=True)
-    else:
+        return
+    try:
         os.replace(tmp_dir, index_dir)
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not os.path.isdir(index_dir):
+            raise
+        _replace_dir(tmp_dir, index_dir)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -148,6 +148,27 @@ def test_save_replaces_an_index_but_refuses_other_folders(tmp_path, demo_index):
         LocalSearchIndex.load(str(precious))
 
 
+def test_build_replaces_an_index_another_process_moved_in_after_the_check(tmp_path, monkeypatch):
+    # two jobs build the same missing index: the other one's folder lands after this one found the path free
+    import pasa.tools.local_search as local_search
+
+    target = str(tmp_path / "idx")
+    real_lexists, first = os.path.lexists, [True]
+
+    def lexists(path):
+        if path == target and first[0]:
+            first[0] = False
+            LocalSearchIndex.build([Paper("2401.00001", "The other job's paper")], target)
+            return False
+        return real_lexists(path)
+
+    monkeypatch.setattr(local_search.os.path, "lexists", lexists)
+    built = LocalSearchIndex.build(demo_papers(), target)
+    assert not first[0]  # the other job did move its index in first
+    assert len(built) == len(LocalSearchIndex.load(target)) == 16
+    assert sorted(n for n in os.listdir(tmp_path) if n != "idx") == []  # no temporary or old folder left
+
+
 @pytest.mark.parametrize(
     "setup, reason",
     [
